@@ -1,0 +1,105 @@
+"""Checkpoints without pickle: weights and tensor state in safetensors, the rest in JSON.
+
+A checkpoint is a folder ``checkpoints/update_0000123/`` holding ``model.safetensors``,
+``trainer.safetensors`` (optimizer tensors, RNG states) and ``trainer.json`` (optimizer
+hyper-parameters, data-order position, counters). It is written into a temporary folder,
+fsynced, then renamed into place, so a crash mid-write leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
+from torch import nn
+
+PREFIX = "update_"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"opt.{pid}.{k}"] = v.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(pid), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _optimizer_join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for name, v in tensors.items():
+        if name.startswith("opt."):
+            _, pid, k = name.split(".", 2)
+            state.setdefault(int(pid), {})[k] = v
+    for pid, st in meta["scalars"].items():
+        state.setdefault(int(pid), {}).update(st)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def save(
+    folder: Path, update: int, model: nn.Module, opt: torch.optim.Optimizer, state: dict, keep_last: int
+) -> Path:
+    """Write checkpoint ``update`` atomically; delete all but the newest ``keep_last``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{PREFIX}{update:07d}"
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-"))
+    tensors, opt_meta = _optimizer_split(opt)
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    save_model(model, str(tmp / "model.safetensors"))
+    save_file(tensors, str(tmp / "trainer.safetensors"))
+    (tmp / "trainer.json").write_text(json.dumps({**state, "optimizer": opt_meta}, indent=1))
+    for f in tmp.iterdir():
+        with open(f, "rb") as fh:
+            os.fsync(fh.fileno())
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(folder)
+    for old in list_checkpoints(folder)[:-keep_last]:
+        shutil.rmtree(old)
+    return final
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (temporary folders of interrupted writes excluded)."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.name.startswith(PREFIX) and (p / "trainer.json").is_file())
+
+
+def load_weights(path: Path, model: nn.Module) -> None:
+    """Load ``model.safetensors`` of checkpoint ``path``; a shape mismatch is a ValueError."""
+    try:
+        load_model(model, str(path / "model.safetensors"), strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: checkpoint does not fit this model ({str(e).splitlines()[0]})") from None
+
+
+def load(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict:
+    """Restore model, optimizer and RNG states; return the trainer state dict."""
+    load_weights(path, model)
+    meta = json.loads((path / "trainer.json").read_text())
+    tensors = load_file(str(path / "trainer.safetensors"))
+    opt.load_state_dict(_optimizer_join(tensors, meta.pop("optimizer")))
+    torch.set_rng_state(tensors["rng.cpu"])
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    return meta

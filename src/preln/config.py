@@ -1,0 +1,346 @@
+"""Run configuration: frozen dataclasses loaded from TOML.
+
+Every field is documented where it is declared. Closed choices are ``Literal`` types and are
+checked on load; unknown keys and ill-typed values raise :class:`ConfigError` naming the key
+path (``model.norm``), never a traceback from deep inside the trainer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+Placement = Literal["post", "pre"]
+Task = Literal["translation", "mlm"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, with the offending key path in the message."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    task: Task = "translation"
+    """``translation``: encoder-decoder; ``mlm``: encoder-only masked LM (BERT-style)."""
+    norm: Placement = "pre"
+    """Where LayerNorm sits. ``post``: x = LN(x + F(x)) (Vaswani et al. 2017);
+    ``pre``: x = x + F(LN(x)) and one final LayerNorm per stack (Xiong et al. 2020)."""
+    d_model: int = 512
+    n_heads: int = 4
+    d_ffn: int = 1024
+    encoder_layers: int = 6
+    decoder_layers: int = 6
+    """Ignored for ``mlm``."""
+    dropout: float = 0.3
+    """Dropout on sub-layer outputs and embeddings (fairseq ``--dropout``)."""
+    attention_dropout: float = 0.0
+    activation_dropout: float = 0.0
+    activation: Literal["relu", "gelu"] = "relu"
+    positions: Literal["sinusoidal", "learned"] = "sinusoidal"
+    max_positions: int = 1024
+    embed_layernorm: bool = False
+    """LayerNorm right after the embeddings (BERT has one; the paper's MT models do not)."""
+    embed_scale: bool = True
+    """Multiply token embeddings by sqrt(d_model) (fairseq/Vaswani). BERT presets set False."""
+    init: Literal["xavier", "bert"] = "xavier"
+    """``xavier``: Xavier-uniform weights, zero biases, N(0, d^-1/2) embeddings (fairseq; the
+    paper's analysis assumes Xavier). ``bert``: N(0, 0.02) weights and embeddings."""
+    vocab_size: int = 0
+    """0 = take it from the tokenizer; the resolved config records the real size."""
+    type_vocab_size: int = 2
+    """Segment (sentence A/B) embeddings for ``mlm``; 0 disables them."""
+    num_classes: int = 2
+    """Outputs of the pooled sentence-pair classification head (``mlm`` only)."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    corpus: Literal["multi30k", "parallel", "text"] = "multi30k"
+    """``multi30k``: a folder with ``{train,val,test_2016_flickr}.{de,en}[.gz]``;
+    ``parallel``: a folder with ``{train,valid}.{src,tgt}[.gz]`` line-aligned files;
+    ``text``: one segment per line (masked LM), valid held out by a seeded split."""
+    path: str = "multi30k"
+    """Corpus folder or file. A relative path that does not exist from the working directory
+    is looked up under ``$PRELN_DATA_ROOT`` (default ``../shared/data``). ``--data`` overrides."""
+    src_lang: str = "de"
+    tgt_lang: str = "en"
+    vocab_size: int = 8000
+    """Joint sentencepiece vocabulary size (trained on the training side, cached)."""
+    spm_model: Literal["bpe", "unigram"] = "bpe"
+    max_len: int = 128
+    """Longest sequence in tokens; longer training pairs are dropped (translation) or
+    truncated (mlm), and the number dropped is reported."""
+    max_tokens: int = 4096
+    """Token budget per batch: padded source+target tokens for translation, padded tokens for
+    mlm (fairseq ``--max-tokens`` counts the longer side; we count both)."""
+    max_train_examples: int = 0
+    """Use only the first N training examples (0 = all): CPU-sized and test runs."""
+    max_valid_examples: int = 0
+    valid_fraction: float = 0.01
+    """``text`` corpora only: share held out for validation."""
+    mask_prob: float = 0.15
+    """Masked-LM: share of tokens chosen; of those 80% -> <mask>, 10% random, 10% kept."""
+    cache_dir: str = ""
+    """Where tokenizers are cached; empty = ``$PRELN_CACHE`` or ``~/.cache/preln``."""
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: Literal["adam", "adamw", "sgd", "radam"] = "adam"
+    lr: float = 5e-4
+    """Peak learning rate (the schedule scales it)."""
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    """Never applied to LayerNorm parameters and biases."""
+    momentum: float = 0.0
+    """SGD only."""
+    clip_norm: float = 0.0
+    """Clip the global gradient norm to this value; 0 = off (as in the paper)."""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    kind: Literal["constant", "inverse_sqrt", "linear", "step"] = "inverse_sqrt"
+    """``constant``; ``inverse_sqrt`` (fairseq); ``linear`` decay to 0 at ``total`` (BERT);
+    ``step``: multiply by ``gamma`` at each milestone. All start with the linear warm-up."""
+    warmup: int = 4000
+    """Linear warm-up updates; 0 = none (the first update runs at the peak lr)."""
+    warmup_init_lr: float = 0.0
+    """lr the warm-up ramps from (update 0); update 1 runs at init + (peak - init) / warmup."""
+    timescale: int = 0
+    """inverse_sqrt: lr = peak * sqrt(timescale / step) once step > timescale; 0 = warmup.
+    Must be set (> 0) when warmup is 0."""
+    total: int = 0
+    """linear: update at which lr reaches 0; 0 = train.max_updates."""
+    milestones: tuple[int, ...] = ()
+    """step: updates (or epochs, see ``unit``) at which lr is multiplied by ``gamma``."""
+    unit: Literal["update", "epoch"] = "update"
+    gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    seed: int = 1
+    max_updates: int = 1000
+    """Stop after this many optimizer updates (0 = no limit; then max_epochs must be set)."""
+    max_epochs: int = 0
+    update_freq: int = 1
+    """Gradient accumulation: batches per optimizer update."""
+    label_smoothing: float = 0.1
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """bf16/fp16 autocast on CUDA; CPU runs must use fp32."""
+    device: str = "auto"
+    """``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``..."""
+    log_every: int = 10
+    valid_every: int = 0
+    """Validate every N updates; 0 = at the end of each epoch. The run always ends with one."""
+    save_every: int = 0
+    """Checkpoint every N updates; 0 = at the end of each epoch. The run always ends with one."""
+    keep_last: int = 2
+    """Checkpoints kept (the newest N); older ones are deleted."""
+    threads: int = 0
+    """torch CPU threads; 0 = torch's default."""
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it in canonical form."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value not in get_args(tp):
+            choices = ", ".join(repr(c) for c in get_args(tp))
+            raise ConfigError(f"{path}: {value!r} is not one of {choices}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        args = get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{path}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported config type {tp} at {path}")  # a bug in this module
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a table, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{path}.{key}" if path else key
+            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for f in fields(cls):
+        if f.name not in data:
+            continue
+        sub = f"{path}.{f.name}" if path else f.name
+        tp = hints[f.name]
+        if is_dataclass(tp):
+            kwargs[f.name] = _build(tp, data[f.name], sub)
+        else:
+            kwargs[f.name] = _coerce(data[f.name], tp, sub)
+    return cls(**kwargs)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected section.key=value")
+    key, raw = item.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word: treat as a string (``model.norm=post``)
+    return key.strip().split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings (values in TOML syntax) to a raw config dict."""
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = data
+        for k in keys[:-1]:
+            node = node.setdefault(k, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {k} is not a section")
+        node[keys[-1]] = value
+    return data
+
+
+def from_dict(data: dict) -> RunConfig:
+    cfg = _build(RunConfig, data, "")
+    validate(cfg)
+    return cfg
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load a TOML config file, apply ``--set`` overrides, validate."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    return from_dict(apply_overrides(data, overrides or []))
+
+
+def validate(cfg: RunConfig) -> None:
+    """Value checks that types cannot express."""
+    m, d, o, s, t = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.train
+    checks = [
+        (m.d_model > 0, "model.d_model must be > 0"),
+        (m.n_heads > 0 and m.d_model % m.n_heads == 0, "model.d_model must divide by n_heads"),
+        (m.d_ffn > 0, "model.d_ffn must be > 0"),
+        (m.encoder_layers > 0, "model.encoder_layers must be > 0"),
+        (m.task == "mlm" or m.decoder_layers > 0, "model.decoder_layers must be > 0"),
+        (all(0 <= p < 1 for p in (m.dropout, m.attention_dropout, m.activation_dropout)),
+         "model dropouts must be in [0, 1)"),
+        (m.vocab_size >= 0, "model.vocab_size must be >= 0"),
+        (d.vocab_size > 0, "data.vocab_size must be > 0"),
+        (d.max_len > 1, "data.max_len must be > 1"),
+        (d.max_tokens >= d.max_len * (2 if m.task == "translation" else 1),
+         "data.max_tokens must hold at least one longest example "
+         f"(>= {d.max_len * (2 if m.task == 'translation' else 1)} for data.max_len={d.max_len})"),
+        (0 < d.mask_prob < 1, "data.mask_prob must be in (0, 1)"),
+        (0 < d.valid_fraction < 1, "data.valid_fraction must be in (0, 1)"),
+        (o.lr > 0, "optim.lr must be > 0"),
+        (all(0 <= b < 1 for b in o.betas), "optim.betas must be in [0, 1)"),
+        (o.eps > 0 and o.weight_decay >= 0 and o.momentum >= 0 and o.clip_norm >= 0,
+         "optim.eps must be > 0; weight_decay, momentum, clip_norm >= 0"),
+        (s.warmup >= 0 and s.timescale >= 0 and s.total >= 0, "schedule counts must be >= 0"),
+        (s.kind != "inverse_sqrt" or s.warmup > 0 or s.timescale > 0,
+         "schedule.timescale must be > 0 for inverse_sqrt without warm-up"),
+        (s.kind != "linear" or s.total > 0 or t.max_updates > 0,
+         "schedule.total (or train.max_updates) must be > 0 for the linear schedule"),
+        (list(s.milestones) == sorted(s.milestones) and all(x > 0 for x in s.milestones),
+         "schedule.milestones must be positive and increasing"),
+        (t.max_updates >= 0 and t.max_epochs >= 0, "train.max_updates/max_epochs must be >= 0"),
+        (t.max_updates > 0 or t.max_epochs > 0, "set train.max_updates or train.max_epochs"),
+        (t.update_freq >= 1, "train.update_freq must be >= 1"),
+        (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
+        (t.log_every > 0 and t.valid_every >= 0 and t.save_every >= 0 and t.keep_last >= 1,
+         "train.log_every/keep_last must be > 0; valid_every/save_every >= 0"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise ConfigError(msg)
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def to_dict(cfg: Any) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {v!r} to TOML")
+
+
+def dumps(cfg: RunConfig) -> str:
+    """TOML text of a config; ``load`` of it gives the same config back."""
+    lines = []
+    for section, values in to_dict(cfg).items():
+        lines.append(f"[{section}]")
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def with_vocab(cfg: RunConfig, vocab_size: int) -> RunConfig:
+    return replace(cfg, model=replace(cfg.model, vocab_size=vocab_size))
+
+
+def diff(a: RunConfig, b: RunConfig) -> list[str]:
+    """Key paths whose values differ between two configs."""
+    da, db = to_dict(a), to_dict(b)
+    return [
+        f"{s}.{k}: {da[s][k]!r} -> {db[s][k]!r}"
+        for s in da
+        for k in da[s]
+        if da[s][k] != db[s][k]
+    ]

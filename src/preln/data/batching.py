@@ -1,0 +1,77 @@
+"""Batches by a token budget over length buckets (fairseq ``--max-tokens``) and MLM masking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class Batch:
+    """Padded tensors of one batch plus the number of target tokens its loss counts."""
+
+    tensors: dict[str, Tensor]
+    ntokens: int
+
+    def to(self, device: torch.device) -> Batch:
+        return Batch({k: v.to(device, non_blocking=True) for k, v in self.tensors.items()}, self.ntokens)
+
+
+def token_batches(sizes: list[tuple[int, ...]], max_tokens: int) -> list[list[int]]:
+    """Group example indices so that each batch's padded size fits ``max_tokens``.
+
+    ``sizes[i]`` holds example i's length on each side; a batch of n examples costs
+    ``n * sum(max length on each side)``. Examples are sorted by length, so each batch is a
+    length bucket with little padding. Deterministic; shuffle the batch order per epoch.
+    """
+    order = sorted(range(len(sizes)), key=lambda i: (sizes[i], i))
+    batches, cur, cur_max = [], [], None
+    for i in order:
+        new_max = sizes[i] if cur_max is None else tuple(map(max, cur_max, sizes[i]))
+        if cur and (len(cur) + 1) * sum(new_max) > max_tokens:
+            batches.append(cur)
+            cur, new_max = [], sizes[i]
+        if sum(new_max) > max_tokens:
+            raise ValueError(f"example {i} ({sum(sizes[i])} tokens) exceeds max_tokens={max_tokens}")
+        cur.append(i)
+        cur_max = new_max
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def pad(seqs: list[list[int]], pad_id: int) -> Tensor:
+    """(B, T_max) long tensor, right-padded."""
+    out = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+    return out
+
+
+def mask_tokens(
+    ids: Tensor,  # (B, T)
+    prob: float,
+    special: Tensor,  # (B, T) bool: never chosen (pad, <cls>, <sep>)
+    mask_id: int,
+    vocab_size: int,
+    first_normal: int,
+    generator: torch.Generator,
+) -> tuple[Tensor, Tensor]:
+    """BERT masking: choose ``prob`` of the non-special tokens (at least one per batch); of
+    those 80% -> <mask>, 10% -> a random normal token, 10% unchanged. Returns (inputs, targets)
+    with targets = -100 where not chosen."""
+    chosen = (torch.rand(ids.shape, generator=generator) < prob) & ~special
+    if not chosen.any():  # a loss over zero tokens is undefined: take one candidate
+        candidates = (~special).nonzero()
+        pick = candidates[torch.randint(len(candidates), (1,), generator=generator)][0]
+        chosen[pick[0], pick[1]] = True
+    targets = torch.where(chosen, ids, torch.full_like(ids, -100))
+    r = torch.rand(ids.shape, generator=generator)
+    inputs = ids.clone()
+    inputs[chosen & (r < 0.8)] = mask_id
+    rand_pos = chosen & (r >= 0.8) & (r < 0.9)
+    random_ids = torch.randint(first_normal, vocab_size, ids.shape, generator=generator)
+    inputs[rand_pos] = random_ids[rand_pos]
+    return inputs, targets

@@ -1,0 +1,75 @@
+"""Reading corpora from disk: line-aligned parallel files and one-segment-a-line text.
+
+Nothing here downloads: corpora are read from a path the user gives (``--data``, the config,
+or ``$PRELN_DATA_ROOT``). Every problem is a :class:`CorpusError` naming the file.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from pathlib import Path
+
+DEFAULT_DATA_ROOT = "../shared/data"
+
+
+class CorpusError(ValueError):
+    """A missing, unreadable or malformed corpus file."""
+
+
+def data_root() -> Path:
+    return Path(os.environ.get("PRELN_DATA_ROOT", DEFAULT_DATA_ROOT))
+
+
+def resolve_path(path: str) -> Path:
+    """``path`` as given if it exists, else under ``$PRELN_DATA_ROOT`` (default ../shared/data)."""
+    p = Path(path).expanduser()
+    if p.exists():
+        return p
+    candidates = [p]
+    if not p.is_absolute():
+        q = data_root() / p
+        if q.exists():
+            return q
+        candidates.append(q)
+    tried = ", ".join(str(c.resolve()) for c in candidates)
+    raise CorpusError(
+        f"corpus not found: {path!r} (looked at {tried}). Pass --data PATH, set data.path in the "
+        "config, or set PRELN_DATA_ROOT to the folder holding your corpora."
+    )
+
+
+def find_file(folder: Path, stem: str) -> Path:
+    """``folder/stem`` or ``folder/stem.gz``."""
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    raise CorpusError(f"missing corpus file: {folder / stem}[.gz]")
+
+
+def read_lines(path: Path) -> list[str]:
+    """All lines of a UTF-8 text file (plain or gzip), without line ends."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise CorpusError(f"cannot read {path}: {e}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise CorpusError(f"{path}: line {line} is not valid UTF-8 ({e.reason})") from None
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [ln.rstrip("\r") for ln in lines]
+
+
+def read_parallel(src: Path, tgt: Path) -> tuple[list[str], list[str], int]:
+    """Line-aligned pairs; pairs with an empty side are dropped and counted (third value)."""
+    s, t = read_lines(src), read_lines(tgt)
+    if len(s) != len(t):
+        raise CorpusError(f"{src} has {len(s)} lines but {tgt} has {len(t)}: not line-aligned")
+    keep = [(a.strip(), b.strip()) for a, b in zip(s, t) if a.strip() and b.strip()]
+    return [a for a, _ in keep], [b for _, b in keep], len(s) - len(keep)

@@ -1,0 +1,157 @@
+"""Tokenized datasets that hand the trainer deterministic, resumable batches.
+
+A batch is addressed by (split, epoch, k): the k-th batch of that epoch's shuffled order. The
+trainer's data-order state is therefore just (epoch, k), which makes resuming exact.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from ..config import RunConfig
+from .batching import Batch, mask_tokens, pad, token_batches
+from .corpus import CorpusError, find_file, read_lines, read_parallel, resolve_path
+from .tokenizer import BOS, EOS, MASK, PAD, Tokenizer, train_or_load
+
+SPLITS = {"multi30k": ("train", "val", "test_2016_flickr"), "parallel": ("train", "valid", "test")}
+
+
+class _Data:
+    """Examples per split, their token-budget batches, and a seeded per-epoch batch order."""
+
+    def __init__(self, examples: dict[str, list], max_tokens: int, seed: int) -> None:
+        self.examples, self.seed = examples, seed
+        self.batches = {s: token_batches([self.size(e) for e in ex], max_tokens) for s, ex in examples.items()}
+        self.notes: list[str] = []
+        self._order: tuple[int, list[int]] = (-1, [])
+
+    def size(self, example) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def num_batches(self, split: str = "train") -> int:
+        return len(self.batches[split])
+
+    def order(self, epoch: int) -> list[int]:
+        """The training batches' order in ``epoch`` (1-based), from (seed, epoch) only."""
+        if self._order[0] != epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+            self._order = (epoch, torch.randperm(len(self.batches["train"]), generator=g).tolist())
+        return self._order[1]
+
+    def batch(self, split: str, epoch: int, k: int) -> Batch:
+        """The k-th batch of ``split`` (in ``epoch``'s shuffled order for train)."""
+        j = self.order(epoch)[k] if split == "train" else k
+        return self.collate([self.examples[split][i] for i in self.batches[split][j]], epoch * 1_000_003 + k)
+
+    def collate(self, examples: list, seed: int) -> Batch:
+        raise NotImplementedError
+
+
+class TranslationData(_Data):
+    """Examples are (source ids + </s>, target ids)."""
+
+    def size(self, example) -> tuple[int, ...]:
+        return (len(example[0]), len(example[1]) + 1)
+
+    def collate(self, examples: list, seed: int) -> Batch:
+        src = pad([s for s, _ in examples], PAD)
+        tgt_in = pad([[BOS] + t for _, t in examples], PAD)  # (B, T) decoder input
+        tgt_out = pad([t + [EOS] for _, t in examples], -100)  # (B, T) next-token targets
+        ntokens = sum(len(t) + 1 for _, t in examples)
+        return Batch({"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out}, ntokens)
+
+
+class MLMData(_Data):
+    """Examples are <cls> ids <sep>; masking is drawn per batch from (seed, epoch, k)."""
+
+    def __init__(self, examples: dict[str, list], max_tokens: int, seed: int, mask_prob: float, vocab: int):
+        super().__init__(examples, max_tokens, seed)
+        self.mask_prob, self.vocab = mask_prob, vocab
+
+    def size(self, example) -> tuple[int, ...]:
+        return (len(example),)
+
+    def collate(self, examples: list, seed: int) -> Batch:
+        ids = pad(examples, PAD)
+        special = (ids == PAD) | (ids == BOS) | (ids == EOS)
+        g = torch.Generator().manual_seed(self.seed * 7919 + seed)
+        inputs, targets = mask_tokens(ids, self.mask_prob, special, MASK, self.vocab, MASK + 1, g)
+        return Batch({"ids": inputs, "targets": targets}, int((targets != -100).sum()))
+
+
+def _limit(xs: list, n: int) -> list:
+    return xs[:n] if n > 0 else xs
+
+
+def _read_translation(cfg: RunConfig) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
+    d = cfg.data
+    folder = resolve_path(d.path)
+    if not folder.is_dir():
+        raise CorpusError(f"{folder}: a {d.corpus} corpus is a folder of line-aligned files")
+    names = SPLITS[d.corpus]
+    out, notes = {}, []
+    for split, name in zip(("train", "valid"), names):
+        src, tgt, dropped = read_parallel(
+            find_file(folder, f"{name}.{d.src_lang}"), find_file(folder, f"{name}.{d.tgt_lang}")
+        )
+        if dropped:
+            notes.append(f"{split}: dropped {dropped} pairs with an empty side")
+        n = d.max_train_examples if split == "train" else d.max_valid_examples
+        out[split] = (_limit(src, n), _limit(tgt, n))
+    return out, notes
+
+
+def _read_text(cfg: RunConfig) -> tuple[dict[str, list[str]], list[str]]:
+    d = cfg.data
+    path = resolve_path(d.path)
+    if path.is_dir():
+        raise CorpusError(f"{path}: a text corpus is one file, one segment a line")
+    lines = [ln.strip() for ln in read_lines(path)]
+    empty = sum(1 for ln in lines if not ln)
+    lines = [ln for ln in lines if ln]
+    random.Random(0).shuffle(lines)  # fixed split, independent of the training seed
+    n_valid = max(1, int(len(lines) * d.valid_fraction))
+    valid, train = lines[:n_valid], lines[n_valid:]
+    notes = [f"dropped {empty} empty lines"] if empty else []
+    return {"train": _limit(train, d.max_train_examples), "valid": _limit(valid, d.max_valid_examples)}, notes
+
+
+def load_data(cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple[_Data, Tokenizer]:
+    """Read, tokenize (training a cached tokenizer unless ``tokenizer_file`` is given), batch."""
+    d = cfg.data
+    if cfg.model.task == "translation":
+        if d.corpus == "text":
+            raise CorpusError("translation needs a parallel corpus (data.corpus = multi30k or parallel)")
+        text, notes = _read_translation(cfg)
+        tok = Tokenizer(tokenizer_file) if tokenizer_file else train_or_load(
+            text["train"][0] + text["train"][1], d.vocab_size, d.spm_model, d.cache_dir)
+        examples = {}
+        for split, (src, tgt) in text.items():
+            pairs = [(s + [EOS], t) for s, t in zip(tok.encode(src), tok.encode(tgt))]
+            kept = [p for p in pairs if len(p[0]) <= d.max_len and len(p[1]) + 1 <= d.max_len]
+            if len(kept) < len(pairs):
+                notes.append(f"{split}: dropped {len(pairs) - len(kept)} pairs longer than {d.max_len} tokens")
+            examples[split] = kept
+        data: _Data = TranslationData(examples, d.max_tokens, cfg.train.seed)
+    else:
+        if d.corpus != "text":
+            raise CorpusError("masked-LM needs a text corpus (data.corpus = text)")
+        text, notes = _read_text(cfg)
+        tok = Tokenizer(tokenizer_file) if tokenizer_file else train_or_load(
+            text["train"], d.vocab_size, d.spm_model, d.cache_dir)
+        examples = {}
+        for split, lines in text.items():
+            enc = tok.encode(lines)
+            truncated = sum(len(e) > d.max_len - 2 for e in enc)
+            if truncated:
+                notes.append(f"{split}: truncated {truncated} segments to {d.max_len} tokens")
+            examples[split] = [[BOS] + e[: d.max_len - 2] + [EOS] for e in enc]
+        data = MLMData(examples, d.max_tokens, cfg.train.seed, d.mask_prob, len(tok))
+    for split, ex in data.examples.items():
+        if not ex:
+            raise CorpusError(f"the {split} split of {d.path} has no usable examples")
+    data.notes = notes
+    return data, tok

@@ -1,0 +1,31 @@
+"""Optimizers from torch.optim, with weight decay kept off LayerNorm parameters and biases."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .config import OptimConfig
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: matrices (decayed) and vectors — biases, LayerNorm gains/shifts — (not)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim >= 2 else no_decay).append(p)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+def build_optimizer(model: nn.Module, c: OptimConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, c.weight_decay)
+    if c.name == "adam":
+        return torch.optim.Adam(groups, lr=c.lr, betas=c.betas, eps=c.eps)
+    if c.name == "adamw":
+        return torch.optim.AdamW(groups, lr=c.lr, betas=c.betas, eps=c.eps)
+    if c.name == "radam":
+        return torch.optim.RAdam(groups, lr=c.lr, betas=c.betas, eps=c.eps)
+    return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum)

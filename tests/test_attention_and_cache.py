@@ -1,0 +1,108 @@
+import math
+
+import pytest
+import torch
+
+from preln.config import ModelConfig
+from preln.model import Attention, MaskedLM, Seq2Seq, padding_mask
+
+
+def reference_attention(attn: Attention, x, mem, allowed):
+    """Plain softmax(QK^T / sqrt(d_h)) V with -inf where not allowed; (B, T, d)."""
+    B, T, d = x.shape
+    H = attn.n_heads
+    src = x if mem is None else mem
+
+    def heads(t):
+        return t.view(B, -1, H, d // H).transpose(1, 2)
+
+    q, k, v = heads(attn.q_proj(x)), heads(attn.k_proj(src)), heads(attn.v_proj(src))
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d // H)
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    out = torch.softmax(scores, -1) @ v
+    return attn.out_proj(out.transpose(1, 2).reshape(B, T, d))
+
+
+def test_attention_padding_and_causal_against_plain_softmax():
+    torch.manual_seed(0)
+    attn = Attention(12, 3).double()
+    x = torch.randn(2, 5, 12, dtype=torch.float64)
+    ids = torch.tensor([[7, 7, 7, 7, 7], [7, 7, 7, 0, 0]])
+    m = padding_mask(ids, 0)
+    torch.testing.assert_close(attn(x, mask=m), reference_attention(attn, x, None, m), rtol=0, atol=1e-12)
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    torch.testing.assert_close(attn(x, is_causal=True), reference_attention(attn, x, None, causal),
+                               rtol=0, atol=1e-12)
+    mem = torch.randn(2, 4, 12, dtype=torch.float64)
+    mm = padding_mask(torch.tensor([[5, 5, 5, 5], [5, 5, 0, 0]]), 0)
+    torch.testing.assert_close(attn(x, mem, mask=mm), reference_attention(attn, x, mem, mm), rtol=0, atol=1e-12)
+
+
+def tiny(norm, **kw):
+    return ModelConfig(norm=norm, d_model=16, n_heads=4, d_ffn=32, encoder_layers=2, decoder_layers=2,
+                       dropout=0.0, vocab_size=40, **kw)
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+def test_incremental_decoding_equals_full(norm, positions):
+    torch.manual_seed(0)
+    model = Seq2Seq(tiny(norm, positions=positions)).double().eval()
+    src = torch.randint(5, 40, (3, 6))
+    src[1, 4:] = 0
+    tgt = torch.randint(5, 40, (3, 7))
+    with torch.no_grad():
+        full = model(src, tgt)  # (B, T, V)
+        memory, mask = model.encode(src)
+        cache = model.new_cache()
+        steps = [model.decode(tgt[:, t : t + 1], memory, mask, cache) for t in range(7)]
+        torch.testing.assert_close(torch.cat(steps, 1), full, rtol=0, atol=1e-10)
+        # a cached prefix followed by a chunk of several tokens
+        cache = model.new_cache()
+        a = model.decode(tgt[:, :3], memory, mask, cache)
+        b = model.decode(tgt[:, 3:], memory, mask, cache)
+        torch.testing.assert_close(torch.cat([a, b], 1), full, rtol=0, atol=1e-10)
+
+
+def test_reorder_cache_selects_rows():
+    torch.manual_seed(0)
+    model = Seq2Seq(tiny("pre")).double().eval()
+    src = torch.randint(5, 40, (2, 4))
+    tgt = torch.randint(5, 40, (2, 3))
+    with torch.no_grad():
+        memory, mask = model.encode(src)
+        cache = model.new_cache()
+        model.decode(tgt[:, :2], memory, mask, cache)
+        idx = torch.tensor([1, 1, 0])
+        model.reorder_cache(cache, idx)
+        step = model.decode(tgt[idx, 2:], memory[idx], mask[idx], cache)
+        full = model(src[idx], tgt[idx])
+        torch.testing.assert_close(step[:, 0], full[:, 2], rtol=0, atol=1e-10)
+
+
+def test_tied_embeddings_and_pad_row():
+    model = Seq2Seq(tiny("post"))
+    assert model.src_embed.tokens.weight is model.tgt_embed.tokens.weight is model.embed_tokens.weight
+    assert torch.all(model.embed_tokens.weight[0] == 0)
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_masked_lm_heads_shapes_and_padding_invariance(norm):
+    torch.manual_seed(0)
+    c = tiny(norm, embed_layernorm=True, positions="learned", init="bert", num_classes=3)
+    model = MaskedLM(c).double().eval()
+    assert (model.encoder.final_norm is not None) == (norm == "pre")
+    ids = torch.randint(5, 40, (2, 6))
+    h = model(ids)
+    pos = torch.zeros(2, 6, dtype=torch.bool)
+    pos[0, 1] = pos[1, 3] = True
+    assert model.mlm_logits(h, pos).shape == (2, 40)
+    assert model.classify(h).shape == (2, 3)
+    padded = torch.cat([ids, torch.zeros(2, 3, dtype=torch.long)], 1)
+    torch.testing.assert_close(model(padded)[:, :6], h, rtol=0, atol=1e-10)  # padding changes nothing
+
+
+def test_max_positions_error():
+    model = Seq2Seq(tiny("pre", max_positions=8))
+    with pytest.raises(ValueError, match="max_positions"):
+        model(torch.ones(1, 9, dtype=torch.long), torch.ones(1, 2, dtype=torch.long))
