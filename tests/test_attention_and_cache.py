@@ -31,16 +31,16 @@ def test_attention_padding_and_causal_against_plain_softmax():
     m = padding_mask(ids, 0)
     torch.testing.assert_close(attn(x, mask=m), reference_attention(attn, x, None, m), rtol=0, atol=1e-12)
     causal = torch.ones(5, 5, dtype=torch.bool).tril()
-    torch.testing.assert_close(attn(x, is_causal=True), reference_attention(attn, x, None, causal),
-                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(attn(x, is_causal=True), reference_attention(attn, x, None, causal), rtol=0, atol=1e-12)
     mem = torch.randn(2, 4, 12, dtype=torch.float64)
     mm = padding_mask(torch.tensor([[5, 5, 5, 5], [5, 5, 0, 0]]), 0)
     torch.testing.assert_close(attn(x, mem, mask=mm), reference_attention(attn, x, mem, mm), rtol=0, atol=1e-12)
 
 
 def tiny(norm, **kw):
-    return ModelConfig(norm=norm, d_model=16, n_heads=4, d_ffn=32, encoder_layers=2, decoder_layers=2,
-                       dropout=0.0, vocab_size=40, **kw)
+    return ModelConfig(
+        norm=norm, d_model=16, n_heads=4, d_ffn=32, encoder_layers=2, decoder_layers=2, dropout=0.0, vocab_size=40, **kw
+    )
 
 
 @pytest.mark.parametrize("norm", ["post", "pre"])

@@ -13,8 +13,9 @@ TOL = dict(rtol=0, atol=1e-9)
 
 
 def cfg(norm: str) -> ModelConfig:
-    return ModelConfig(norm=norm, d_model=D, n_heads=H, d_ffn=FF, dropout=0.0, encoder_layers=2,
-                       decoder_layers=2, vocab_size=50)
+    return ModelConfig(
+        norm=norm, d_model=D, n_heads=H, d_ffn=FF, dropout=0.0, encoder_layers=2, decoder_layers=2, vocab_size=50
+    )
 
 
 def copy_attn(ours, ref: nn.MultiheadAttention) -> None:
@@ -142,12 +143,17 @@ def test_stacks_match_torch(norm):
     randomize_norms(enc)
     randomize_norms(dec)
     refs = []
-    for ours_stack, ref_cls, maker in ((enc, nn.TransformerEncoder, make_encoder_pair),
-                                       (dec, nn.TransformerDecoder, make_decoder_pair)):
+    for ours_stack, ref_cls, maker in (
+        (enc, nn.TransformerEncoder, make_encoder_pair),
+        (dec, nn.TransformerDecoder, make_decoder_pair),
+    ):
         final = nn.LayerNorm(D).double() if norm == "pre" else None
         layer = maker(norm)[1]
-        ref = ref_cls(layer, num_layers=3, norm=final, enable_nested_tensor=False) if ref_cls is nn.TransformerEncoder \
+        ref = (
+            ref_cls(layer, num_layers=3, norm=final, enable_nested_tensor=False)
+            if ref_cls is nn.TransformerEncoder
             else ref_cls(layer, num_layers=3, norm=final)
+        )
         for o, r in zip(ours_stack.layers, ref.layers):
             copy_common(o, r)
             if ref_cls is nn.TransformerEncoder:
@@ -194,8 +200,12 @@ def test_post_and_pre_differ_only_in_norm_placement():
     names_post = dict(post.named_parameters())
     names_pre = dict(pre.named_parameters())
     extra = set(names_pre) - set(names_post)
-    assert extra == {"encoder.final_norm.weight", "encoder.final_norm.bias",
-                     "decoder.final_norm.weight", "decoder.final_norm.bias"}
+    assert extra == {
+        "encoder.final_norm.weight",
+        "encoder.final_norm.bias",
+        "decoder.final_norm.weight",
+        "decoder.final_norm.bias",
+    }
     assert set(names_post) <= set(names_pre)
     for n, p in names_post.items():  # identical initial values: only the placement differs
         assert torch.equal(p, names_pre[n]), n

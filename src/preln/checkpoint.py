@@ -52,9 +52,7 @@ def _optimizer_join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save(
-    folder: Path, update: int, model: nn.Module, opt: torch.optim.Optimizer, state: dict, keep_last: int
-) -> Path:
+def save(folder: Path, update: int, model: nn.Module, opt: torch.optim.Optimizer, state: dict, keep_last: int) -> Path:
     """Write checkpoint ``update`` atomically; delete all but the newest ``keep_last``."""
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"{PREFIX}{update:07d}"

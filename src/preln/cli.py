@@ -44,8 +44,13 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="run config (TOML), e.g. configs/quick-pre.toml")
-    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="override a config value (TOML syntax; repeatable), e.g. --set model.norm=post")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a config value (TOML syntax; repeatable), e.g. --set model.norm=post",
+    )
     p.add_argument("--data", metavar="PATH", help="corpus folder or file (overrides data.path)")
 
 
@@ -58,15 +63,22 @@ def parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--version", action="version", version=f"preln {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    p = sub.add_parser("train", help="train a model from a config into a run folder (resumes if it has a checkpoint)",
-                       description="Train a model. The run folder gets config.toml, spm.model, metrics.jsonl, "
-                       "status.json and checkpoints/. Rerunning into the same folder resumes from its last "
-                       "checkpoint.", epilog=EPILOG)
+    p = sub.add_parser(
+        "train",
+        help="train a model from a config into a run folder (resumes if it has a checkpoint)",
+        description="Train a model. The run folder gets config.toml, spm.model, metrics.jsonl, "
+        "status.json and checkpoints/. Rerunning into the same folder resumes from its last "
+        "checkpoint.",
+        epilog=EPILOG,
+    )
     _config_args(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<config name>)")
     p.set_defaults(func=cmd_train)
-    p = sub.add_parser("config", help="print the resolved config (after --set) as TOML",
-                       description="Load, override and validate a config, then print it.")
+    p = sub.add_parser(
+        "config",
+        help="print the resolved config (after --set) as TOML",
+        description="Load, override and validate a config, then print it.",
+    )
     _config_args(p)
     p.set_defaults(func=cmd_config)
     return ap

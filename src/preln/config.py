@@ -269,33 +269,47 @@ def validate(cfg: RunConfig) -> None:
         (m.d_ffn > 0, "model.d_ffn must be > 0"),
         (m.encoder_layers > 0, "model.encoder_layers must be > 0"),
         (m.task == "mlm" or m.decoder_layers > 0, "model.decoder_layers must be > 0"),
-        (all(0 <= p < 1 for p in (m.dropout, m.attention_dropout, m.activation_dropout)),
-         "model dropouts must be in [0, 1)"),
+        (
+            all(0 <= p < 1 for p in (m.dropout, m.attention_dropout, m.activation_dropout)),
+            "model dropouts must be in [0, 1)",
+        ),
         (m.vocab_size >= 0, "model.vocab_size must be >= 0"),
         (d.vocab_size > 0, "data.vocab_size must be > 0"),
         (d.max_len > 1, "data.max_len must be > 1"),
-        (d.max_tokens >= d.max_len * (2 if m.task == "translation" else 1),
-         "data.max_tokens must hold at least one longest example "
-         f"(>= {d.max_len * (2 if m.task == 'translation' else 1)} for data.max_len={d.max_len})"),
+        (
+            d.max_tokens >= d.max_len * (2 if m.task == "translation" else 1),
+            "data.max_tokens must hold at least one longest example "
+            f"(>= {d.max_len * (2 if m.task == 'translation' else 1)} for data.max_len={d.max_len})",
+        ),
         (0 < d.mask_prob < 1, "data.mask_prob must be in (0, 1)"),
         (0 < d.valid_fraction < 1, "data.valid_fraction must be in (0, 1)"),
         (o.lr > 0, "optim.lr must be > 0"),
         (all(0 <= b < 1 for b in o.betas), "optim.betas must be in [0, 1)"),
-        (o.eps > 0 and o.weight_decay >= 0 and o.momentum >= 0 and o.clip_norm >= 0,
-         "optim.eps must be > 0; weight_decay, momentum, clip_norm >= 0"),
+        (
+            o.eps > 0 and o.weight_decay >= 0 and o.momentum >= 0 and o.clip_norm >= 0,
+            "optim.eps must be > 0; weight_decay, momentum, clip_norm >= 0",
+        ),
         (s.warmup >= 0 and s.timescale >= 0 and s.total >= 0, "schedule counts must be >= 0"),
-        (s.kind != "inverse_sqrt" or s.warmup > 0 or s.timescale > 0,
-         "schedule.timescale must be > 0 for inverse_sqrt without warm-up"),
-        (s.kind != "linear" or s.total > 0 or t.max_updates > 0,
-         "schedule.total (or train.max_updates) must be > 0 for the linear schedule"),
-        (list(s.milestones) == sorted(s.milestones) and all(x > 0 for x in s.milestones),
-         "schedule.milestones must be positive and increasing"),
+        (
+            s.kind != "inverse_sqrt" or s.warmup > 0 or s.timescale > 0,
+            "schedule.timescale must be > 0 for inverse_sqrt without warm-up",
+        ),
+        (
+            s.kind != "linear" or s.total > 0 or t.max_updates > 0,
+            "schedule.total (or train.max_updates) must be > 0 for the linear schedule",
+        ),
+        (
+            list(s.milestones) == sorted(s.milestones) and all(x > 0 for x in s.milestones),
+            "schedule.milestones must be positive and increasing",
+        ),
         (t.max_updates >= 0 and t.max_epochs >= 0, "train.max_updates/max_epochs must be >= 0"),
         (t.max_updates > 0 or t.max_epochs > 0, "set train.max_updates or train.max_epochs"),
         (t.update_freq >= 1, "train.update_freq must be >= 1"),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
-        (t.log_every > 0 and t.valid_every >= 0 and t.save_every >= 0 and t.keep_last >= 1,
-         "train.log_every/keep_last must be > 0; valid_every/save_every >= 0"),
+        (
+            t.log_every > 0 and t.valid_every >= 0 and t.save_every >= 0 and t.keep_last >= 1,
+            "train.log_every/keep_last must be > 0; valid_every/save_every >= 0",
+        ),
     ]
     for ok, msg in checks:
         if not ok:
@@ -338,9 +352,4 @@ def with_vocab(cfg: RunConfig, vocab_size: int) -> RunConfig:
 def diff(a: RunConfig, b: RunConfig) -> list[str]:
     """Key paths whose values differ between two configs."""
     da, db = to_dict(a), to_dict(b)
-    return [
-        f"{s}.{k}: {da[s][k]!r} -> {db[s][k]!r}"
-        for s in da
-        for k in da[s]
-        if da[s][k] != db[s][k]
-    ]
+    return [f"{s}.{k}: {da[s][k]!r} -> {db[s][k]!r}" for s in da for k in da[s] if da[s][k] != db[s][k]]

@@ -251,8 +251,7 @@ class Seq2Seq(nn.Module):
             self_mask = torch.ones(T, S, dtype=torch.bool, device=tgt.device).tril(past)
             causal = False
         x = self.tgt_embed(tgt, start=past)
-        h = self.decoder(x, memory=memory, memory_mask=memory_mask, self_mask=self_mask,
-                         is_causal=causal, cache=cache)
+        h = self.decoder(x, memory=memory, memory_mask=memory_mask, self_mask=self_mask, is_causal=causal, cache=cache)
         return F.linear(h, self.embed_tokens.weight)  # tied output projection
 
     def forward(self, src: Tensor, tgt_in: Tensor) -> Tensor:

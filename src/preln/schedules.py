@@ -61,9 +61,7 @@ def step_decay(
     return _warmup(peak, warmup, init, lambda step: peak * gamma ** sum(step > m for m in milestones))
 
 
-def from_config(
-    s: ScheduleConfig, peak: float, max_updates: int = 0, updates_per_epoch: int = 0
-) -> Schedule:
+def from_config(s: ScheduleConfig, peak: float, max_updates: int = 0, updates_per_epoch: int = 0) -> Schedule:
     """Build the configured schedule. Epoch milestones become updates via
     ``updates_per_epoch``: "x0.1 at epoch 8" decays from the first update of epoch 8."""
     if s.kind == "constant":

@@ -111,7 +111,9 @@ class Trainer:
     @staticmethod
     def _device(cfg: RunConfig) -> torch.device:
         name = cfg.train.device
-        dev = torch.device("cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name)
+        dev = torch.device(
+            "cuda" if name == "auto" and torch.cuda.is_available() else "cpu" if name == "auto" else name
+        )
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"train.device={name!r} but CUDA is not available")
         if dev.type != "cuda" and cfg.train.precision != "fp32":
@@ -123,11 +125,15 @@ class Trainer:
         out.mkdir(parents=True, exist_ok=True)
         old_cfg = out / "config.toml"
         if old_cfg.is_file() and ckpts:
-            changed = [d for d in config.diff(config.load(old_cfg), self.cfg)
-                       if d.split(":")[0] not in RESUME_MAY_CHANGE]
+            changed = [
+                d for d in config.diff(config.load(old_cfg), self.cfg) if d.split(":")[0] not in RESUME_MAY_CHANGE
+            ]
             if changed:
-                raise ConfigError(f"{out} holds a run with another config; cannot resume it with: "
-                                  + "; ".join(changed) + ". Use another --out folder.")
+                raise ConfigError(
+                    f"{out} holds a run with another config; cannot resume it with: "
+                    + "; ".join(changed)
+                    + ". Use another --out folder."
+                )
         elif (out / "metrics.jsonl").exists():
             # a run that never reached a checkpoint: keep its log, start over
             (out / "metrics.jsonl").replace(out / "metrics.jsonl.old")
@@ -210,22 +216,32 @@ class Trainer:
             best = self.state.best_valid
             self.state.best_valid = res["valid_loss"] if best is None else min(best, res["valid_loss"])
             self.write_metrics({"kind": "valid", "update": u, "epoch": self.state.epoch, **res})
-            self.log(f"update {u} epoch {self.state.epoch}: valid loss {res['valid_loss']:.4f} "
-                     f"nll {res['valid_nll']:.4f} ppl {res['valid_ppl']:.2f}")
+            self.log(
+                f"update {u} epoch {self.state.epoch}: valid loss {res['valid_loss']:.4f} "
+                f"nll {res['valid_nll']:.4f} ppl {res['valid_ppl']:.2f}"
+            )
         if force or (t.save_every and u % t.save_every == 0) or (not t.save_every and end_of_epoch):
             self.save()
 
     def save(self) -> None:
         meta = {"state": vars(self.state), "tokenizer_sha256": self.tok.sha256()}
-        checkpoint.save(self.out / "checkpoints", self.state.update, self.model, self.opt, meta,
-                        self.cfg.train.keep_last)
+        checkpoint.save(
+            self.out / "checkpoints", self.state.update, self.model, self.opt, meta, self.cfg.train.keep_last
+        )
 
     def _log_train(self, m: Meter, lr: float, bar: tqdm) -> None:
         dt = time.perf_counter() - m.start
-        rec = {"kind": "train", "update": self.state.update, "epoch": self.state.epoch,
-               "loss": m.loss / m.ntokens, "nll": m.nll / m.ntokens, "lr": lr,
-               "grad_norm": m.grad_norm / m.updates, "tokens_per_s": m.ntokens / dt,
-               "ntokens": m.ntokens}
+        rec = {
+            "kind": "train",
+            "update": self.state.update,
+            "epoch": self.state.epoch,
+            "loss": m.loss / m.ntokens,
+            "nll": m.nll / m.ntokens,
+            "lr": lr,
+            "grad_norm": m.grad_norm / m.updates,
+            "tokens_per_s": m.ntokens / dt,
+            "ntokens": m.ntokens,
+        }
         self.write_metrics(rec)
         bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{rec['tokens_per_s']:.0f}", refresh=False)
 
@@ -256,8 +272,10 @@ class Trainer:
         """Train to max_updates / max_epochs; returns the final validation results."""
         c = self.cfg
         n_params = sum(p.numel() for p in self.model.parameters())
-        self.log(f"{c.model.task} model, norm={c.model.norm}, {n_params / 1e6:.2f}M parameters, "
-                 f"vocab {len(self.tok)}, {self.data.num_batches()} batches/epoch, device {self.device}")
+        self.log(
+            f"{c.model.task} model, norm={c.model.norm}, {n_params / 1e6:.2f}M parameters, "
+            f"vocab {len(self.tok)}, {self.data.num_batches()} batches/epoch, device {self.device}"
+        )
         for note in self.data.notes:
             self.log(note)
         status = self.out / "status.json"
@@ -267,9 +285,15 @@ class Trainer:
                 self.log(f"{self.out} is already complete (update {self.state.update})")
                 return done
         self.write_status("running")
-        bar = tqdm(total=self.max_updates, initial=self.state.update, disable=not c.train.progress,
-                   desc=f"{c.model.norm}-LN", unit="upd", dynamic_ncols=True,
-                   mininterval=0.5 if sys.stderr.isatty() else 15)
+        bar = tqdm(
+            total=self.max_updates,
+            initial=self.state.update,
+            disable=not c.train.progress,
+            desc=f"{c.model.norm}-LN",
+            unit="upd",
+            dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 15,
+        )
         try:
             while self.state.update < self.max_updates and not self._run_epoch(bar):
                 pass
@@ -289,8 +313,10 @@ class Trainer:
         self.write_metrics({"kind": "valid", "update": self.state.update, "epoch": self.state.epoch, **res})
         self.save()
         self.write_status("completed", **res)
-        self.log(f"done: update {self.state.update}, valid loss {res['valid_loss']:.4f}, "
-                 f"valid nll {res['valid_nll']:.4f} (ppl {res['valid_ppl']:.2f})")
+        self.log(
+            f"done: update {self.state.update}, valid loss {res['valid_loss']:.4f}, "
+            f"valid nll {res['valid_nll']:.4f} (ppl {res['valid_ppl']:.2f})"
+        )
         return {"status": "completed", **res}
 
 

@@ -126,8 +126,11 @@ def load_data(cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple[_Data
         if d.corpus == "text":
             raise CorpusError("translation needs a parallel corpus (data.corpus = multi30k or parallel)")
         text, notes = _read_translation(cfg)
-        tok = Tokenizer(tokenizer_file) if tokenizer_file else train_or_load(
-            text["train"][0] + text["train"][1], d.vocab_size, d.spm_model, d.cache_dir)
+        tok = (
+            Tokenizer(tokenizer_file)
+            if tokenizer_file
+            else train_or_load(text["train"][0] + text["train"][1], d.vocab_size, d.spm_model, d.cache_dir)
+        )
         examples = {}
         for split, (src, tgt) in text.items():
             pairs = [(s + [EOS], t) for s, t in zip(tok.encode(src), tok.encode(tgt))]
@@ -140,8 +143,11 @@ def load_data(cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple[_Data
         if d.corpus != "text":
             raise CorpusError("masked-LM needs a text corpus (data.corpus = text)")
         text, notes = _read_text(cfg)
-        tok = Tokenizer(tokenizer_file) if tokenizer_file else train_or_load(
-            text["train"], d.vocab_size, d.spm_model, d.cache_dir)
+        tok = (
+            Tokenizer(tokenizer_file)
+            if tokenizer_file
+            else train_or_load(text["train"], d.vocab_size, d.spm_model, d.cache_dir)
+        )
         examples = {}
         for split, lines in text.items():
             enc = tok.encode(lines)

@@ -41,9 +41,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PRELN_CACHE", Path.home() / ".cache" / "preln"))
 
 
-def train_or_load(
-    texts: list[str], vocab_size: int, model_type: str, cache_dir: str | Path = ""
-) -> Tokenizer:
+def train_or_load(texts: list[str], vocab_size: int, model_type: str, cache_dir: str | Path = "") -> Tokenizer:
     """Train a sentencepiece model on ``texts`` unless one for exactly these texts and settings
     is cached. Writes to a temporary name and renames, so concurrent runs never see half a file."""
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -72,7 +70,10 @@ def _train(texts: list[str], prefix: Path, vocab_size: int, model_type: str) -> 
         vocab_size=vocab_size,
         model_type=model_type,
         character_coverage=0.9995,  # sentencepiece's default: the rarest characters become <unk>
-        pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+        pad_id=PAD,
+        unk_id=UNK,
+        bos_id=BOS,
+        eos_id=EOS,
         user_defined_symbols=["<mask>"],
         hard_vocab_limit=False,  # small corpora get a smaller vocabulary, not an error
         input_sentence_size=2_000_000,

@@ -1,0 +1,42 @@
+import subprocess
+import sys
+
+from preln.cli import main
+
+from .conftest import ROOT
+
+
+def test_help_lists_every_subcommand():
+    out = subprocess.run([sys.executable, "-m", "preln", "--help"], capture_output=True, text=True, check=True)
+    for cmd in ("train", "config"):
+        assert cmd in out.stdout
+    out = subprocess.run([sys.executable, "-m", "preln", "train", "--help"], capture_output=True, text=True, check=True)
+    assert "--set" in out.stdout and "--out" in out.stdout and "--data" in out.stdout
+
+
+def test_bad_input_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nnorm = 'sandwich'\n")
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("preln: error: model.norm: 'sandwich' is not one of") and "Traceback" not in err
+    assert (
+        main(
+            [
+                "train",
+                str(ROOT / "configs" / "tiny-translation.toml"),
+                "--data",
+                str(tmp_path / "none"),
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 2
+    )
+    assert "corpus not found" in capsys.readouterr().err
+
+
+def test_config_prints_resolved_toml(capsys):
+    assert main(["config", str(ROOT / "configs" / "tiny-translation.toml"), "--set", "model.norm=post"]) == 0
+    out = capsys.readouterr().out
+    assert 'norm = "post"' in out and "[schedule]" in out

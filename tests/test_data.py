@@ -1,0 +1,90 @@
+import gzip
+
+import pytest
+import torch
+
+from preln import config
+from preln.data import CorpusError, load_data, token_batches
+from preln.data.batching import mask_tokens
+from preln.data.corpus import read_lines, read_parallel, resolve_path
+from preln.data.tokenizer import BOS, EOS, MASK, PAD
+
+from .conftest import ROOT, require_data
+
+
+def test_token_batches_respect_budget_and_cover_everything():
+    g = torch.Generator().manual_seed(0)
+    sizes = [tuple(int(x) for x in torch.randint(1, 40, (2,), generator=g)) for _ in range(500)]
+    batches = token_batches(sizes, 200)
+    seen = sorted(i for b in batches for i in b)
+    assert seen == list(range(500))
+    for b in batches:
+        assert len(b) * sum(max(sizes[i][d] for i in b) for d in range(2)) <= 200
+    assert token_batches(sizes, 200) == batches  # deterministic
+    with pytest.raises(ValueError, match="exceeds max_tokens"):
+        token_batches([(150, 100)], 200)
+
+
+def test_mask_tokens_properties():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, 100, (256, 200))  # ~7500 chosen: the 80/10/10 split within +-2%
+    ids[:, 0], ids[:, -1] = BOS, EOS
+    ids[:10, 150:] = PAD
+    special = (ids == PAD) | (ids == BOS) | (ids == EOS)
+    inputs, targets = mask_tokens(ids, 0.15, special, MASK, 100, 5, g)
+    chosen = targets != -100
+    assert not (chosen & special).any()  # specials are never chosen
+    assert torch.equal(targets[chosen], ids[chosen])
+    assert torch.equal(inputs[~chosen], ids[~chosen])  # unchosen tokens untouched
+    rate = chosen.sum() / (~special).sum()
+    assert 0.13 < rate < 0.17
+    masked = (inputs == MASK) & chosen
+    assert 0.78 < masked.sum() / chosen.sum() < 0.82
+    replaced = (inputs != ids) & (inputs != MASK)
+    assert 0.08 < replaced.sum() / chosen.sum() < 0.12
+    # at least one token is chosen even when prob rounds to none
+    _, t = mask_tokens(ids[:1, :3], 1e-9, special[:1, :3], MASK, 100, 5, g)
+    assert (t != -100).sum() == 1
+
+
+def test_readers_errors(tmp_path):
+    (tmp_path / "a.de").write_text("eins\nzwei\n")
+    (tmp_path / "a.en").write_text("one\n")
+    with pytest.raises(CorpusError, match="not line-aligned"):
+        read_parallel(tmp_path / "a.de", tmp_path / "a.en")
+    (tmp_path / "b.en").write_bytes(b"ok\n\xff\xfe bad\n")
+    with pytest.raises(CorpusError, match="line 2 is not valid UTF-8"):
+        read_lines(tmp_path / "b.en")
+    (tmp_path / "c.de").write_text("eins\n\ndrei\n")
+    with gzip.open(tmp_path / "c.en.gz", "wt") as f:
+        f.write("one\ntwo\nthree\n")
+    src, tgt, dropped = read_parallel(tmp_path / "c.de", tmp_path / "c.en.gz")
+    assert (src, tgt, dropped) == (["eins", "drei"], ["one", "three"], 1)
+    with pytest.raises(CorpusError, match="corpus not found.*PRELN_DATA_ROOT"):
+        resolve_path(str(tmp_path / "missing"))
+
+
+def test_translation_data_batches_are_deterministic_and_well_formed():
+    require_data("multi30k")
+    cfg = config.load(ROOT / "configs" / "tiny-translation.toml")
+    data, tok = load_data(cfg)
+    assert len(tok) <= cfg.data.vocab_size
+    b1 = data.batch("train", 1, 3)
+    b2 = data.batch("train", 1, 3)
+    assert all(torch.equal(b1.tensors[k], b2.tensors[k]) for k in b1.tensors)
+    t = b1.tensors
+    assert (t["tgt_in"][:, 0] == BOS).all()
+    assert b1.ntokens == int((t["tgt_out"] != -100).sum())
+    assert t["src"].numel() + t["tgt_in"].numel() <= cfg.data.max_tokens
+    assert data.order(1) != data.order(2)  # reshuffled per epoch
+    assert tok.decode([tok.encode(["Ein Hund läuft."])[0]]) == ["Ein Hund läuft."]
+
+
+def test_missing_corpus_message(tmp_path):
+    cfg = config.load(ROOT / "configs" / "tiny-translation.toml", [f"data.path='{tmp_path}/nothing'"])
+    with pytest.raises(CorpusError, match="corpus not found"):
+        load_data(cfg)
+    (tmp_path / "m30k").mkdir()
+    cfg = config.load(ROOT / "configs" / "tiny-translation.toml", [f"data.path='{tmp_path}/m30k'"])
+    with pytest.raises(CorpusError, match=r"missing corpus file: .*train\.de"):
+        load_data(cfg)

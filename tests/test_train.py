@@ -1,0 +1,116 @@
+import json
+import shutil
+
+import pytest
+import torch
+
+from preln import config
+from preln.train import load_run, train
+
+from .conftest import ROOT, require_data
+
+
+def metrics(run, kind="train"):
+    return [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == kind]
+
+
+@pytest.mark.parametrize("task", ["translation", "mlm"])
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_smoke_20_updates_loss_goes_down(tmp_path, task, norm):
+    require_data("multi30k")
+    cfg = config.load(ROOT / "configs" / f"tiny-{task}.toml", [f"model.norm={norm}", "train.progress=false"])
+    res = train(cfg, tmp_path / "run")
+    assert res["status"] == "completed"
+    rows = metrics(tmp_path / "run")
+    assert [r["update"] for r in rows] == list(range(1, 21))
+    first = sum(r["loss"] for r in rows[:3]) / 3
+    last = sum(r["loss"] for r in rows[-3:]) / 3
+    assert last < first - 0.2, (first, last)
+    for key in ("loss", "nll", "lr", "grad_norm", "tokens_per_s", "epoch"):
+        assert key in rows[0]
+    valid = metrics(tmp_path / "run", "valid")
+    assert valid and valid[-1]["update"] == 20
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["status"] == "completed"
+    # the resolved config records the real vocabulary and reloads
+    resolved = config.load(tmp_path / "run" / "config.toml")
+    assert resolved.model.vocab_size > 0 and resolved.model.norm == norm
+    # rerunning a finished run does nothing
+    assert train(cfg, tmp_path / "run")["status"] == "completed"
+    assert len(metrics(tmp_path / "run")) == 20
+
+
+def test_resume_reproduces_losses_bitwise(tmp_path):
+    """Run 12 updates straight; run again with a checkpoint at 6, drop the later checkpoint
+    (as if killed after update 6), resume: the per-update losses are identical."""
+    require_data("multi30k")
+    base = ["train.progress=false", "train.max_updates=12", "model.dropout=0.1", "train.keep_last=5"]
+    cfg = config.load(ROOT / "configs" / "tiny-translation.toml", base)
+    train(cfg, tmp_path / "a")
+    cfg_b = config.load(ROOT / "configs" / "tiny-translation.toml", base + ["train.save_every=6"])
+    train(cfg_b, tmp_path / "b")
+    ckpts = sorted((tmp_path / "b" / "checkpoints").iterdir())
+    assert [c.name for c in ckpts] == ["update_0000006", "update_0000012"]
+    shutil.rmtree(ckpts[-1])
+    (tmp_path / "b" / "status.json").unlink()
+    train(cfg_b, tmp_path / "b")
+    la = [r["loss"] for r in metrics(tmp_path / "a")]
+    lb = [r["loss"] for r in metrics(tmp_path / "b")]
+    assert len(lb) == 12 and la == lb
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    require_data("multi30k")
+    cfg = config.load(ROOT / "configs" / "tiny-translation.toml", ["train.progress=false", "train.max_updates=2"])
+    train(cfg, tmp_path / "r")
+    other = config.load(
+        ROOT / "configs" / "tiny-translation.toml", ["train.progress=false", "model.norm=post", "train.max_updates=2"]
+    )
+    with pytest.raises(config.ConfigError, match="model.norm: 'pre' -> 'post'"):
+        train(other, tmp_path / "r")
+
+
+def test_load_run_restores_the_trained_model(tmp_path):
+    require_data("multi30k")
+    cfg = config.load(ROOT / "configs" / "tiny-translation.toml", ["train.progress=false", "train.max_updates=3"])
+    train(cfg, tmp_path / "r")
+    cfg2, model, tok = load_run(tmp_path / "r")
+    assert cfg2.model.vocab_size == len(tok)
+    assert not torch.all(model.encoder.layers[0].ffn.w1.bias == 0)  # trained, not freshly initialized
+
+
+def test_gradient_accumulation_equals_one_big_batch():
+    """update_freq=2 over batches A, B gives the same gradient as the loss over A and B at once."""
+    from preln.data import load_data
+    from preln.model import build_model
+    from preln.train import compute_loss
+
+    require_data("multi30k")
+    cfg = config.load(ROOT / "configs" / "tiny-translation.toml")
+    data, tok = load_data(cfg)
+    cfg = config.with_vocab(cfg, len(tok))
+    torch.manual_seed(0)
+    model = build_model(cfg.model).double()
+    a, b = data.batch("train", 1, 0), data.batch("train", 1, 1)
+    n = a.ntokens + b.ntokens
+    for batch in (a, b):
+        (compute_loss(model, batch, 0.1)[0] / n).backward()
+    acc = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    la, lb = compute_loss(model, a, 0.1)[0], compute_loss(model, b, 0.1)[0]
+    ((la + lb) / n).backward()
+    for g1, p in zip(acc, model.parameters()):
+        torch.testing.assert_close(g1, p.grad, rtol=0, atol=1e-12)
+
+
+def test_divergence_is_recorded_not_raised(tmp_path):
+    require_data("multi30k")
+    cfg = config.load(
+        ROOT / "configs" / "tiny-translation.toml",
+        ["train.progress=false", "model.norm=post", "optim.lr=1e6", "train.max_updates=20"],
+    )
+    res = train(cfg, tmp_path / "r")
+    status = json.loads((tmp_path / "r" / "status.json").read_text())
+    assert res["status"] == status["status"] == "diverged"
+    assert "non-finite" in status["reason"]
+    assert metrics(tmp_path / "r", "diverged")
