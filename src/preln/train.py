@@ -15,7 +15,9 @@ import contextlib
 import json
 import math
 import shutil
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +39,31 @@ RESUME_MAY_CHANGE = {"train.progress", "train.threads"}
 
 class Diverged(RuntimeError):
     """Non-finite loss or gradient."""
+
+
+class StopRequested(Exception):
+    """Ctrl-C or SIGTERM arrived; raised between updates so the checkpoint is consistent."""
+
+
+@contextlib.contextmanager
+def _graceful_stop(trainer: Trainer):
+    """First Ctrl-C / SIGTERM: finish the current update, checkpoint, stop. Second: abort now."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if trainer.stop_requested:
+            raise KeyboardInterrupt
+        trainer.stop_requested = True
+        trainer.log("stopping after this update (again to abort without a checkpoint)")
+
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
 
 
 @dataclass
@@ -100,6 +127,7 @@ class Trainer:
         self.lr = schedules.from_config(cfg.schedule, cfg.optim.lr, self.max_updates, self.updates_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
         self.state = State()
+        self.stop_requested = False
         if ckpts:
             meta = checkpoint.load(ckpts[-1], self.model, self.opt)
             self.state = State(**meta["state"])
@@ -266,6 +294,8 @@ class Trainer:
             if self.state.update >= self.max_updates:
                 return True
             self._valid_and_save(end_of_epoch=self.state.k >= nb)
+            if self.stop_requested:
+                raise StopRequested
         return False
 
     def run(self) -> dict:
@@ -295,17 +325,23 @@ class Trainer:
             mininterval=0.5 if sys.stderr.isatty() else 15,
         )
         try:
-            while self.state.update < self.max_updates and not self._run_epoch(bar):
-                pass
+            with _graceful_stop(self):
+                while self.state.update < self.max_updates and not self._run_epoch(bar):
+                    pass
         except Diverged as e:
             bar.close()
             self.log(f"diverged: {e}")
             self.write_metrics({"kind": "diverged", "update": self.state.update + 1, "epoch": self.state.epoch})
             self.write_status("diverged", reason=str(e))
             return {"status": "diverged"}
-        except KeyboardInterrupt:
+        except StopRequested:
             bar.close()
             self.save()
+            self.write_status("interrupted")
+            self.log(f"checkpoint saved at update {self.state.update}")
+            raise KeyboardInterrupt from None
+        except KeyboardInterrupt:
+            bar.close()
             self.write_status("interrupted")
             raise
         bar.close()
