@@ -49,8 +49,9 @@ def test_resume_reproduces_losses_bitwise(tmp_path):
     train(cfg, tmp_path / "a")
     cfg_b = config.load(ROOT / "configs" / "tiny-translation.toml", base + ["train.save_every=6"])
     train(cfg_b, tmp_path / "b")
-    ckpts = sorted((tmp_path / "b" / "checkpoints").iterdir())
+    ckpts = sorted(p for p in (tmp_path / "b" / "checkpoints").iterdir() if p.name.startswith("update_"))
     assert [c.name for c in ckpts] == ["update_0000006", "update_0000012"]
+    assert (tmp_path / "b" / "checkpoints" / "best" / "model.safetensors").is_file()
     shutil.rmtree(ckpts[-1])
     (tmp_path / "b" / "status.json").unlink()
     train(cfg_b, tmp_path / "b")

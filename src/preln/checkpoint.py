@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 
 PREFIX = "update_"
@@ -29,8 +29,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _optimizer_split(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    sd = opt.state_dict()
+def _optimizer_split(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, scalars = {}, {}
     for pid, st in sd["state"].items():
         for k, v in st.items():
@@ -52,27 +51,45 @@ def _optimizer_join(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return {"state": state, "param_groups": meta["param_groups"]}
 
 
-def save(folder: Path, update: int, model: nn.Module, opt: torch.optim.Optimizer, state: dict, keep_last: int) -> Path:
-    """Write checkpoint ``update`` atomically; delete all but the newest ``keep_last``."""
+def save(
+    folder: Path,
+    update: int,
+    model_state: dict[str, torch.Tensor],
+    opt_state: dict,
+    state: dict,
+    keep_last: int,
+    name: str | None = None,
+    extra_tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write checkpoint ``update`` (or the one called ``name``, e.g. "best") atomically; delete all
+    but the newest ``keep_last`` numbered ones. ``model_state`` has one key per tensor (no tied
+    aliases); ``opt_state`` is a ``torch.optim`` state dict with integer parameter ids."""
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / f"{PREFIX}{update:07d}"
+    for stale in folder.glob(".tmp-*"):  # left by a write that was killed
+        shutil.rmtree(stale, ignore_errors=True)
+    final = folder / (name or f"{PREFIX}{update:07d}")
     tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-"))
-    tensors, opt_meta = _optimizer_split(opt)
+    tensors, opt_meta = _optimizer_split(opt_state)
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    save_model(model, str(tmp / "model.safetensors"))
+    tensors.update(extra_tensors or {})
+    save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
     save_file(tensors, str(tmp / "trainer.safetensors"))
-    (tmp / "trainer.json").write_text(json.dumps({**state, "optimizer": opt_meta}, indent=1))
+    (tmp / "trainer.json").write_text(json.dumps({**state, "update": update, "optimizer": opt_meta}, indent=1))
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(folder)
-    for old in list_checkpoints(folder)[:-keep_last]:
+    if final.exists():  # only "best", or a rewrite of the same update: swap, then delete the old one
+        old = folder / f".tmp-old-{final.name}"
+        os.replace(final, old)
+        os.replace(tmp, final)
         shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
+    _fsync_dir(folder)
+    for stale in list_checkpoints(folder)[:-keep_last]:
+        shutil.rmtree(stale)
     return final
 
 
@@ -91,13 +108,15 @@ def load_weights(path: Path, model: nn.Module) -> None:
         raise ValueError(f"{path}: checkpoint does not fit this model ({str(e).splitlines()[0]})") from None
 
 
-def load(path: Path, model: nn.Module, opt: torch.optim.Optimizer) -> dict:
-    """Restore model, optimizer and RNG states; return the trainer state dict."""
-    load_weights(path, model)
+def load(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """(model state, optimizer state with integer ids, trainer meta); sets the RNG states.
+    ``meta["tensors"]`` holds the per-rank RNG states of a distributed run."""
+    model_state = load_file(str(path / "model.safetensors"))
     meta = json.loads((path / "trainer.json").read_text())
     tensors = load_file(str(path / "trainer.safetensors"))
-    opt.load_state_dict(_optimizer_join(tensors, meta.pop("optimizer")))
+    opt_state = _optimizer_join(tensors, meta.pop("optimizer"))
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
-    return meta
+    meta["tensors"] = {k: v for k, v in tensors.items() if k.startswith("rng.rank")}
+    return model_state, opt_state, meta

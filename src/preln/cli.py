@@ -28,12 +28,17 @@ def _load(args: argparse.Namespace) -> config.RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .train import train  # torch import deferred so `--help` is instant
 
     cfg = _load(args)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    res = train(cfg, out)
-    print(f"run folder: {out}")
+    try:
+        res = train(cfg, out)
+    finally:
+        distributed.shutdown()
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run folder: {out}")
     return 0 if res["status"] == "completed" else 1
 
 

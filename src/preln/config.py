@@ -146,6 +146,8 @@ class TrainConfig:
     threads: int = 0
     """torch CPU threads; 0 = torch's default."""
     progress: bool = True
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    """Under ``torchrun`` (WORLD_SIZE > 1): DDP (replicated weights) or FSDP (sharded weights)."""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,18 @@ from .config import ModelConfig, Placement
 Cache = dict[str, Tensor]
 
 
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm whose statistics are always computed in float32, also under bf16/fp16 autocast
+    (and whose output, the residual stream in Post-LN, stays float32)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                w, b = self.weight.float(), self.bias.float()
+                return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
+        return super().forward(x)
+
+
 class Attention(nn.Module):
     """Multi-head attention with separate Q/K/V/O projections (the paper's W^Q, W^K, W^V, W^O).
 
@@ -87,7 +99,7 @@ class Residual(nn.Module):
     def __init__(self, d_model: int, placement: Placement, dropout: float) -> None:
         super().__init__()
         self.placement = placement
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = LayerNorm(d_model)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, x: Tensor, f) -> Tensor:
@@ -140,7 +152,7 @@ class Stack(nn.Module):
     def __init__(self, layers: list[nn.Module], d_model: int, placement: Placement) -> None:
         super().__init__()
         self.layers = nn.ModuleList(layers)
-        self.final_norm = nn.LayerNorm(d_model) if placement == "pre" else None
+        self.final_norm = LayerNorm(d_model) if placement == "pre" else None
 
     def forward(self, x: Tensor, cache: list | None = None, **kw) -> Tensor:
         for i, layer in enumerate(self.layers):
@@ -170,7 +182,7 @@ class Embeddings(nn.Module):
             self.positions = None
             self.register_buffer("table", sinusoidal_table(c.max_positions, c.d_model), persistent=False)
         self.segments = nn.Embedding(c.type_vocab_size, c.d_model) if segments and c.type_vocab_size else None
-        self.norm = nn.LayerNorm(c.d_model) if c.embed_layernorm else None
+        self.norm = LayerNorm(c.d_model) if c.embed_layernorm else None
         self.dropout = nn.Dropout(c.dropout)
         self.max_positions = c.max_positions
 
@@ -283,7 +295,7 @@ class MaskedLM(nn.Module):
         self.encoder = Stack([EncoderLayer(c) for _ in range(c.encoder_layers)], c.d_model, c.norm)
         # MLM head (BERT): dense -> act -> LayerNorm -> tied decoder + bias.
         self.lm_dense = nn.Linear(c.d_model, c.d_model)
-        self.lm_norm = nn.LayerNorm(c.d_model)
+        self.lm_norm = LayerNorm(c.d_model)
         self.lm_bias = nn.Parameter(torch.zeros(c.vocab_size))
         self.act = F.relu if c.activation == "relu" else F.gelu
         # Sentence(-pair) classification from the first token (<cls>), BERT's pooler.
@@ -292,9 +304,11 @@ class MaskedLM(nn.Module):
         self.cls_dropout = nn.Dropout(c.dropout)
         init_weights(self, c.init, c.d_model, pad_id)
 
-    def forward(self, ids: Tensor, segments: Tensor | None = None) -> Tensor:
-        """(B, T) ids -> hidden states (B, T, d)."""
-        return self.encoder(self.embed(ids, segments=segments), mask=padding_mask(ids, self.pad_id))
+    def forward(self, ids: Tensor, segments: Tensor | None = None, mlm_positions: Tensor | None = None) -> Tensor:
+        """(B, T) ids -> hidden states (B, T, d); with ``mlm_positions`` (B, T) bool, the MLM logits
+        (N, V) at those positions instead (one forward call, as DDP/FSDP wrappers need)."""
+        hidden = self.encoder(self.embed(ids, segments=segments), mask=padding_mask(ids, self.pad_id))
+        return hidden if mlm_positions is None else self.mlm_logits(hidden, mlm_positions)
 
     def mlm_logits(self, hidden: Tensor, positions: Tensor) -> Tensor:
         """Logits (N, V) at the N positions where ``positions`` (B, T) is True only."""

@@ -1,0 +1,76 @@
+"""The run folder: what a run writes, and the checks before a run may write there.
+
+config.toml        the resolved config (vocabulary size filled in)
+spm.model          the tokenizer, so a checkpoint is never used with another vocabulary
+metrics.jsonl      one JSON object a line: {"kind": "train" | "valid" | "diverged", "update", ...}
+status.json        {"status": "running" | "completed" | "diverged" | "interrupted", "update", ...}
+checkpoints/       see checkpoint.py
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from . import checkpoint, config
+from .config import ConfigError, RunConfig
+
+RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
+
+
+class RunFolder:
+    def __init__(self, path: Path, writer: bool = True) -> None:
+        self.path, self.writer = path, writer  # only one process (rank 0) writes
+
+    @property
+    def checkpoints(self) -> list[Path]:
+        return checkpoint.list_checkpoints(self.path / "checkpoints")
+
+    def check_resumable(self, cfg: RunConfig) -> None:
+        """A folder with a checkpoint may only be resumed with the same config."""
+        old = self.path / "config.toml"
+        if not (old.is_file() and self.checkpoints):
+            return
+        changed = [d for d in config.diff(config.load(old), cfg) if d.split(":")[0] not in RESUME_MAY_CHANGE]
+        if changed:
+            raise ConfigError(
+                f"{self.path} holds a run with another config; cannot resume it with: {'; '.join(changed)}. "
+                "Use another --out folder."
+            )
+
+    def prepare(self, cfg: RunConfig, tokenizer_file: Path) -> None:
+        """Write config.toml and spm.model; a log without a checkpoint is kept under a new name."""
+        if not self.writer:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        metrics = self.path / "metrics.jsonl"
+        if metrics.exists() and not self.checkpoints:
+            metrics.replace(self.path / f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+        (self.path / "config.toml").write_text(config.dumps(cfg))
+        if tokenizer_file.resolve() != (self.path / "spm.model").resolve():
+            shutil.copyfile(tokenizer_file, self.path / "spm.model")
+
+    def truncate_metrics(self, update: int) -> None:
+        """Drop log lines written after the checkpoint being resumed (they will be redone)."""
+        path = self.path / "metrics.jsonl"
+        if self.writer and path.exists():
+            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["update"] <= update]
+            path.write_text("".join(ln + "\n" for ln in keep))
+
+    def write_metrics(self, record: dict) -> None:
+        if self.writer:
+            with open(self.path / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def write_status(self, status: str, **fields) -> None:
+        if self.writer:
+            text = json.dumps({"status": status, **fields}, indent=1) + "\n"
+            tmp = self.path / ".status.json.tmp"
+            tmp.write_text(text)
+            tmp.replace(self.path / "status.json")
+
+    def status(self) -> dict | None:
+        p = self.path / "status.json"
+        return json.loads(p.read_text()) if p.is_file() else None

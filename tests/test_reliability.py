@@ -1,0 +1,175 @@
+"""Exact resume after SIGKILL, crashes during checkpoint writes, bad input, mixed precision."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from preln import checkpoint, config
+from preln.cli import main
+from preln.train import Trainer, load_run, train
+
+from .conftest import ROOT, require_data
+
+TINY = str(ROOT / "configs" / "tiny-translation.toml")
+
+
+def losses(run):
+    return [
+        json.loads(ln)["loss"]
+        for ln in (run / "metrics.jsonl").read_text().splitlines()
+        if json.loads(ln)["kind"] == "train"
+    ]
+
+
+def preln(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "preln", *args], **kw)
+
+
+def test_sigkill_then_resume_gives_the_same_losses_bitwise(tmp_path):
+    require_data("multi30k")
+    args = [
+        "train",
+        TINY,
+        "--set",
+        "train.max_updates=300",
+        "--set",
+        "train.save_every=20",
+        "--set",
+        "model.dropout=0.1",
+        "--set",
+        "train.progress=false",
+    ]
+    assert preln(*args, "--out", str(tmp_path / "straight")).wait(120) == 0
+    run = tmp_path / "killed"
+    p = preln(*args, "--out", str(run), stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(checkpoint.list_checkpoints(run / "checkpoints")) < 2:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait(30)
+    n = len(losses(run))
+    if n >= 300:
+        pytest.skip("finished before the kill")
+    assert json.loads((run / "status.json").read_text())["status"] == "running"  # killed: no chance to say more
+    assert preln(*args, "--out", str(run)).wait(120) == 0
+    assert losses(run) == losses(tmp_path / "straight")
+
+
+def test_kill_during_checkpoint_write_leaves_the_previous_one_loadable(tmp_path):
+    """A child process is SIGKILLed halfway through writing its second checkpoint."""
+    require_data("multi30k")
+    script = f"""
+import os, signal
+import safetensors.torch as st
+from preln import checkpoint, config
+from preln.train import train
+real = st.save_file
+calls = []
+def dying_save(tensors, path, *a, **k):
+    calls.append(path)
+    if len(calls) == 3:  # second checkpoint: model file written, trainer file half-written
+        open(path, "wb").write(b"partial")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(tensors, path, *a, **k)
+checkpoint.save_file = dying_save
+cfg = config.load({TINY!r}, ["train.max_updates=10", "train.save_every=4", "train.progress=false",
+                             "train.valid_every=100"])
+train(cfg, {str(tmp_path / "r")!r})
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True)
+    assert p.returncode == -signal.SIGKILL
+    ckpts = checkpoint.list_checkpoints(tmp_path / "r" / "checkpoints")
+    assert [c.name for c in ckpts] == ["update_0000004"]
+    assert list((tmp_path / "r" / "checkpoints").glob(".tmp-*"))  # the half-written one, ignored
+    cfg, model, tok = load_run(tmp_path / "r")
+    assert model is not None
+    cfg = config.load(
+        TINY, ["train.max_updates=10", "train.save_every=4", "train.progress=false", "train.valid_every=100"]
+    )
+    assert train(cfg, tmp_path / "r")["status"] == "completed"  # resumes from update 4
+    assert not list((tmp_path / "r" / "checkpoints").glob(".tmp-*"))  # cleaned by the next write
+
+
+def cli_error(capsys, *args) -> str:
+    assert main(list(args)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("preln: error: ") and "Traceback" not in err and err.count("\n") == 1, err
+    return err
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, capsys):
+    require_data("multi30k")
+    out = ["--out", str(tmp_path / "r")]
+    assert "optim.lr must be > 0" in cli_error(capsys, "train", TINY, "--set", "optim.lr=-1", *out)
+    assert "model.norm: 'mid'" in cli_error(capsys, "train", TINY, "--set", "model.norm=mid", *out)
+    assert "model.nrom: unknown key" in cli_error(capsys, "train", TINY, "--set", "model.nrom=pre", *out)
+    assert "max_tokens must hold" in cli_error(capsys, "train", TINY, "--set", "data.max_tokens=10", *out)
+    corpus = tmp_path / "c"
+    corpus.mkdir()
+    (corpus / "train.de").write_text("a\nb\n")
+    (corpus / "train.en").write_text("a\n")
+    assert "not line-aligned" in cli_error(capsys, "train", TINY, "--data", str(corpus), *out)
+    (corpus / "train.en").write_bytes(b"a\n\xff\n")
+    assert "line 2 is not valid UTF-8" in cli_error(capsys, "train", TINY, "--data", str(corpus), *out)
+    (corpus / "train.en").unlink()
+    (corpus / "train.en").mkdir()  # unreadable: a folder where a file should be
+    assert "missing corpus file" in cli_error(capsys, "train", TINY, "--data", str(corpus), *out)
+    assert "corpus not found" in cli_error(capsys, "train", TINY, "--data", str(tmp_path / "nope"), *out)
+
+
+def test_resume_with_another_architecture_or_vocabulary_is_refused_and_loses_nothing(tmp_path, capsys):
+    require_data("multi30k")
+    run = tmp_path / "r"
+    assert (
+        main(["train", TINY, "--set", "train.max_updates=3", "--set", "train.progress=false", "--out", str(run)]) == 0
+    )
+    capsys.readouterr()
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    err = cli_error(
+        capsys, "train", TINY, "--set", "train.max_updates=3", "--set", "model.d_model=64", "--out", str(run)
+    )
+    assert "model.d_model: 32 -> 64" in err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    # a checkpoint with another vocabulary: swap the run's tokenizer for another corpus's
+    other = config.load(ROOT / "configs" / "tiny-mlm.toml")
+    from preln.data import load_data
+
+    _, tok = load_data(other)
+    (run / "spm.model").write_bytes(tok.path.read_bytes())
+    err = cli_error(capsys, "train", TINY, "--set", "train.max_updates=3", "--out", str(run))
+    assert "vocabulary" in err or "vocab_size" in err
+    with pytest.raises(ValueError, match="another vocabulary"):
+        load_run(run)
+
+
+def test_checkpoint_weights_of_another_architecture_are_refused(tmp_path):
+    require_data("multi30k")
+    cfg = config.load(TINY, ["train.max_updates=2", "train.progress=false"])
+    train(cfg, tmp_path / "a")
+    bigger = config.load(TINY, ["train.max_updates=2", "train.progress=false", "model.d_ffn=128"])
+    train(bigger, tmp_path / "b")
+    (tmp_path / "a" / "config.toml").write_text((tmp_path / "b" / "config.toml").read_text())
+    with pytest.raises(ValueError, match="does not fit this model"):
+        load_run(tmp_path / "a")
+
+
+def test_warmup_longer_than_the_run_is_legal_but_warned(tmp_path, capsys):
+    require_data("multi30k")
+    cfg = config.load(TINY, ["train.max_updates=3", "schedule.warmup=100", "train.progress=false"])
+    assert Trainer(cfg, tmp_path / "r").run()["status"] == "completed"
+    assert "never reached" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_bf16_losses_track_fp32_on_cuda(tmp_path):
+    require_data("multi30k")
+    base = ["train.max_updates=30", "train.progress=false", "train.device='cuda'"]
+    train(config.load(TINY, base), tmp_path / "fp32")
+    train(config.load(TINY, base + ["train.precision='bf16'"]), tmp_path / "bf16")
+    a, b = losses(tmp_path / "fp32"), losses(tmp_path / "bf16")
+    assert all(abs(x - y) < 0.05 * x for x, y in zip(a, b)), (a, b)
