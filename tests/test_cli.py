@@ -8,7 +8,7 @@ from .conftest import ROOT
 
 def test_help_lists_every_subcommand():
     out = subprocess.run([sys.executable, "-m", "preln", "--help"], capture_output=True, text=True, check=True)
-    for cmd in ("train", "config"):
+    for cmd in ("train", "analyze", "prepare", "translate", "evaluate", "config"):
         assert cmd in out.stdout
     out = subprocess.run([sys.executable, "-m", "preln", "train", "--help"], capture_output=True, text=True, check=True)
     assert "--set" in out.stdout and "--out" in out.stdout and "--data" in out.stdout

@@ -11,7 +11,8 @@ import torch
 
 from preln import checkpoint, config
 from preln.cli import main
-from preln.train import Trainer, load_run, train
+from preln.runs import load_run
+from preln.train import Trainer, train
 
 from .conftest import ROOT, require_data
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from preln import config
-from preln.train import load_run, train
+from preln.runs import load_run
+from preln.train import train
 
 from .conftest import ROOT, require_data
 

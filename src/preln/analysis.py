@@ -350,6 +350,7 @@ def after_warmup(a: AnalysisConfig, batches: list[Batch], vocab: int, folder: Pa
                 valid_every=0,
                 save_every=0,
                 progress=True,
+                valid_bleu=False,
                 label_smoothing=0.1,
             ),
         )

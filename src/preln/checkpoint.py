@@ -120,3 +120,16 @@ def load(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
         torch.cuda.set_rng_state(tensors["rng.cuda"])
     meta["tensors"] = {k: v for k, v in tensors.items() if k.startswith("rng.rank")}
     return model_state, opt_state, meta
+
+
+def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the model weights of several checkpoints (fairseq's
+    average_checkpoints), accumulated in float64."""
+    if not paths:
+        raise ValueError("no checkpoints to average")
+    total: dict[str, torch.Tensor] = {}
+    for p in paths:
+        for k, v in load_file(str(p / "model.safetensors")).items():
+            total[k] = total[k] + v.double() if k in total else v.double()
+    first = load_file(str(paths[0] / "model.safetensors"))
+    return {k: (v / len(paths)).to(first[k].dtype) for k, v in total.items()}

@@ -61,6 +61,61 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .evaluate import load_for_eval, translate
+
+    _, model, tok, desc = load_for_eval(Path(args.run), args.average, args.checkpoint)
+    src = open(args.input, encoding="utf-8") if args.input else sys.stdin
+    lines = [ln.rstrip("\n") for ln in src]
+    print(f"[preln] translating {len(lines)} lines with the {desc}, beam {args.beam}", file=sys.stderr)
+    for hyp in translate(model, tok, lines, args.beam, args.lenpen, progress=len(lines) > 100):
+        print(hyp)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    res = evaluate_run(args.run, tuple(args.splits.split(",")), args.beam, args.lenpen, args.average, args.limit)
+    for split, r in res["splits"].items():
+        print(
+            f"{split}: sacreBLEU {r['sacrebleu']:.2f} ({r['sacrebleu_signature']}) | "
+            f"tokenized-lowercased BLEU {r['tok_lc']:.2f} | {r['sentences']} sentences, {res['checkpoint']}"
+        )
+    print(f"wrote {Path(args.run) / 'bleu.json'}")
+    return 0
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import json
+
+    from .data.prepare import prepare_iwslt14, prepare_multi30k
+
+    source = Path(args.source) if args.source else None
+    if args.corpus == "iwslt14":
+        out = Path(args.out or "data/iwslt14.tokenized.de-en")
+        info = prepare_iwslt14(source, out)
+    else:
+        out = Path(args.out or "data/multi30k")
+        info = prepare_multi30k(out, source)
+    print(json.dumps(info, indent=1))
+    print(f"prepared {out}: train with --data {out}")
+    return 0
+
+
+def _decode_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN_DIR", help="a translation run folder (from preln train)")
+    p.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy (default 5)")
+    p.add_argument("--lenpen", type=float, default=1.2, help="length penalty (default 1.2)")
+    p.add_argument(
+        "--average",
+        type=int,
+        default=1,
+        metavar="N",
+        help="average the weights of the last N checkpoints (default 1: the last)",
+    )
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     print(config.dumps(_load(args)), end="")
     return 0
@@ -118,6 +173,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="PATH", help="Multi30k-layout corpus folder (default multi30k)")
     p.add_argument("--out", metavar="DIR", default="runs/analysis", help="output folder (default runs/analysis)")
     p.set_defaults(func=cmd_analyze)
+    p = sub.add_parser(
+        "prepare",
+        help="prepare a corpus: the IWSLT14 De-En recipe, or Multi30k",
+        description="iwslt14: fairseq's prepare-iwslt14.sh in Python (Moses tokenization and lowercasing with "
+        "sacremoses, cleaning, valid = every 23rd line, test = dev2010 + TEDX.dev2012 + tst2010-2012) from the "
+        "official de-en.tgz archive (--source) or downloaded. multi30k: the raw task-1 files, from a local folder "
+        "(--source) or downloaded.",
+    )
+    p.add_argument("corpus", choices=["iwslt14", "multi30k"])
+    p.add_argument("--source", metavar="PATH", help="local archive or folder (default: download; needs network)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default data/iwslt14.tokenized.de-en or data/multi30k)")
+    p.set_defaults(func=cmd_prepare)
+    p = sub.add_parser(
+        "translate",
+        help="translate lines (a file or stdin) with a trained run, to stdout",
+        description="Beam-search (or greedy) translation, one output line per input line.",
+    )
+    _decode_args(p)
+    p.add_argument("--input", metavar="FILE", help="source text, one sentence a line (default stdin)")
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last", help="which checkpoint (default last)")
+    p.set_defaults(func=cmd_translate)
+    p = sub.add_parser(
+        "evaluate",
+        help="BLEU of a run on its corpus's valid/test splits (written to bleu.json)",
+        description="Translate the run's valid and test splits and score them with sacreBLEU "
+        "(detokenized, with signature) and tokenized lowercased BLEU (the IWSLT convention).",
+    )
+    _decode_args(p)
+    p.add_argument("--splits", default="valid,test", help="comma-separated (default valid,test)")
+    p.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N sentences of each split")
+    p.set_defaults(func=cmd_evaluate)
     p = sub.add_parser(
         "config",
         help="print the resolved config (after --set) as TOML",

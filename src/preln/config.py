@@ -59,10 +59,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: Literal["multi30k", "parallel", "text"] = "multi30k"
+    corpus: Literal["multi30k", "parallel", "tsv", "text"] = "multi30k"
     """``multi30k``: a folder with ``{train,val,test_2016_flickr}.{de,en}[.gz]``;
-    ``parallel``: a folder with ``{train,valid}.{src,tgt}[.gz]`` line-aligned files;
-    ``text``: one segment per line (masked LM), valid held out by a seeded split."""
+    ``parallel``: a folder with ``{train,valid,test}.{src_lang,tgt_lang}[.gz]`` line-aligned files
+    (what ``preln prepare iwslt14`` writes); ``tsv``: a folder with ``{train,valid,test}.tsv[.gz]``
+    whose last two columns are ``tsv_langs``; ``text``: one segment per line (masked LM), valid
+    held out by a seeded split."""
+    tsv_langs: tuple[str, str] = ("de", "en")
+    """Languages of a TSV corpus's last two columns (debdocs-de-en: source, de, en)."""
     path: str = "multi30k"
     """Corpus folder or file. A relative path that does not exist from the working directory
     is looked up under ``$PRELN_DATA_ROOT`` (default ``../shared/data``). ``--data`` overrides."""
@@ -138,7 +142,8 @@ class TrainConfig:
     """``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``..."""
     log_every: int = 10
     valid_every: int = 0
-    """Validate every N updates; 0 = at the end of each epoch. The run always ends with one."""
+    """Validate every N updates (0: never mid-epoch). The end of every epoch and of the run always
+    validate (with BLEU for translation, see ``valid_bleu``)."""
     save_every: int = 0
     """Checkpoint every N updates; 0 = at the end of each epoch. The run always ends with one."""
     keep_last: int = 2
@@ -146,6 +151,9 @@ class TrainConfig:
     threads: int = 0
     """torch CPU threads; 0 = torch's default."""
     progress: bool = True
+    valid_bleu: bool = True
+    """Translation: also greedy-decode the valid split and report BLEU at each epoch's end and at
+    the end of the run (``preln evaluate`` gives beam-search BLEU)."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """Under ``torchrun`` (WORLD_SIZE > 1): DDP (replicated weights) or FSDP (sharded weights)."""
 

@@ -274,12 +274,13 @@ class Seq2Seq(nn.Module):
         return [{"self": {}, "cross": {}} for _ in self.decoder.layers]
 
     @staticmethod
-    def reorder_cache(cache: list[dict[str, Cache]], index: Tensor) -> None:
+    def reorder_cache(cache: list[dict[str, Cache]], index: Tensor, include_cross: bool = True) -> None:
         """Select batch rows of every cached tensor in place (beam search)."""
         for layer in cache:
-            for part in layer.values():
-                for k in part:
-                    part[k] = part[k].index_select(0, index)
+            for name, part in layer.items():
+                if name == "self" or include_cross:
+                    for k in part:
+                        part[k] = part[k].index_select(0, index)
 
 
 class MaskedLM(nn.Module):

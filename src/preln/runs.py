@@ -14,8 +14,12 @@ import shutil
 import time
 from pathlib import Path
 
+from torch import nn
+
 from . import checkpoint, config
 from .config import ConfigError, RunConfig
+from .data.tokenizer import PAD, Tokenizer
+from .model import build_model
 
 RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
 
@@ -74,3 +78,22 @@ class RunFolder:
     def status(self) -> dict | None:
         p = self.path / "status.json"
         return json.loads(p.read_text()) if p.is_file() else None
+
+
+def load_run(run_dir: str | Path, which: str = "last") -> tuple[RunConfig, nn.Module, Tokenizer]:
+    """A run's config, model and tokenizer; ``which`` = "last" or "best" checkpoint."""
+    run = Path(run_dir)
+    cfg = config.load(run / "config.toml")
+    ckpts = checkpoint.list_checkpoints(run / "checkpoints")
+    path = run / "checkpoints" / "best" if which == "best" else (ckpts[-1] if ckpts else None)
+    if path is None or not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{run}: no {which} checkpoint")
+    tok = Tokenizer(run / "spm.model")
+    if len(tok) != cfg.model.vocab_size:
+        raise ValueError(f"{run}: tokenizer has {len(tok)} pieces but the model {cfg.model.vocab_size}")
+    recorded = json.loads((path / "trainer.json").read_text()).get("tokenizer_sha256")
+    if recorded not in (None, tok.sha256()):
+        raise ValueError(f"{path}: checkpoint was trained with another vocabulary than {tok.path}")
+    model = build_model(cfg.model, PAD)
+    checkpoint.load_weights(path, model)
+    return cfg, model, tok

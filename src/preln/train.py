@@ -8,7 +8,6 @@ the checkpoint, so a resumed run repeats the uninterrupted one's losses exactly 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import signal
 import sys
@@ -24,7 +23,8 @@ from tqdm import tqdm
 from . import checkpoint, config, distributed, schedules
 from .config import ConfigError, RunConfig
 from .data import Batch, load_data
-from .data.tokenizer import PAD, Tokenizer
+from .data.datasets import read_pairs
+from .data.tokenizer import PAD
 from .losses import label_smoothed_nll
 from .model import build_model
 from .optim import build_optimizer
@@ -262,13 +262,33 @@ class Trainer:
 
     def _after_update(self, end_of_epoch: bool) -> None:
         t, u = self.cfg.train, self.state.update
-        if (t.valid_every and u % t.valid_every == 0) or (not t.valid_every and end_of_epoch):
-            self._validate_and_log()
+        if (t.valid_every and u % t.valid_every == 0) or end_of_epoch:
+            self._validate_and_log(with_bleu=end_of_epoch)
         if (t.save_every and u % t.save_every == 0) or (not t.save_every and end_of_epoch):
             self.save()
 
-    def _validate_and_log(self) -> dict:
+    def _valid_bleu(self) -> dict:
+        """Greedy BLEU on the valid split (rank 0 decodes; not under FSDP, whose weights are sharded)."""
+        if self.cfg.model.task != "translation" or not self.cfg.train.valid_bleu:
+            return {}
+        if self.dist.active and self.cfg.train.parallel == "fsdp":
+            return {}
+        res = {}
+        if self.dist.main:
+            from .evaluate import bleu, translate  # decoding is only needed here
+
+            src, ref, _ = read_pairs(self.cfg, "valid")
+            n = self.cfg.data.max_valid_examples or len(src)
+            hyps = translate(self.module.eval(), self.tok, src[:n], beam=1)
+            scores = bleu(hyps, ref[:n], self.cfg.data.tgt_lang)
+            res = {"valid_bleu_greedy": scores["sacrebleu"], "valid_bleu_greedy_tok_lc": scores["tok_lc"]}
+        self.dist.barrier()
+        return res
+
+    def _validate_and_log(self, with_bleu: bool = False) -> dict:
         res = self.validate()
+        if with_bleu:
+            res.update(self._valid_bleu())
         improved = self.state.best_valid is None or res["valid_loss"] < self.state.best_valid
         if improved:
             self.state.best_valid = res["valid_loss"]
@@ -373,7 +393,7 @@ class Trainer:
         ended = self._train_loop(bar)
         if ended is not None:
             return ended
-        res = self._validate_and_log()
+        res = self._validate_and_log(with_bleu=True)
         self.save()
         self.write_status("completed", **res)
         self.log(
@@ -386,22 +406,3 @@ class Trainer:
 def train(cfg: RunConfig, out: str | Path) -> dict:
     """Train ``cfg`` into run folder ``out`` (resuming if it holds a checkpoint)."""
     return Trainer(cfg, Path(out)).run()
-
-
-def load_run(run_dir: str | Path, which: str = "last") -> tuple[RunConfig, nn.Module, Tokenizer]:
-    """A run's config, model and tokenizer; ``which`` = "last" or "best" checkpoint."""
-    run = Path(run_dir)
-    cfg = config.load(run / "config.toml")
-    ckpts = checkpoint.list_checkpoints(run / "checkpoints")
-    path = run / "checkpoints" / "best" if which == "best" else (ckpts[-1] if ckpts else None)
-    if path is None or not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{run}: no {which} checkpoint")
-    tok = Tokenizer(run / "spm.model")
-    if len(tok) != cfg.model.vocab_size:
-        raise ValueError(f"{run}: tokenizer has {len(tok)} pieces but the model {cfg.model.vocab_size}")
-    recorded = json.loads((path / "trainer.json").read_text()).get("tokenizer_sha256")
-    if recorded not in (None, tok.sha256()):
-        raise ValueError(f"{path}: checkpoint was trained with another vocabulary than {tok.path}")
-    model = build_model(cfg.model, PAD)
-    checkpoint.load_weights(path, model)
-    return cfg, model, tok

@@ -73,3 +73,21 @@ def read_parallel(src: Path, tgt: Path) -> tuple[list[str], list[str], int]:
         raise CorpusError(f"{src} has {len(s)} lines but {tgt} has {len(t)}: not line-aligned")
     keep = [(a.strip(), b.strip()) for a, b in zip(s, t) if a.strip() and b.strip()]
     return [a for a, _ in keep], [b for _, b in keep], len(s) - len(keep)
+
+
+def read_tsv(path: Path, langs: tuple[str, str], src_lang: str, tgt_lang: str) -> tuple[list[str], list[str], int]:
+    """Pairs from a TSV whose last two columns are ``langs`` (e.g. ``source<TAB>de<TAB>en``)."""
+    if {src_lang, tgt_lang} != set(langs):
+        raise CorpusError(f"{path}: its columns are {langs}, not {src_lang}/{tgt_lang} (data.tsv_langs)")
+    src, tgt, dropped = [], [], 0
+    for n, line in enumerate(read_lines(path), 1):
+        cols = line.split("\t")
+        if len(cols) < 2:
+            raise CorpusError(f"{path}: line {n} has {len(cols)} column(s), expected at least 2")
+        pair = dict(zip(langs, (cols[-2].strip(), cols[-1].strip())))
+        if pair[src_lang] and pair[tgt_lang]:
+            src.append(pair[src_lang])
+            tgt.append(pair[tgt_lang])
+        else:
+            dropped += 1
+    return src, tgt, dropped

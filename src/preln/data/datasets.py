@@ -13,10 +13,14 @@ import torch
 
 from ..config import RunConfig
 from .batching import Batch, mask_tokens, pad, token_batches
-from .corpus import CorpusError, find_file, read_lines, read_parallel, resolve_path
+from .corpus import CorpusError, find_file, read_lines, read_parallel, read_tsv, resolve_path
 from .tokenizer import BOS, EOS, MASK, PAD, Tokenizer, train_or_load
 
-SPLITS = {"multi30k": ("train", "val", "test_2016_flickr"), "parallel": ("train", "valid", "test")}
+SPLITS = {
+    "multi30k": ("train", "val", "test_2016_flickr"),
+    "parallel": ("train", "valid", "test"),
+    "tsv": ("train", "valid", "test"),
+}
 
 
 class _Data:
@@ -86,20 +90,25 @@ def _limit(xs: list, n: int) -> list:
     return xs[:n] if n > 0 else xs
 
 
-def _read_translation(cfg: RunConfig) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
+def read_pairs(cfg: RunConfig, split: str) -> tuple[list[str], list[str], int]:
+    """Raw (untokenized) pairs of ``split`` (train, valid or test) and the number dropped empty."""
     d = cfg.data
     folder = resolve_path(d.path)
     if not folder.is_dir():
-        raise CorpusError(f"{folder}: a {d.corpus} corpus is a folder of line-aligned files")
-    names = SPLITS[d.corpus]
+        raise CorpusError(f"{folder}: a {d.corpus} corpus is a folder")
+    name = SPLITS[d.corpus][("train", "valid", "test").index(split)]
+    if d.corpus == "tsv":
+        return read_tsv(find_file(folder, f"{name}.tsv"), d.tsv_langs, d.src_lang, d.tgt_lang)
+    return read_parallel(find_file(folder, f"{name}.{d.src_lang}"), find_file(folder, f"{name}.{d.tgt_lang}"))
+
+
+def _read_translation(cfg: RunConfig) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
     out, notes = {}, []
-    for split, name in zip(("train", "valid"), names):
-        src, tgt, dropped = read_parallel(
-            find_file(folder, f"{name}.{d.src_lang}"), find_file(folder, f"{name}.{d.tgt_lang}")
-        )
+    for split in ("train", "valid"):
+        src, tgt, dropped = read_pairs(cfg, split)
         if dropped:
             notes.append(f"{split}: dropped {dropped} pairs with an empty side")
-        n = d.max_train_examples if split == "train" else d.max_valid_examples
+        n = cfg.data.max_train_examples if split == "train" else cfg.data.max_valid_examples
         out[split] = (_limit(src, n), _limit(tgt, n))
     return out, notes
 
@@ -124,7 +133,7 @@ def load_data(cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple[_Data
     d = cfg.data
     if cfg.model.task == "translation":
         if d.corpus == "text":
-            raise CorpusError("translation needs a parallel corpus (data.corpus = multi30k or parallel)")
+            raise CorpusError("translation needs a parallel corpus (data.corpus = multi30k, parallel or tsv)")
         text, notes = _read_translation(cfg)
         tok = (
             Tokenizer(tokenizer_file)

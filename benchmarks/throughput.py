@@ -1,0 +1,93 @@
+"""Training throughput: preln's Seq2Seq vs torch.nn.Transformer, same configuration and batches.
+
+    python benchmarks/throughput.py [--config configs/cpu-multi30k-pre.toml] [--updates 20] [--set k=v ...]
+
+Both models get the same token-budget batches of the config's corpus, the same shared embedding,
+sinusoidal positions and tied output projection around the stacks, Adam, label-smoothed loss.
+Prints target tokens/s for each and the ratio preln / torch (measured after 3 warm-up updates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+
+import torch
+from torch import nn
+
+from preln import config
+from preln.data import load_data
+from preln.losses import label_smoothed_nll
+from preln.model import Seq2Seq, sinusoidal_table
+
+
+class TorchSeq2Seq(nn.Module):
+    """torch.nn.Transformer with the same embedding/output wiring as preln's model."""
+
+    def __init__(self, c: config.ModelConfig) -> None:
+        super().__init__()
+        pre = c.norm == "pre"
+        self.embed = nn.Embedding(c.vocab_size, c.d_model, padding_idx=0)
+        self.register_buffer("pos", sinusoidal_table(c.max_positions, c.d_model), persistent=False)
+        norm = (lambda: nn.LayerNorm(c.d_model)) if pre else (lambda: None)
+        enc_layer = nn.TransformerEncoderLayer(
+            c.d_model, c.n_heads, c.d_ffn, c.dropout, batch_first=True, norm_first=pre
+        )
+        dec_layer = nn.TransformerDecoderLayer(
+            c.d_model, c.n_heads, c.d_ffn, c.dropout, batch_first=True, norm_first=pre
+        )
+        self.encoder = nn.TransformerEncoder(enc_layer, c.encoder_layers, norm=norm(), enable_nested_tensor=False)
+        self.decoder = nn.TransformerDecoder(dec_layer, c.decoder_layers, norm=norm())
+        self.scale = math.sqrt(c.d_model)
+
+    def forward(self, src, tgt):
+        def emb(x):
+            return self.embed(x) * self.scale + self.pos[: x.shape[1]]
+
+        causal = nn.Transformer.generate_square_subsequent_mask(tgt.shape[1], device=tgt.device)
+        memory = self.encoder(emb(src), src_key_padding_mask=src == 0)
+        h = self.decoder(emb(tgt), memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=src == 0)
+        return h @ self.embed.weight.T
+
+
+def measure(model: nn.Module, batches, eps: float, warmup: int = 3) -> float:
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
+    model.train()
+    tokens, start = 0, 0.0
+    for i, b in enumerate(batches):
+        if i == warmup:
+            tokens, start = 0, time.perf_counter()
+        t = b.tensors
+        loss, _ = label_smoothed_nll(model(t["src"], t["tgt_in"]), t["tgt_out"], eps)
+        opt.zero_grad(set_to_none=True)
+        (loss / b.ntokens).backward()
+        opt.step()
+        tokens += b.ntokens
+    return tokens / (time.perf_counter() - start)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--config", default="configs/cpu-multi30k-pre.toml")
+    ap.add_argument("--updates", type=int, default=20, help="timed updates per model (default 20)")
+    ap.add_argument("--set", action="append", default=[])
+    args = ap.parse_args()
+    cfg = config.load(args.config, args.set)
+    data, tok = load_data(cfg)
+    c = config.with_vocab(cfg, len(tok)).model
+    batches = [data.batch("train", 1, k) for k in range(args.updates + 3)]
+    results = {}
+    for name, build in (("preln", lambda: Seq2Seq(c)), ("torch.nn.Transformer", lambda: TorchSeq2Seq(c))):
+        torch.manual_seed(0)
+        results[name] = measure(build(), batches, cfg.train.label_smoothing)
+        print(f"{name:>22}: {results[name]:8.0f} target tokens/s")
+    print(
+        f"{'ratio preln / torch':>22}: {results['preln'] / results['torch.nn.Transformer']:.3f} "
+        f"(norm={c.norm}, d={c.d_model}, {c.encoder_layers}+{c.decoder_layers} layers, "
+        f"{torch.get_num_threads()} threads, {args.updates} updates, {sum(b.ntokens for b in batches[3:])} tokens)"
+    )
+
+
+if __name__ == "__main__":
+    main()

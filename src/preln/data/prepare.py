@@ -1,0 +1,183 @@
+"""Corpus preparation: the IWSLT14 De-En recipe (fairseq's prepare-iwslt14.sh in Python, PyPI
+tools only) and Multi30k, downloaded when online or read from a local path.
+
+IWSLT14, step by step as fairseq's script does it:
+  1. train.tags.de-en.{de,en}: drop lines with <url>, <talkid>, <keywords>; strip <title>,
+     </title>, <description>, </description>;
+  2. Moses-tokenize (sacremoses, with its default escaping, as tokenizer.perl);
+  3. clean the training pairs (clean-corpus-n.perl): keep 1..175 tokens a side and a length
+     ratio <= 1.5;
+  4. lowercase;
+  5. valid = every 23rd training line, train = the rest;
+  6. test = the <seg> lines of dev2010, TEDX.dev2012, tst2010, tst2011, tst2012 (in that
+     order; ’ -> '), tokenized and lowercased, not cleaned.
+Output: ``{train,valid,test}.{de,en}`` — the ``parallel`` corpus layout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import tarfile
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from sacremoses import MosesTokenizer
+from tqdm import tqdm
+
+from .corpus import CorpusError, read_lines
+
+IWSLT14_URL = "http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz"  # fairseq's mirror of WIT3's
+IWSLT14_TEST = (
+    "IWSLT14.TED.dev2010",
+    "IWSLT14.TEDX.dev2012",
+    "IWSLT14.TED.tst2010",
+    "IWSLT14.TED.tst2011",
+    "IWSLT14.TED.tst2012",
+)
+_DROP = ("<url>", "<talkid>", "<keywords>")
+_STRIP = ("<title>", "</title>", "<description>", "</description>")
+_SEG = re.compile(r'<seg id="[0-9]*">\s*|\s*</seg>\s*')
+
+MULTI30K_URL = "https://github.com/multi30k/dataset/raw/master/data/task1/raw/{name}.gz"
+MULTI30K_LINES = {"train": 29000, "val": 1014, "test_2016_flickr": 1000}
+
+
+def download(url: str, dest: Path) -> Path:
+    """Fetch ``url`` to ``dest`` (via a temporary name) with a progress bar; one clear error offline."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r, open(tmp, "wb") as f:
+            total = int(r.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, desc=dest.name) as bar:
+                while chunk := r.read(1 << 20):
+                    f.write(chunk)
+                    bar.update(len(chunk))
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise CorpusError(f"cannot download {url} ({e}). Fetch it elsewhere and pass its local path.") from None
+    tmp.replace(dest)
+    return dest
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _iwslt_root(path: Path, work: Path) -> Path:
+    """The folder holding train.tags.de-en.de, from an archive (extracted into ``work``) or a folder."""
+    if path.is_file():
+        try:
+            with tarfile.open(path) as tar:
+                tar.extractall(work, filter="data")
+        except (tarfile.TarError, OSError) as e:
+            raise CorpusError(f"{path}: not a readable .tgz archive ({e})") from None
+        path = work
+    hits = sorted(path.rglob("train.tags.de-en.de"))
+    if not hits:
+        raise CorpusError(f"{path}: no train.tags.de-en.de inside (expected the official IWSLT14 de-en archive)")
+    return hits[0].parent
+
+
+def _train_text(path: Path) -> list[str]:
+    out = []
+    for line in read_lines(path):
+        if any(tag in line for tag in _DROP):
+            continue
+        for tag in _STRIP:
+            line = line.replace(tag, "")
+        out.append(line)
+    return out
+
+
+def _xml_segments(path: Path) -> list[str]:
+    return [_SEG.sub("", ln).replace("\u2019", "'") for ln in read_lines(path) if "<seg id" in ln]
+
+
+def _tok(lines: list[str], lang: str, desc: str) -> list[str]:
+    mt = MosesTokenizer(lang=lang)
+    return [mt.tokenize(ln, return_str=True) for ln in tqdm(lines, desc=desc, unit="line", mininterval=2)]
+
+
+def clean(src: list[str], tgt: list[str], lo: int = 1, hi: int = 175, ratio: float = 1.5) -> list[int]:
+    """Indices of the pairs clean-corpus-n.perl keeps: lo..hi tokens a side, length ratio <= ratio."""
+    keep = []
+    for i, (s, t) in enumerate(zip(src, tgt)):
+        a, b = len(s.split()), len(t.split())
+        if lo <= a <= hi and lo <= b <= hi and a / b <= ratio and b / a <= ratio:
+            keep.append(i)
+    return keep
+
+
+def prepare_iwslt14(source: Path | None, out: Path, src: str = "de", tgt: str = "en") -> dict:
+    """Run the recipe on the archive or folder ``source`` (downloaded when None) into ``out``."""
+    if source is None:
+        source = download(IWSLT14_URL, out.parent / ".downloads" / "de-en.tgz")
+    if not source.exists():
+        raise CorpusError(f"IWSLT14 source not found: {source} (the de-en.tgz archive or its extracted folder)")
+    with tempfile.TemporaryDirectory() as work:
+        root = _iwslt_root(source, Path(work))
+        raw = {lang: _train_text(root / f"train.tags.de-en.{lang}") for lang in (src, tgt)}
+        if len(raw[src]) != len(raw[tgt]):
+            raise CorpusError(
+                f"{root}: train.tags files differ in length after removing tags ({len(raw[src])} vs {len(raw[tgt])})"
+            )
+        tok = {lang: _tok(raw[lang], lang, f"tokenize train.{lang}") for lang in (src, tgt)}
+        keep = clean(tok[src], tok[tgt])
+        splits: dict[str, dict[str, list[str]]] = {"train": {}, "valid": {}, "test": {}}
+        for lang in (src, tgt):
+            lines = [tok[lang][i].lower() for i in keep]
+            splits["valid"][lang] = [ln for n, ln in enumerate(lines, 1) if n % 23 == 0]
+            splits["train"][lang] = [ln for n, ln in enumerate(lines, 1) if n % 23 != 0]
+            test = []
+            for name in IWSLT14_TEST:
+                xml = root / f"{name}.de-en.{lang}.xml"
+                if not xml.is_file():
+                    raise CorpusError(f"missing test file {xml}")
+                test += _xml_segments(xml)
+            splits["test"][lang] = [ln.lower() for ln in _tok(test, lang, f"tokenize test.{lang}")]
+    out.mkdir(parents=True, exist_ok=True)
+    for split, sides in splits.items():
+        for lang, lines in sides.items():
+            (out / f"{split}.{lang}").write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+    info = {
+        "recipe": "iwslt14 (fairseq prepare-iwslt14.sh)",
+        "source": str(source),
+        "source_sha256": sha256(source) if source.is_file() else None,
+        "train_pairs_before_cleaning": len(raw[src]),
+        "pairs": {s: len(v[src]) for s, v in splits.items()},
+    }
+    (out / "PREPARED.json").write_text(json.dumps(info, indent=1) + "\n")
+    return info
+
+
+def prepare_multi30k(out: Path, source: Path | None = None) -> dict:
+    """Multi30k task 1 raw files into ``out``: copied from a local folder, else downloaded from the
+    dataset's public repository. Line counts are checked (29,000 / 1,014 / 1,000)."""
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split, n in MULTI30K_LINES.items():
+        for lang in ("de", "en"):
+            name = f"{split}.{lang}"
+            dest = out / f"{name}.gz"
+            if source is not None:
+                found = source / f"{name}.gz"
+                if not found.is_file():
+                    raise CorpusError(f"missing {found}")
+                if found.resolve() != dest.resolve():
+                    shutil.copyfile(found, dest)
+            elif not dest.is_file():
+                download(MULTI30K_URL.format(name=name), dest)
+            got = len(read_lines(dest))
+            if got != n:
+                raise CorpusError(f"{dest}: {got} lines, expected {n} (a damaged or different file)")
+            counts[name] = got
+    return counts

@@ -1,0 +1,136 @@
+"""Batched beam search and greedy decoding for ``Seq2Seq``, with the incremental KV cache.
+
+Beam search follows fairseq's semantics: at each step the 2K best continuations of the K live
+beams are considered; one ending in </s> among the top K is finished with score
+``sum log p / len ** lenpen`` (len counts the </s>); a sentence is done when it has K finished
+hypotheses; at the length limit ``a * src_len + b`` only </s> is allowed.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .data.tokenizer import BOS, EOS, MASK, PAD
+from .model import Seq2Seq
+
+_BANNED = (PAD, BOS, MASK)  # never generated
+
+
+def _step_logprobs(model: Seq2Seq, tokens: Tensor, memory: Tensor, mask: Tensor, cache) -> Tensor:
+    """log p(next | prefix) for each row: (N, V), float32."""
+    if cache is not None:
+        logits = model.decode(tokens[:, -1:], memory, mask, cache)[:, -1]
+    else:
+        logits = model.decode(tokens, memory, mask)[:, -1]
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    logp[:, list(_BANNED)] = -torch.inf
+    return logp
+
+
+def _max_lens(src: Tensor, a: float, b: int) -> Tensor:
+    src_len = (src != PAD).sum(1)
+    return (a * src_len + b).long().clamp(min=1)
+
+
+@torch.no_grad()
+def greedy(
+    model: Seq2Seq, src: Tensor, max_len_a: float = 1.2, max_len_b: int = 10, use_cache: bool = True
+) -> list[list[int]]:
+    """Argmax decoding; returns token ids without <s> and </s>."""
+    model.eval()
+    memory, mask = model.encode(src)
+    B = src.shape[0]
+    limits = _max_lens(src, max_len_a, max_len_b).clamp(max=model.config.max_positions - 1).tolist()
+    tokens = torch.full((B, 1), BOS, dtype=torch.long, device=src.device)
+    done = torch.zeros(B, dtype=torch.bool, device=src.device)
+    cache = model.new_cache() if use_cache else None
+    for t in range(max(limits)):
+        logp = _step_logprobs(model, tokens, memory, mask, cache)
+        at_limit = torch.tensor([t + 1 >= n for n in limits], device=src.device)
+        nxt = torch.where(at_limit, torch.full_like(done, EOS, dtype=torch.long), logp.argmax(-1))
+        nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
+        tokens = torch.cat([tokens, nxt[:, None]], 1)
+        done |= nxt == EOS
+        if done.all():
+            break
+    return [_strip(row) for row in tokens.tolist()]
+
+
+def _strip(row: list[int]) -> list[int]:
+    out = []
+    for tok in row[1:]:
+        if tok in (EOS, PAD):
+            break
+        out.append(tok)
+    return out
+
+
+@torch.no_grad()
+def beam_search(
+    model: Seq2Seq,
+    src: Tensor,  # (B, S)
+    beam: int = 5,
+    lenpen: float = 1.2,
+    max_len_a: float = 1.2,
+    max_len_b: int = 10,
+    use_cache: bool = True,
+) -> list[list[int]]:
+    """The best finished hypothesis of each sentence (token ids without <s> and </s>)."""
+    model.eval()
+    B, K, dev = src.shape[0], beam, src.device
+    memory, mask = model.encode(src)
+    memory, mask = memory.repeat_interleave(K, 0), mask.repeat_interleave(K, 0)  # (B*K, S, d)
+    limits = _max_lens(src, max_len_a, max_len_b).clamp(max=model.config.max_positions - 1).tolist()
+    tokens = torch.full((B * K, 1), BOS, dtype=torch.long, device=dev)
+    scores = torch.full((B, K), -torch.inf, device=dev)
+    scores[:, 0] = 0.0  # all beams start identical: expand only the first
+    cache = model.new_cache() if use_cache else None
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
+    for t in range(max(limits)):
+        logp = _step_logprobs(model, tokens, memory, mask, cache)  # (B*K, V)
+        V = logp.shape[1]
+        for b in range(B):
+            if t + 1 >= limits[b]:  # at the limit only </s> may follow
+                eos_only = torch.full_like(logp[b * K : (b + 1) * K], -torch.inf)
+                eos_only[:, EOS] = logp[b * K : (b + 1) * K, EOS]
+                logp[b * K : (b + 1) * K] = eos_only
+        cand = (scores.view(-1, 1) + logp).view(B, K * V)
+        top_scores, top_idx = cand.topk(2 * K, dim=1)  # (B, 2K)
+        new_src, new_tok, new_scores = _select(
+            top_scores.tolist(), top_idx.tolist(), V, K, t, tokens, finished, lenpen, limits
+        )
+        index = torch.tensor(new_src, device=dev)
+        tokens = torch.cat([tokens[index], torch.tensor(new_tok, device=dev)[:, None]], 1)
+        scores = torch.tensor(new_scores, device=dev).view(B, K)
+        if cache is not None:  # beams move only within their sentence: the memory's K/V stay put
+            model.reorder_cache(cache, index, include_cross=False)
+        if all(len(f) >= K for f in finished):
+            break
+    return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]
+
+
+def _select(top_scores, top_idx, V, K, t, tokens, finished, lenpen, limits):
+    """Per sentence: finish </s> candidates ranked in the top K, keep the K best others."""
+    new_src, new_tok, new_scores = [], [], []
+    for b, (row_s, row_i) in enumerate(zip(top_scores, top_idx)):
+        live = []
+        for rank, (s, i) in enumerate(zip(row_s, row_i)):
+            beam, tok = divmod(i, V)
+            if s == -float("inf"):
+                continue
+            if tok == EOS:
+                if rank < K and len(finished[b]) < K:
+                    hyp = tokens[b * K + beam, 1:].tolist()
+                    finished[b].append((s / (t + 1) ** lenpen, hyp))
+            elif len(live) < K:
+                live.append((b * K + beam, tok, s))
+        if len(finished[b]) >= K or t + 1 >= limits[b]:
+            live = []  # sentence done: its beams idle (score -inf) until the batch ends
+        while len(live) < K:
+            live.append((b * K, PAD, -float("inf")))
+        for src_row, tok, s in live:
+            new_src.append(src_row)
+            new_tok.append(tok)
+            new_scores.append(s)
+    return new_src, new_tok, new_scores

@@ -1,0 +1,113 @@
+"""Translate and score: BLEU in the two conventions that get confused, each always labelled.
+
+* ``sacrebleu``: sacreBLEU on detokenized text with its default 13a tokenization, reported with
+  its signature (Post 2018) — comparable across papers that also report it.
+* ``tok_lc``: BLEU on Moses-tokenized (sacremoses), lowercased text, as multi-bleu.perl computes
+  it: the IWSLT14 convention that Xiong et al. and fairseq report. Not comparable with the first.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import sacrebleu
+import torch
+from sacremoses import MosesTokenizer
+from tqdm import tqdm
+
+from . import checkpoint
+from .config import RunConfig
+from .data.batching import pad, token_batches
+from .data.datasets import read_pairs
+from .data.tokenizer import EOS, PAD, Tokenizer
+from .decode import beam_search, greedy
+from .model import Seq2Seq
+from .runs import load_run
+
+
+def translate(
+    model: Seq2Seq,
+    tok: Tokenizer,
+    lines: list[str],
+    beam: int = 5,
+    lenpen: float = 1.2,
+    max_tokens: int = 4000,
+    progress: bool = False,
+) -> list[str]:
+    """Detokenized translations of ``lines``, in order; beam = 1 means greedy."""
+    device = next(model.parameters()).device
+    limit = model.config.max_positions - 1
+    ids = [s[: limit - 1] + [EOS] for s in tok.encode(lines)]
+    batches = token_batches([(len(s),) for s in ids], max(max_tokens // beam, limit))  # beams multiply it
+    out: list[list[int]] = [[] for _ in lines]
+    for batch in tqdm(batches, desc="translate", unit="batch", disable=not progress):
+        src = pad([ids[i] for i in batch], PAD).to(device)
+        hyps = greedy(model, src) if beam == 1 else beam_search(model, src, beam=beam, lenpen=lenpen)
+        for i, h in zip(batch, hyps):
+            out[i] = h
+    return tok.decode(out)
+
+
+def bleu(hyps: list[str], refs: list[str], lang: str) -> dict:
+    """Both BLEU conventions, labelled."""
+    sb = sacrebleu.metrics.BLEU()
+    detok = sb.corpus_score(hyps, [refs])
+    mt = MosesTokenizer(lang=lang)
+
+    def tok_lc(s: str) -> str:
+        return mt.tokenize(s, return_str=True, escape=False).lower()
+
+    tokenized = sacrebleu.metrics.BLEU(tokenize="none", force=True).corpus_score(
+        [tok_lc(h) for h in hyps], [[tok_lc(r) for r in refs]]
+    )
+    return {
+        "sacrebleu": round(detok.score, 2),
+        "sacrebleu_signature": str(sb.get_signature()),
+        "tok_lc": round(tokenized.score, 2),
+        "tok_lc_convention": "Moses-tokenized (sacremoses), lowercased, multi-bleu style (IWSLT14 / fairseq)",
+    }
+
+
+def load_for_eval(run_dir: Path, average: int = 1, which: str = "last") -> tuple[RunConfig, Seq2Seq, Tokenizer, str]:
+    """The run's model, optionally with the mean weights of its last ``average`` checkpoints."""
+    cfg, model, tok = load_run(run_dir, which)
+    if not isinstance(model, Seq2Seq):
+        raise ValueError(f"{run_dir} is a {cfg.model.task} run; translation needs a translation model")
+    desc = f"{which} checkpoint"
+    if average > 1:
+        ckpts = checkpoint.list_checkpoints(Path(run_dir) / "checkpoints")[-average:]
+        model.load_state_dict(checkpoint.average_weights(ckpts), strict=False)
+        desc = f"mean of {len(ckpts)} checkpoints ({ckpts[0].name}..{ckpts[-1].name})"
+    return cfg, model.eval(), tok, desc
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    splits: tuple[str, ...] = ("valid", "test"),
+    beam: int = 5,
+    lenpen: float = 1.2,
+    average: int = 1,
+    limit: int = 0,
+) -> dict:
+    """BLEU of a run on its corpus's splits; written to ``RUN_DIR/bleu.json`` (and returned)."""
+    run = Path(run_dir)
+    cfg, model, tok, desc = load_for_eval(run, average)
+    if torch.cuda.is_available():
+        model = model.cuda()
+    result: dict = {"checkpoint": desc, "beam": beam, "lenpen": lenpen, "splits": {}}
+    for split in splits:
+        src, ref, _ = read_pairs(cfg, split)
+        if limit:
+            src, ref = src[:limit], ref[:limit]
+        start = time.perf_counter()
+        hyps = translate(model, tok, src, beam, lenpen, progress=True)
+        result["splits"][split] = {
+            "sentences": len(src),
+            "seconds": round(time.perf_counter() - start, 1),
+            **bleu(hyps, ref, cfg.data.tgt_lang),
+        }
+        (run / f"hyp.{split}.{cfg.data.tgt_lang}").write_text("".join(h + "\n" for h in hyps))
+    (run / "bleu.json").write_text(json.dumps(result, indent=1) + "\n")
+    return result

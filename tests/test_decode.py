@@ -1,0 +1,128 @@
+import json
+
+import pytest
+import torch
+
+from preln import checkpoint, config
+from preln.cli import main
+from preln.config import ModelConfig
+from preln.data.corpus import CorpusError, read_tsv
+from preln.decode import beam_search, greedy
+from preln.evaluate import bleu
+from preln.model import Seq2Seq
+from preln.train import train
+
+from .conftest import ROOT, require_data
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    c = ModelConfig(
+        norm="pre", d_model=16, n_heads=2, d_ffn=32, encoder_layers=2, decoder_layers=2, dropout=0.0, vocab_size=30
+    )
+    return Seq2Seq(c).double().eval()
+
+
+def sources():
+    g = torch.Generator().manual_seed(1)
+    src = torch.randint(5, 30, (4, 7), generator=g)
+    src[:, -1] = 3  # </s>
+    src[2, 4:] = 0  # a shorter, padded sentence
+    src[2, 3] = 3
+    return src
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cached_and_uncached_decoding_give_identical_outputs(seed):
+    model, src = tiny_model(seed), sources()
+    for kw in ({"beam": 5, "lenpen": 1.2}, {"beam": 3, "lenpen": 0.6}):
+        a = beam_search(model, src, use_cache=True, max_len_b=12, **kw)
+        b = beam_search(model, src, use_cache=False, max_len_b=12, **kw)
+        assert a == b
+    assert greedy(model, src, use_cache=True) == greedy(model, src, use_cache=False)
+
+
+def test_beam_one_is_greedy_and_lengths_respect_the_limit():
+    model, src = tiny_model(), sources()
+    assert beam_search(model, src, beam=1, lenpen=1.0, max_len_a=0, max_len_b=6) == greedy(
+        model, src, max_len_a=0, max_len_b=6
+    )
+    for h in beam_search(model, src, beam=4, max_len_a=0, max_len_b=5):
+        assert len(h) <= 4  # 5 steps including </s>
+        assert all(t not in (0, 2, 4) for t in h)  # never <pad>, <s>, <mask>
+
+
+def test_beam_search_scores_its_choice_at_least_as_high_as_greedy_when_the_beam_is_wide():
+    """With a beam as wide as the vocabulary, search is exact for short limits: its pick's
+    normalized log-probability is >= greedy's."""
+    model, src = tiny_model(3), sources()[:1]
+
+    def score(h, lenpen=1.0):
+        toks = torch.tensor([[2] + h + [3]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(src, toks[:, :-1]), -1)[0]
+        return float(logp.gather(1, toks[0, 1:, None]).sum()) / (len(h) + 1) ** lenpen
+
+    b = beam_search(model, src, beam=25, lenpen=1.0, max_len_a=0, max_len_b=3)[0]
+    g = greedy(model, src, max_len_a=0, max_len_b=3)[0]
+    assert score(b) >= score(g) - 1e-9
+
+
+def test_bleu_conventions_are_labelled_and_sane():
+    refs = ["The cat sat on the mat.", "A dog runs in the park!"]
+    res = bleu(refs, refs, "en")
+    assert res["sacrebleu"] == 100.0 and res["tok_lc"] == 100.0
+    assert res["sacrebleu_signature"].startswith("nrefs:1|case:mixed")
+    lower = bleu([r.lower() for r in refs], refs, "en")
+    assert lower["tok_lc"] == 100.0 and lower["sacrebleu"] < 100.0  # only the cased metric sees case
+
+
+def test_checkpoint_averaging_is_the_mean(tmp_path):
+    a, b = tiny_model(0), tiny_model(1)
+    for name, m in (("update_0000001", a), ("update_0000002", b)):
+        opt = torch.optim.SGD(m.parameters(), lr=0.1)
+        checkpoint.save(
+            tmp_path,
+            int(name[-1]),
+            {k: v for k, v in m.state_dict().items() if not k.endswith("tokens.weight") or k == "embed_tokens.weight"},
+            opt.state_dict(),
+            {"state": {}},
+            keep_last=5,
+        )
+    avg = checkpoint.average_weights(checkpoint.list_checkpoints(tmp_path))
+    torch.testing.assert_close(
+        avg["encoder.layers.0.ffn.w1.weight"],
+        (a.encoder.layers[0].ffn.w1.weight + b.encoder.layers[0].ffn.w1.weight) / 2,
+    )
+
+
+def test_tsv_reader(tmp_path):
+    p = tmp_path / "x.tsv"
+    p.write_text("src1\tHallo Welt\tHello world\nsrc2\t\tempty\nsrc3\tJa\tYes\n")
+    assert read_tsv(p, ("de", "en"), "de", "en") == (["Hallo Welt", "Ja"], ["Hello world", "Yes"], 1)
+    assert read_tsv(p, ("de", "en"), "en", "de")[0] == ["Hello world", "Yes"]
+    with pytest.raises(CorpusError, match="columns"):
+        read_tsv(p, ("de", "en"), "fr", "en")
+    real = require_data("debdocs-de-en", "valid.tsv.gz")
+    src, tgt, _ = read_tsv(real, ("de", "en"), "de", "en")
+    assert len(src) == len(tgt) > 3000
+
+
+def test_translate_and_evaluate_cli(tmp_path, capsys):
+    require_data("multi30k")
+    run = tmp_path / "r"
+    cfg = config.load(ROOT / "configs" / "tiny-translation.toml", ["train.max_updates=5", "train.progress=false"])
+    res = train(cfg, run)
+    assert "valid_bleu_greedy" in res  # training reports greedy BLEU on the valid split
+    src = tmp_path / "in.de"
+    src.write_text("Ein Hund läuft.\nZwei Männer spielen Fußball.\n")
+    capsys.readouterr()
+    assert main(["translate", str(run), "--input", str(src), "--beam", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert main(["evaluate", str(run), "--limit", "20", "--beam", "2"]) == 0
+    scores = json.loads((run / "bleu.json").read_text())
+    for split in ("valid", "test"):
+        s = scores["splits"][split]
+        assert s["sentences"] == 20 and "sacrebleu_signature" in s and "tok_lc" in s
+        assert len((run / f"hyp.{split}.en").read_text().splitlines()) == 20

@@ -1,0 +1,99 @@
+"""The IWSLT14 recipe on a small fixture in the official archive's layout, made here."""
+
+import tarfile
+
+import pytest
+
+from preln.cli import main
+from preln.data.corpus import CorpusError
+from preln.data.prepare import IWSLT14_TEST, clean, prepare_iwslt14, prepare_multi30k
+
+from .conftest import ROOT, require_data
+
+HEADER = [
+    "<url>http://www.ted.com/talks/x.html</url>",
+    "<keywords>talks, science</keywords>",
+    "<talkid>1</talkid>",
+]
+
+
+def make_archive(tmp_path, n=60):
+    root = tmp_path / "src" / "de-en"
+    root.mkdir(parents=True)
+    de = [f"<title>Titel {0}</title>"] + [f"Das ist Satz Nummer {i}, nicht wahr?" for i in range(1, n)]
+    en = [f"<title>Title {0}</title>"] + [f"This is sentence number {i}, isn't it?" for i in range(1, n)]
+    de[5], en[5] = "Kurz.", "This one is much much longer than its German side, which makes the ratio fail."
+    (root / "train.tags.de-en.de").write_text("\n".join(HEADER + de) + "\n")
+    (root / "train.tags.de-en.en").write_text("\n".join(HEADER + en) + "\n")
+    for k, name in enumerate(IWSLT14_TEST):
+        for lang, word in (("de", "Hallo"), ("en", "Hello")):
+            segs = "\n".join(f'<seg id="{j}"> {word} {name} {j} – it’s </seg>' for j in range(1, 3))
+            (root / f"{name}.de-en.{lang}.xml").write_text(
+                f'<?xml version="1.0"?>\n<mteval>\n<doc docid="{k}">\n<talkid>{k}</talkid>\n{segs}\n</doc>\n</mteval>\n'
+            )
+    archive = tmp_path / "de-en.tgz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(root, arcname="de-en")
+    return archive
+
+
+def test_iwslt14_recipe_on_official_layout(tmp_path):
+    out = tmp_path / "iwslt14.tokenized.de-en"
+    info = prepare_iwslt14(make_archive(tmp_path), out)
+    train_en = (out / "train.en").read_text().splitlines()
+    valid_en = (out / "valid.en").read_text().splitlines()
+    test_en = (out / "test.en").read_text().splitlines()
+    # tags dropped, <title> stripped, the ratio-violating pair cleaned away: 60 - 1 = 59 pairs
+    assert info["train_pairs_before_cleaning"] == 60 and len(train_en) + len(valid_en) == 59
+    assert len(valid_en) == 59 // 23 and len((out / "valid.de").read_text().splitlines()) == len(valid_en)
+    assert train_en[0] == "title 0"
+    assert not any("<" in ln for ln in train_en + valid_en + test_en)
+    # Moses tokenization (with tokenizer.perl's escaping) and lowercasing
+    assert "this is sentence number 1 , isn &apos;t it ?" in train_en
+    # every 23rd cleaned line is valid
+    assert valid_en[0] == "this is sentence number 23 , isn &apos;t it ?"
+    # test: the five sets in fairseq's order, ’ -> ', lowercased
+    assert len(test_en) == 10 and test_en[0].startswith("hello iwslt14.ted.dev2010 1")
+    assert "tedx.dev2012" in test_en[2] and "&apos;s" in test_en[0]
+    assert info["pairs"] == {"train": len(train_en), "valid": len(valid_en), "test": 10}
+
+
+def test_clean_rules():
+    src = ["a b c", "a", " ".join(["w"] * 176), "a b"]
+    tgt = ["a b c d", "a b", "w", "a b c"]
+    assert clean(src, tgt) == [0, 3]  # ratio 2 dropped, >175 dropped, 1.5 kept
+
+
+def test_prepare_errors(tmp_path, capsys):
+    with pytest.raises(CorpusError, match="no train.tags"):
+        (tmp_path / "empty").mkdir()
+        prepare_iwslt14(tmp_path / "empty", tmp_path / "out")
+    bad = tmp_path / "bad.tgz"
+    bad.write_bytes(b"not an archive")
+    assert main(["prepare", "iwslt14", "--source", str(bad), "--out", str(tmp_path / "o")]) == 2
+    assert "not a readable .tgz" in capsys.readouterr().err
+
+
+def test_prepare_multi30k_from_a_local_folder(tmp_path):
+    src = require_data("multi30k")
+    counts = prepare_multi30k(tmp_path / "m", src)
+    assert counts["train.de"] == 29000 and counts["test_2016_flickr.en"] == 1000
+
+
+def test_prepared_iwslt_trains_as_a_parallel_corpus(tmp_path):
+    from preln import config
+    from preln.train import train
+
+    out = tmp_path / "iw"
+    prepare_iwslt14(make_archive(tmp_path, n=120), out)
+    cfg = config.load(
+        ROOT / "configs" / "tiny-translation.toml",
+        [
+            "data.corpus='parallel'",
+            f"data.path='{out}'",
+            "data.vocab_size=100",
+            "train.max_updates=3",
+            "train.progress=false",
+        ],
+    )
+    assert train(cfg, tmp_path / "run")["status"] == "completed"
