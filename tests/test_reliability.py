@@ -37,15 +37,17 @@ def test_sigkill_then_resume_gives_the_same_losses_bitwise(tmp_path):
         "train",
         TINY,
         "--set",
-        "train.max_updates=300",
+        "train.max_updates=200",
         "--set",
         "train.save_every=20",
         "--set",
         "model.dropout=0.1",
         "--set",
         "train.progress=false",
+        "--set",
+        "train.valid_bleu=false",
     ]
-    assert preln(*args, "--out", str(tmp_path / "straight")).wait(120) == 0
+    assert preln(*args, "--out", str(tmp_path / "straight")).wait(600) == 0
     run = tmp_path / "killed"
     p = preln(*args, "--out", str(run), stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
@@ -54,10 +56,10 @@ def test_sigkill_then_resume_gives_the_same_losses_bitwise(tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait(30)
     n = len(losses(run))
-    if n >= 300:
+    if n >= 200:
         pytest.skip("finished before the kill")
     assert json.loads((run / "status.json").read_text())["status"] == "running"  # killed: no chance to say more
-    assert preln(*args, "--out", str(run)).wait(120) == 0
+    assert preln(*args, "--out", str(run)).wait(600) == 0
     assert losses(run) == losses(tmp_path / "straight")
 
 

@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -59,7 +59,7 @@ class Meter:
     ntokens: int = 0
     grad_norm: float = 0.0
     updates: int = 0
-    start: float = field(default_factory=time.perf_counter)
+    seconds: float = 0.0  # in training steps (batching included; validation, checkpoints excluded)
 
 
 def compute_loss(model: nn.Module, batch: Batch, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -302,7 +302,6 @@ class Trainer:
         return res
 
     def _log_train(self, m: Meter, lr: float, bar: tqdm) -> None:
-        dt = time.perf_counter() - m.start
         rec = {
             "kind": "train",
             "update": self.state.update,
@@ -311,7 +310,7 @@ class Trainer:
             "nll": m.nll / m.ntokens,
             "lr": lr,
             "grad_norm": m.grad_norm / m.updates,
-            "tokens_per_s": m.ntokens / dt,
+            "tokens_per_s": m.ntokens / m.seconds,
             "ntokens": m.ntokens,
         }
         self.run_dir.write_metrics(rec)
@@ -324,10 +323,11 @@ class Trainer:
             self.state.epoch, self.state.k = self.state.epoch + 1, 0
         m = Meter()
         while self.state.k < nb:
-            k = self.state.k
+            k, start = self.state.k, time.perf_counter()
             batches = [self.data.batch("train", self.state.epoch, j) for j in range(k, min(k + self.group, nb))]
             lr = self.lr(self.state.update + 1)
             loss, nll, ntok, gnorm = self.train_step(batches, lr)
+            m.seconds += time.perf_counter() - start
             self.state.update, self.state.k = self.state.update + 1, k + self.group
             m.loss, m.nll, m.ntokens = m.loss + loss * ntok, m.nll + nll * ntok, m.ntokens + ntok
             m.grad_norm, m.updates = m.grad_norm + gnorm, m.updates + 1
