@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from . import config
 from .config import ModelConfig, RunConfig
-from .data import Batch, CorpusError, load_data
+from .data import Batch, CorpusError, load_data, resolve_path
 from .data.batching import pad
 from .data.tokenizer import BOS, EOS, PAD
 from .model import EncoderLayer, Stack, build_model
@@ -306,7 +306,7 @@ def load_batches(a: AnalysisConfig) -> tuple[object | None, int, str]:
     """The corpus as batches-to-be (or None with a synthetic vocabulary) and a description."""
     try:
         data, tok = load_data(replace(a.data, train=replace(a.data.train, seed=1)))
-        return data, len(tok), f"{a.data.data.corpus} corpus at {a.data.data.path}"
+        return data, len(tok), f"{a.data.data.corpus} corpus at {resolve_path(a.data.data.path).resolve()}"
     except (CorpusError, FileNotFoundError) as e:
         return None, a.data.data.vocab_size, f"SYNTHETIC random tokens (no corpus: {e})"
 

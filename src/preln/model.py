@@ -227,15 +227,20 @@ def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
     return (ids != pad_id)[:, None, None, :]
 
 
+def token_embedding(c: ModelConfig, pad_id: int) -> nn.Embedding:
+    """The one token table a model shares between its inputs and its output projection."""
+    if c.vocab_size <= 0:
+        raise ValueError("model.vocab_size must be set (> 0) to build a model")
+    return nn.Embedding(c.vocab_size, c.d_model, padding_idx=pad_id)
+
+
 class Seq2Seq(nn.Module):
     """Encoder-decoder for translation: joint vocabulary, shared embeddings, tied output."""
 
     def __init__(self, c: ModelConfig, pad_id: int = 0) -> None:
         super().__init__()
-        if c.vocab_size <= 0:
-            raise ValueError("model.vocab_size must be set (> 0) to build a model")
         self.config, self.pad_id = c, pad_id
-        self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model, padding_idx=pad_id)
+        self.embed_tokens = token_embedding(c, pad_id)
         self.src_embed = Embeddings(self.embed_tokens, c)
         self.tgt_embed = Embeddings(self.embed_tokens, c)
         self.encoder = Stack([EncoderLayer(c) for _ in range(c.encoder_layers)], c.d_model, c.norm)
@@ -288,10 +293,8 @@ class MaskedLM(nn.Module):
 
     def __init__(self, c: ModelConfig, pad_id: int = 0) -> None:
         super().__init__()
-        if c.vocab_size <= 0:
-            raise ValueError("model.vocab_size must be set (> 0) to build a model")
         self.config, self.pad_id = c, pad_id
-        self.embed_tokens = nn.Embedding(c.vocab_size, c.d_model, padding_idx=pad_id)
+        self.embed_tokens = token_embedding(c, pad_id)
         self.embed = Embeddings(self.embed_tokens, c, segments=True)
         self.encoder = Stack([EncoderLayer(c) for _ in range(c.encoder_layers)], c.d_model, c.norm)
         # MLM head (BERT): dense -> act -> LayerNorm -> tied decoder + bias.
