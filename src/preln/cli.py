@@ -103,6 +103,32 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from . import experiments, report
+
+    root = Path(__file__).resolve().parents[2] if not args.root else Path(args.root)
+    names = args.studies.split(",")
+    out = Path(args.out or f"runs/reproduce-{args.preset}")
+    studies = [
+        experiments.load_study(root / "studies" / f"{n}.toml" if "/" not in n else n, args.preset, root) for n in names
+    ]
+    for study in studies:
+        statuses = experiments.execute(study, out, evaluate={"beam": args.beam})
+        done = sum(v == "completed" for v in statuses.values())
+        print(f"{study.name}: {done} completed, {sum(v == 'diverged' for v in statuses.values())} diverged")
+    md, page = report.write_study_report(out)
+    print(f"report: {md} and {page}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    md, page = report.write_study_report(Path(args.runs))
+    print(f"report: {md} and {page}")
+    return 0
+
+
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN_DIR", help="a translation run folder (from preln train)")
     p.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy (default 5)")
@@ -173,6 +199,22 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="PATH", help="Multi30k-layout corpus folder (default multi30k)")
     p.add_argument("--out", metavar="DIR", default="runs/analysis", help="output folder (default runs/analysis)")
     p.set_defaults(func=cmd_analyze)
+    p = sub.add_parser(
+        "reproduce",
+        help="run the paper's studies (grids of runs from studies/*.toml), then write the report",
+        description="Expand each study file for the preset, train every run not yet completed or diverged "
+        "(one at a time; interrupted runs resume), score test BLEU, and write report.md / report.html. "
+        "Rerunning skips finished runs.",
+    )
+    p.add_argument("--preset", choices=["quick", "paper"], default="quick")
+    p.add_argument("--studies", default="fig4", help="comma-separated study names or paths (default fig4)")
+    p.add_argument("--out", metavar="DIR", help="runs folder (default runs/reproduce-<preset>)")
+    p.add_argument("--beam", type=int, default=5, help="beam for test BLEU (default 5)")
+    p.add_argument("--root", metavar="DIR", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser("report", help="write report.md and report.html from a runs folder (files only)")
+    p.add_argument("runs", metavar="RUNS_DIR")
+    p.set_defaults(func=cmd_report)
     p = sub.add_parser(
         "prepare",
         help="prepare a corpus: the IWSLT14 De-En recipe, or Multi30k",
