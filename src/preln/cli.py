@@ -148,7 +148,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("config", help="run config (TOML), e.g. configs/quick-pre.toml")
+    p.add_argument("config", help="run config (TOML), e.g. configs/cpu-multi30k-pre.toml")
     p.add_argument(
         "--set",
         action="append",

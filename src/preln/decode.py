@@ -82,6 +82,7 @@ def beam_search(
     memory, mask = model.encode(src)
     memory, mask = memory.repeat_interleave(K, 0), mask.repeat_interleave(K, 0)  # (B*K, S, d)
     limits = _max_lens(src, max_len_a, max_len_b).clamp(max=model.config.max_positions - 1).tolist()
+    limit_t = torch.tensor(limits, device=dev)
     tokens = torch.full((B * K, 1), BOS, dtype=torch.long, device=dev)
     scores = torch.full((B, K), -torch.inf, device=dev)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first
@@ -90,11 +91,11 @@ def beam_search(
     for t in range(max(limits)):
         logp = _step_logprobs(model, tokens, memory, mask, cache)  # (B*K, V)
         V = logp.shape[1]
-        for b in range(B):
-            if t + 1 >= limits[b]:  # at the limit only </s> may follow
-                eos_only = torch.full_like(logp[b * K : (b + 1) * K], -torch.inf)
-                eos_only[:, EOS] = logp[b * K : (b + 1) * K, EOS]
-                logp[b * K : (b + 1) * K] = eos_only
+        at_limit = (limit_t <= t + 1).repeat_interleave(K)  # (B*K,): only </s> may follow
+        if at_limit.any():
+            eos = logp[:, EOS].clone()
+            logp[at_limit] = -torch.inf
+            logp[:, EOS] = eos
         cand = (scores.view(-1, 1) + logp).view(B, K * V)
         top_scores, top_idx = cand.topk(2 * K, dim=1)  # (B, 2K)
         new_src, new_tok, new_scores = _select(
