@@ -1,8 +1,13 @@
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
-from preln import experiments
+from preln import experiments, report
 from preln.cli import main
 from preln.config import ConfigError
 
@@ -24,6 +29,24 @@ quick = ["model.norm='post'", "schedule.warmup=3"]
 [[grid]]
 "model.norm" = ["post"]
 "optim.lr" = [1e6]
+[[claim]]
+text = "faster"
+paper = "0.60"
+metric = "speed_ratio"
+[[claim]]
+text = "pre BLEU"
+condition = "pre"
+metric = "test_bleu"
+"""
+
+ANALYSIS = """
+title = "tiny analysis"
+kind = "analysis"
+[preset.quick]
+analysis = "cpu"
+set = ["seeds=1", "batches=1", "warmup_updates=2", "depths=[2,3]", "depth_seeds=2", "widths=[16,32]",
+       "width_seeds=1", "lemma_d=16", "lemma_seeds=1", "lemma_layers=2", "max_tokens=300",
+       "depth_max_tokens=300", "width_max_tokens=200", "d_model=32", "d_ffn=64"]
 """
 
 
@@ -38,24 +61,165 @@ def test_study_expansion_and_errors(tmp_path):
     p.write_text(STUDY.replace('name = "pre"\n', 'name = "pre"\nset = ["model.norm=\'mid\'"]\n'))
     with pytest.raises(ConfigError, match="condition 'pre'.*model.norm"):
         experiments.load_study(p, "quick", ROOT)
+    p.write_text(STUDY.replace('condition = "pre"', 'condition = "nope"'))
+    with pytest.raises(ConfigError, match="'nope' is not a condition"):
+        experiments.load_study(p, "quick", ROOT)
 
 
-def test_reproduce_runs_skips_and_reports(tmp_path, capsys):
+def test_grid_prefix_labels_and_per_preset_values(tmp_path):
+    p = tmp_path / "g.toml"
+    p.write_text(
+        """
+[preset.quick]
+config = "configs/tiny-translation.toml"
+seeds = [1, 2]
+[preset.paper]
+config = "configs/tiny-translation.toml"
+[[grid]]
+name = "sgd"
+set = ["optim.name='sgd'"]
+"optim.lr" = [5e-3, 1e-3]
+"schedule.warmup" = { quick = [0, 4], paper = [0, 500], labels = ["none", "long"] }
+"""
+    )
+    quick = experiments.load_study(p, "quick", ROOT)
+    names = sorted({r.condition for r in quick.runs})
+    assert names == [
+        "sgd,lr=0.001,warmup=long",
+        "sgd,lr=0.001,warmup=none",
+        "sgd,lr=0.005,warmup=long",
+        "sgd,lr=0.005,warmup=none",
+    ]
+    assert len(quick.runs) == 8 and {r.group for r in quick.runs} == {"sgd"}
+    run = next(r for r in quick.runs if r.condition == "sgd,lr=0.005,warmup=long")
+    assert "optim.name='sgd'" in run.overrides and "schedule.warmup=4" in run.overrides
+    paper = experiments.load_study(p, "paper", ROOT)
+    assert "schedule.warmup=500" in next(r for r in paper.runs if r.condition.endswith("long")).overrides
+    p.write_text(p.read_text().replace('labels = ["none", "long"]', 'labels = ["none"]'))
+    with pytest.raises(ConfigError, match="1 labels for 2 values"):
+        experiments.load_study(p, "quick", ROOT)
+
+
+def test_shipped_studies_load():
+    for name in ("fig2", "fig3", "fig4"):
+        for preset in ("quick", "paper"):
+            experiments.load_study(ROOT / "studies" / f"{name}.toml", preset, ROOT)
+    fig2 = experiments.load_study(ROOT / "studies" / "fig2.toml", "quick", ROOT)
+    assert len({r.condition for r in fig2.runs}) == 12  # {Adam, SGD} x 2 lr x 3 warm-ups
+
+
+def _fake_run(folder, curve, status="completed", bleu=None):
+    folder.mkdir(parents=True)
+    rows = [{"kind": "valid", "update": u, "epoch": 1, "valid_nll": v} for u, v in curve]
+    (folder / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    (folder / "status.json").write_text(json.dumps({"status": status, "update": curve[-1][0] + 1}))
+    if bleu is not None:
+        (folder / "bleu.json").write_text(json.dumps({"splits": {"test": {"sacrebleu": bleu, "tok_lc": bleu + 1}}}))
+
+
+def _fake_study(sdir, curves, compare=("pre", "post")):
+    runs = []
+    for cond, seeds in curves.items():
+        for seed, (curve, status) in enumerate(seeds, 1):
+            _fake_run(sdir / f"{cond}-s{seed}", curve, status, bleu=10.0 + seed)
+            runs.append({"condition": cond, "group": "", "seed": seed, "folder": f"{cond}-s{seed}"})
+    meta = {"title": "fake", "kind": "train", "baseline": "post", "compare": list(compare), "runs": runs}
+    meta["claims"] = [{"text": "speed", "paper": "0.60", "metric": "speed_ratio"}]
+    (sdir / "study.json").write_text(json.dumps(meta))
+
+
+def test_speed_target_is_the_baselines_mean_curve_minimum(tmp_path):
+    post = [([(50, 6.0), (100, 5.0), (150, 4.0)], "completed"), ([(50, 6.0), (100, 5.2), (150, 4.4)], "completed")]
+    pre = [([(50, 5.0), (100, 4.1), (150, 3.5)], "completed"), ([(50, 5.0), (100, 4.3), (150, 3.6)], "completed")]
+    div = [([(50, 5.0), (100, 4.0)], "diverged"), ([(50, 5.0), (100, 4.0), (150, 3.0)], "completed")]
+    _fake_study(tmp_path / "s", {"post": post, "pre": pre, "div": div})
+    res = report.study_results(tmp_path / "s")
+    sp = report.speed(res)
+    assert sp["target"] == pytest.approx(4.2)  # mean of 4.0 and 4.4: the baseline's mean reaches it
+    assert sp["conditions"]["post"]["mean_curve"] == 150
+    assert sp["conditions"]["post"]["per_seed"] == [150, None]  # the worse seed alone never does
+    assert sp["conditions"]["pre"]["mean_curve"] == 100  # (4.1 + 4.3) / 2 = 4.2 <= 4.2
+    assert sp["ratio"] == pytest.approx(100 / 150)
+    lo, hi = sp["interval"]
+    assert lo <= sp["ratio"] <= hi
+    # a diverged seed counts as never reaching the target after its divergence
+    assert report.mean_curve(res["conditions"]["div"])[-1] == (150, float("inf"))
+    assert sp["conditions"]["div"]["mean_curve"] == 100
+    md, page = report.write_report(tmp_path)
+    text = md.read_text()
+    assert "**0.67**" in text and "| speed | 0.60 | 0.67 [" in text and "s1@101" in text
+    assert "| pre | 2 | 0 | 3.55 ± 0.07 |" in text
+
+
+def test_reproduce_runs_skips_and_reports(tmp_path):
     require_data("multi30k")
     p = tmp_path / "tiny.toml"
     p.write_text(STUDY)
+    a = tmp_path / "tinyan.toml"
+    a.write_text(ANALYSIS)
     out = tmp_path / "runs"
-    args = ["reproduce", "--studies", str(p), "--out", str(out), "--root", str(ROOT), "--beam", "1"]
+    args = ["reproduce", "--studies", f"{p},{a}", "--out", str(out), "--root", str(ROOT), "--beam", "1", "--jobs", "2"]
     assert main(args) == 0
     sdir = out / "tiny"
     status = {d.name: json.loads((d / "status.json").read_text())["status"] for d in sdir.iterdir() if d.is_dir()}
     assert status == {"pre-s1": "completed", "post-warmup-s1": "completed", "norm=post,lr=1000000.0-s1": "diverged"}
-    assert (sdir / "pre-s1" / "bleu.json").is_file()
-    mtime = (sdir / "pre-s1" / "metrics.jsonl").stat().st_mtime
-    assert main(args) == 0  # rerun: nothing is trained again
-    assert (sdir / "pre-s1" / "metrics.jsonl").stat().st_mtime == mtime
+    assert (sdir / "pre-s1" / "bleu.json").is_file() and (out / "tinyan" / "analysis.json").is_file()
+    mtimes = {f: f.stat().st_mtime for f in [sdir / "pre-s1" / "metrics.jsonl", out / "tinyan" / "analysis.json"]}
+    assert main(args) == 0  # rerun: nothing is trained or analysed again
+    assert all(f.stat().st_mtime == m for f, m in mtimes.items())
     md = (out / "report.md").read_text()
     assert "tiny study" in md and "| pre | 1 |" in md and "s1@" in md  # the diverged run is listed
-    assert "ratio pre / post-warmup" in md or "updates to reach the target" in md
+    assert "Convergence speed" in md and "| faster | 0.60 |" in md and "| pre BLEU |" in md
+    assert "## tiny analysis" in md and "](tinyan/fig3_layers.png)" in md
     page = (out / "report.html").read_text()
-    assert "data:image/png;base64," in page and "<table>" in page
+    assert page.count("data:image/png;base64,") >= 3 and "<table>" in page and "missing" not in page
+    assert main(["reproduce", "--studies", str(p), "--out", str(out), "--root", str(ROOT), "--jobs", "99"]) == 2
+
+
+def _running_children(marker: str) -> list[str]:
+    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
+    return [ln for ln in out if marker in ln and "preln train" in ln.replace("-m preln train", "preln train")]
+
+
+@pytest.mark.parametrize("how", ["sigint", "sigkill"])
+def test_interrupted_grid_resumes_without_redoing_finished_runs(tmp_path, how):
+    """Ctrl-C (SIGINT to the process group) or kill -9 of `preln reproduce` mid-grid; the rerun
+    finishes the grid, and the run finished before the interrupt is not trained again."""
+    require_data("multi30k")
+    p = tmp_path / "tiny.toml"
+    study = STUDY[: STUDY.index("[[grid]]")]  # two runs of ~300 updates (a few seconds each)
+    p.write_text(
+        study.replace("train.max_updates=6", "train.max_updates=300").replace("valid_every=2", "valid_every=50")
+    )
+    out = tmp_path / "runs"
+    cmd = [sys.executable, "-m", "preln", "reproduce", "--studies", str(p), "--out", str(out), "--root", str(ROOT)]
+    cmd += ["--beam", "1"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    second = out / "tiny" / "post-warmup-s1" / "metrics.jsonl"
+    deadline = time.time() + 120
+    while not (second.is_file() and "train" in second.read_text()) and time.time() < deadline:
+        time.sleep(0.2)
+    assert second.is_file(), proc.communicate()[0][-2000:]
+    if how == "sigint":
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert proc.wait(60) == 130
+    else:
+        proc.kill()
+        proc.wait(10)
+        deadline = time.time() + 30  # the orphaned trainer gets SIGTERM (PDEATHSIG) and stops itself
+        while _running_children(str(out)) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not _running_children(str(out))
+    proc.stdout.close()
+    first = out / "tiny" / "pre-s1"
+    assert json.loads((first / "status.json").read_text())["status"] == "completed"
+    mtime = (first / "metrics.jsonl").stat().st_mtime
+    assert json.loads((second.parent / "status.json").read_text())["status"] != "completed"
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (first / "metrics.jsonl").stat().st_mtime == mtime
+    rows = [json.loads(ln) for ln in second.read_text().splitlines()]
+    updates = [r["update"] for r in rows if r["kind"] == "train"]
+    assert updates[-1] == 300 and json.loads((second.parent / "status.json").read_text())["status"] == "completed"
+    assert "| post-warmup | 1 |" in (out / "report.md").read_text()

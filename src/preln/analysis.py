@@ -1,7 +1,7 @@
 """Gradients and hidden-state scales at initialization: Xiong et al. 2020, Sec. 3 and Fig. 3.
 
 Reads models, returns numbers (plain dicts, JSON-ready); plotting and the markdown summary are in
-``report.py``. What is measured:
+``analysis_report.py``. What is measured:
 
 * Fig. 3a/b: for every weight matrix (attention W^Q/W^K/W^V/W^O, FFN W^1/W^2) of every layer,
   the Frobenius norm of the *expected* gradient: the gradient of the per-token mean loss is

@@ -1,10 +1,14 @@
 """Grids of runs from study files (``studies/*.toml``): expand, execute, skip what is done.
 
-A study file names a base config per preset, seeds, and conditions (explicit ``[[condition]]``
-tables and/or ``[[grid]]`` tables whose factors expand to their cartesian product); every value
-is a ``--set`` override, so any config key can be a factor. Each run trains in its own folder
-``OUT/<study>/<condition>-s<seed>`` as a ``preln train`` subprocess (its log in ``train.log``);
-rerunning skips completed and diverged runs and resumes interrupted ones (the trainer does).
+A study file names a base config per preset, seeds, and conditions: explicit ``[[condition]]``
+tables and/or ``[[grid]]`` tables whose factors expand to their cartesian product. Every value
+is a ``--set`` override, so any config key can be a factor. A study with ``kind = "analysis"``
+runs ``preln analyze`` instead (the Fig. 3 measurements).
+
+Each run trains in its own folder ``OUT/<study>/<condition>-s<seed>`` as a ``preln train``
+subprocess (log in ``train.log``), then ``preln evaluate`` scores test BLEU. Rerunning skips
+completed and diverged runs and resumes interrupted ones (the trainer does). ``jobs > 1`` runs
+that many subprocesses at once, each with ``cpus // jobs`` threads.
 """
 
 from __future__ import annotations
@@ -12,10 +16,12 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -30,6 +36,8 @@ class RunSpec:
     seed: int
     config: str
     overrides: tuple[str, ...]
+    group: str = ""
+    """The grid (or "") the condition came from: the report draws one panel per group."""
 
     @property
     def folder(self) -> str:
@@ -43,16 +51,38 @@ class Study:
     baseline: str | None
     compare: tuple[str, ...]
     runs: tuple[RunSpec, ...]
+    kind: str = "train"
+    analysis: tuple[str, tuple[str, ...]] | None = None
+    """kind = "analysis": (``preln analyze`` preset, its --set overrides)."""
+    claims: tuple[dict, ...] = field(default_factory=tuple)
+    """The paper's claims the report puts beside measured values (see studies/*.toml)."""
 
 
-def _grid_conditions(grids: list[dict]) -> list[dict]:
+def _factor_values(p: Path, key: str, spec: object, preset: str) -> list[tuple[str, object]]:
+    """A factor is a list of values, or a table with one list per preset and optional ``labels``
+    (names shared across presets, e.g. warm-up none/short/long)."""
+    if isinstance(spec, list):
+        return [(str(v), v) for v in spec]
+    if isinstance(spec, dict) and preset in spec:
+        values, labels = spec[preset], spec.get("labels", [str(v) for v in spec[preset]])
+        if len(labels) != len(values):
+            raise ConfigError(f"{p}: grid factor {key!r}: {len(labels)} labels for {len(values)} values")
+        return list(zip(labels, values))
+    raise ConfigError(f"{p}: grid factor {key!r} needs a list or a table with a {preset!r} list")
+
+
+def _grid_conditions(p: Path, grids: list[dict], preset: str) -> list[dict]:
+    """Reserved keys of a grid: ``name`` (prefix of its conditions' names), ``set`` and
+    ``<preset>`` (overrides common to the grid); every dotted key is a factor."""
     out = []
     for grid in grids:
-        keys = list(grid)
-        for values in itertools.product(*(grid[k] for k in keys)):
-            sets = [f"{k}={config._toml_value(v)}" for k, v in zip(keys, values)]
-            name = ",".join(f"{k.split('.')[-1]}={v}" for k, v in zip(keys, values))
-            out.append({"name": name, "set": sets})
+        factors = {k: _factor_values(p, k, v, preset) for k, v in grid.items() if "." in k}
+        fixed = list(grid.get("set", [])) + list(grid.get(preset, []))
+        prefix = grid.get("name", "")
+        for combo in itertools.product(*factors.values()):
+            sets = fixed + [f"{k}={config._toml_value(v)}" for k, (_, v) in zip(factors, combo)]
+            parts = [f"{k.split('.')[-1]}={label}" for k, (label, _) in zip(factors, combo)]
+            out.append({"name": ",".join([prefix, *parts] if prefix else parts), "set": sets, "group": prefix})
     return out
 
 
@@ -66,25 +96,38 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
     if preset not in raw.get("preset", {}):
         raise ConfigError(f"{p}: no [preset.{preset}] (has {', '.join(raw.get('preset', {})) or 'none'})")
     pre = raw["preset"][preset]
+    title, claims = raw.get("title", p.stem), tuple(raw.get("claim", []))
+    if raw.get("kind", "train") == "analysis":
+        from . import analysis
+
+        sets = tuple(pre.get("set", []))
+        try:
+            analysis.with_overrides(analysis.preset(pre.get("analysis", "cpu")), list(sets), None)
+        except (ConfigError, ValueError, KeyError) as e:
+            raise ConfigError(f"{p}: {e}") from None
+        return Study(p.stem, title, None, (), (), "analysis", (pre.get("analysis", "cpu"), sets), claims)
     base = str((root or Path.cwd()) / pre["config"])
-    conditions = list(raw.get("condition", [])) + _grid_conditions(raw.get("grid", []))
+    conditions = list(raw.get("condition", [])) + _grid_conditions(p, raw.get("grid", []), preset)
     if not conditions:
         raise ConfigError(f"{p}: no [[condition]] or [[grid]]")
     runs = []
     for c in conditions:
         overrides = tuple(pre.get("set", [])) + tuple(c.get("set", [])) + tuple(c.get(preset, []))
         for seed in pre.get("seeds", [1]):
-            spec = RunSpec(c["name"], int(seed), base, (*overrides, f"train.seed={seed}", "train.progress=false"))
+            over = (*overrides, f"train.seed={seed}", "train.progress=false")
+            spec = RunSpec(c["name"], int(seed), base, over, c.get("group", ""))
             try:
                 config.load(spec.config, list(spec.overrides))
             except ConfigError as e:
                 raise ConfigError(f"{p}: condition {c['name']!r}: {e}") from None
             runs.append(spec)
-    names = {c["name"] for c in conditions}
-    for key in [raw.get("baseline"), *raw.get("compare", [])]:
+    names = [c["name"] for c in conditions]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{p}: duplicate condition names")
+    for key in [raw.get("baseline"), *raw.get("compare", []), *(c.get("condition") for c in claims)]:
         if key is not None and key not in names:
-            raise ConfigError(f"{p}: {key!r} is not a condition of this study")
-    return Study(p.stem, raw.get("title", p.stem), raw.get("baseline"), tuple(raw.get("compare", [])), tuple(runs))
+            raise ConfigError(f"{p}: {key!r} is not a condition of this study (has {', '.join(names)})")
+    return Study(p.stem, title, raw.get("baseline"), tuple(raw.get("compare", [])), tuple(runs), claims=claims)
 
 
 def run_status(folder: Path) -> str | None:
@@ -92,59 +135,208 @@ def run_status(folder: Path) -> str | None:
     return json.loads(p.read_text())["status"] if p.is_file() else None
 
 
-def _train(spec: RunSpec, folder: Path, threads: int) -> int:
-    folder.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "preln", "train", spec.config, "--out", str(folder)]
-    for o in spec.overrides:
-        cmd += ["--set", o]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
-    with open(folder / "train.log", "a") as log:
-        return subprocess.run(cmd, stdout=log, stderr=log, env=env).returncode
+def _last_update(folder: Path) -> int:
+    """The newest update in a run's metrics (for the progress display)."""
+    try:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return 0
+    for ln in reversed(lines):
+        try:
+            return int(json.loads(ln).get("update", 0))
+        except (ValueError, AttributeError):
+            continue
+    return 0
 
 
-def execute(study: Study, out: Path, evaluate: dict | None = None) -> dict[str, str]:
-    """Train every run not yet completed or diverged, one at a time (parallel torch processes
-    thrash 2-core machines); then BLEU for completed translation runs without ``bleu.json``.
-    Returns {run folder: final status}."""
-    sdir = out / study.name
-    sdir.mkdir(parents=True, exist_ok=True)
-    (sdir / "study.json").write_text(
-        json.dumps(
-            {
-                "title": study.title,
-                "baseline": study.baseline,
-                "compare": list(study.compare),
-                "runs": [
-                    {
-                        "condition": r.condition,
-                        "seed": r.seed,
-                        "folder": r.folder,
-                        "config": r.config,
-                        "overrides": list(r.overrides),
-                    }
-                    for r in study.runs
-                ],
-            },
-            indent=1,
-        )
-    )
-    statuses = {}
-    bar = tqdm(study.runs, desc=study.name, unit="run", dynamic_ncols=True)
-    for spec in bar:
-        folder = sdir / spec.folder
-        bar.set_postfix_str(spec.folder)
-        if run_status(folder) not in ("completed", "diverged"):
-            rc = _train(spec, folder, threads=os.cpu_count() or 1)
-            if rc == 130:
+def _write_study_json(study: Study, sdir: Path) -> None:
+    runs = [
+        {"condition": r.condition, "group": r.group, "seed": r.seed, "folder": r.folder, "config": r.config}
+        | {"overrides": list(r.overrides)}
+        for r in study.runs
+    ]
+    meta = {"title": study.title, "kind": study.kind, "baseline": study.baseline, "compare": list(study.compare)}
+    meta |= {"claims": list(study.claims), "runs": runs}
+    (sdir / "study.json").write_text(json.dumps(meta, indent=1))
+
+
+@dataclass
+class Job:
+    """One unit of work: a list of commands run in order in ``folder`` (train then evaluate,
+    or analyze), skipped where their results already exist."""
+
+    name: str
+    folder: Path
+    size: int  # updates (training) or 1: the progress display's weight
+    train: list[str] | None = None
+    evaluate: list[str] | None = None
+    analyze: list[str] | None = None
+
+
+def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
+    """Write each study's ``study.json`` and return the jobs not yet finished."""
+    jobs = []
+    for study in studies:
+        sdir = out / study.name
+        sdir.mkdir(parents=True, exist_ok=True)
+        _write_study_json(study, sdir)
+        if study.kind == "analysis":
+            pre, sets = study.analysis
+            cmd = ["analyze", "--preset", pre, "--out", str(sdir), *[x for s in sets for x in ("--set", s)]]
+            if not (sdir / "analysis.json").is_file():  # weight ~ the cpu preset's time in updates
+                jobs.append(Job(study.name, sdir, 200, analyze=cmd))
+            continue
+        for spec in study.runs:
+            folder = sdir / spec.folder
+            cfg = config.load(spec.config, list(spec.overrides))
+            train = ["train", spec.config, "--out", str(folder), *[x for o in spec.overrides for x in ("--set", o)]]
+            ev = ["evaluate", str(folder), "--splits", "test", "--beam", str(beam)]
+            ev = ev if cfg.model.task == "translation" else None
+            status = run_status(folder)
+            if status in ("completed", "diverged") and (
+                status == "diverged" or ev is None or (folder / "bleu.json").is_file()
+            ):
+                continue
+            jobs.append(Job(f"{study.name}/{spec.folder}", folder, cfg.train.max_updates or 1, train, ev))
+    return jobs
+
+
+def _child_setup() -> None:
+    """In the child: die with the parent (a killed `reproduce` must not leave orphans writing
+    into run folders), via Linux's PR_SET_PDEATHSIG = 1, SIGTERM (graceful stop in train)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class _Slot:
+    def __init__(self, job: Job, threads: int):
+        self.job, self.threads, self.started = job, threads, time.time()
+        self.steps = [s for s in ("analyze", "train", "evaluate") if getattr(job, s)]
+        self.proc: subprocess.Popen | None = None
+
+    def next_step(self) -> bool:
+        """Start the next command; False when there is none (or the run diverged)."""
+        while self.steps:
+            step = self.steps.pop(0)
+            if step == "train" and run_status(self.job.folder) in ("completed", "diverged"):
+                continue
+            if step == "evaluate" and (
+                run_status(self.job.folder) != "completed" or (self.job.folder / "bleu.json").is_file()
+            ):
+                continue
+            self.job.folder.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+            log = open(self.job.folder / f"{step}.log", "a")
+            cmd = [sys.executable, "-m", "preln", *getattr(self.job, step)]
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, preexec_fn=_child_setup)
+            log.close()
+            self.step = step
+            return True
+        return False
+
+
+def execute(jobs: list[Job], jobs_at_once: int = 1, poll_s: float = 1.0) -> dict[str, str]:
+    """Run the jobs, ``jobs_at_once`` subprocesses at a time, with one progress bar over all of
+    them (weighted by updates). A diverged run is recorded and the rest goes on; a failing
+    command stops everything with its log's path. Ctrl-C / SIGTERM: the children finish their
+    update and checkpoint, then this raises KeyboardInterrupt (rerun to resume).
+    Returns {job name: "completed" | "diverged" | "done"}."""
+    cpus = os.cpu_count() or 1
+    if jobs_at_once > cpus:
+        raise ConfigError(f"--jobs {jobs_at_once} exceeds the {cpus} CPU cores (processes would thrash)")
+    threads = max(1, cpus // jobs_at_once)
+    pending, running, results, finished = list(jobs), [], {}, 0
+    bar = tqdm(total=sum(j.size for j in jobs), desc="reproduce", unit="upd", dynamic_ncols=True, smoothing=0.05)
+    stop = _Interrupts()
+    try:
+        while pending or running:
+            while pending and len(running) < jobs_at_once and not stop.requested:
+                slot = _Slot(pending.pop(0), threads)
+                if slot.next_step():
+                    running.append(slot)
+                else:
+                    results[slot.job.name], finished = _finish(slot, bar), finished + slot.job.size
+            for slot in list(running):
+                rc = slot.proc.poll()
+                if rc is None:
+                    continue
+                if rc == 130 or stop.requested:
+                    running.remove(slot)
+                    continue
+                if rc not in (0, 1) or (rc == 1 and slot.step != "train"):
+                    stop.kill(running)
+                    log = slot.job.folder / f"{slot.step}.log"
+                    raise RuntimeError(f"{slot.job.name}: `preln {slot.step}` failed (exit {rc}); see {log}")
+                if not slot.next_step():
+                    running.remove(slot)
+                    results[slot.job.name], finished = _finish(slot, bar), finished + slot.job.size
+            if stop.requested and not running:
                 raise KeyboardInterrupt
-            if rc not in (0, 1):  # 1 = diverged, recorded in its folder
-                raise RuntimeError(f"run {folder} failed (exit {rc}); see {folder / 'train.log'}")
-        statuses[spec.folder] = run_status(folder) or "missing"
-        if evaluate is not None and statuses[spec.folder] == "completed" and not (folder / "bleu.json").exists():
-            from .evaluate import evaluate_run
+            _show(bar, finished, running)
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        if not stop.requested or running:  # a second interrupt: abort
+            stop.kill(running)
+        raise
+    finally:
+        stop.restore()
+        bar.close()
+    return results
 
-            cfg = config.load(folder / "config.toml")
-            if cfg.model.task == "translation":
-                evaluate_run(folder, ("test",), **evaluate)
-    bar.close()
-    return statuses
+
+def _show(bar: tqdm, finished: int, running: list[_Slot]) -> None:
+    live = {s.job.name: min(_last_update(s.job.folder), s.job.size) if s.job.train else 0 for s in running}
+    bar.n = finished + sum(live.values())
+    bar.set_postfix_str(" ".join(f"{n}@{u}" for n, u in live.items()), refresh=False)
+    interval = 1.0 if sys.stderr.isatty() else 30.0  # a log file gets a line every 30 s, not every second
+    if time.time() - getattr(bar, "_shown", 0.0) >= interval:
+        bar.refresh()
+        bar._shown = time.time()
+
+
+def _finish(slot: _Slot, bar: tqdm) -> str:
+    status = run_status(slot.job.folder) if slot.job.train else "done"
+    msg = f"{slot.job.name}: {status} in {time.time() - slot.started:.0f} s"
+    if (slot.job.folder / "bleu.json").is_file():
+        test = json.loads((slot.job.folder / "bleu.json").read_text())["splits"].get("test", {})
+        msg += f", test sacreBLEU {test.get('sacrebleu', float('nan')):.2f}"
+    bar.write(f"[preln] {msg}", file=sys.stderr)
+    return status or "missing"
+
+
+class _Interrupts:
+    """First Ctrl-C / SIGTERM: stop starting jobs, let the children stop gracefully (they get
+    SIGINT from the terminal; SIGTERM is forwarded). Second: kill the children."""
+
+    def __init__(self):
+        self.requested, self.running = False, None
+        self.old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\n[preln] stopping: runs finish their update and checkpoint (again to abort)", file=sys.stderr)
+        if signum == signal.SIGTERM:
+            for pid in _children():
+                os.kill(pid, signal.SIGTERM)
+
+    def kill(self, running: list[_Slot]) -> None:
+        for s in running:
+            s.proc.kill()
+
+    def restore(self) -> None:
+        for s, h in self.old.items():
+            signal.signal(s, h)
+
+
+def _children() -> list[int]:
+    try:
+        me = os.getpid()
+        return [int(p) for p in Path(f"/proc/{me}/task/{me}/children").read_text().split()]
+    except OSError:
+        return []

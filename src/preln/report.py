@@ -1,12 +1,22 @@
-"""Figures and markdown from result files (never from live state).
+"""``preln report RUNS_DIR``: the studies under a runs folder as ``report.md`` and a
+self-contained ``report.html`` (figures embedded), from the run folders' files only.
 
-``analysis.json`` -> ``fig3_layers.png`` (Fig. 3a/b analogue), ``fig3_depth.png`` (Fig. 3c/d and
-the width sweep), ``lemma2.png`` and ``summary.md``.
+Per condition: validation curves (seeds thin, mean bold), final/best validation NLL, greedy
+validation BLEU at epoch ends, test BLEU in both conventions (mean ± std over seeds), divergences,
+and *updates to reach a target validation NLL*: the target is the minimum of the baseline
+condition's mean curve (mean over seeds at each validation), so the baseline reaches it by
+construction. The speed ratio compares two conditions' mean curves; its 95% interval resamples
+seeds (with replacement) within each condition. Each study's claims of the paper stand beside the
+measured values.
 """
 
 from __future__ import annotations
 
+import base64
+import html
 import json
+import math
+import random
 from pathlib import Path
 
 import matplotlib
@@ -14,275 +24,176 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-COLORS = {"post": "tab:red", "pre": "tab:blue", "after": "tab:orange"}
-
-
-def _layer_axis(col_enc: dict, col_dec: dict) -> tuple[list[int], list[float], list[float]]:
-    """Encoder layers 1..L then decoder layers L+1..2L on one axis, as in the paper's Fig. 3."""
-    mean = col_enc["mean"] + col_dec["mean"]
-    std = col_enc["std"] + col_dec["std"]
-    return list(range(1, len(mean) + 1)), mean, std
-
-
-def plot_layers(res: dict, path: Path) -> None:
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, mat in zip(axes, ("W1", "W2")):
-        curves = [("post", "Post-LN (init)", res["fig3"]["post"]), ("pre", "Pre-LN (init)", res["fig3"]["pre"])]
-        if "after_warmup" in res:
-            curves.append(("after", f"Post-LN (after {res['warmup_updates']} warm-up updates)", res["after_warmup"]))
-        for key, label, table in curves:
-            x, m, s = _layer_axis(table["encoder"][mat], table["decoder"][mat])
-            ax.errorbar(x, m, yerr=s, marker="o", capsize=3, color=COLORS[key], label=label)
-        L = len(res["fig3"]["post"]["encoder"][mat]["mean"])
-        ax.axvline(L + 0.5, color="grey", lw=0.8, ls="--")
-        ax.set_xlabel(f"layer (1-{L} encoder, {L + 1}-{2 * L} decoder)")
-        ax.set_ylabel(f"||E[grad {mat}]||_F")
-        ax.set_title(f"FFN {mat}: expected-gradient norm per layer")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_depth_width(res: dict, path: Path) -> None:
-    panels = [p for p in ("depth", "width") if p in res]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
-    for ax, part in zip(axes[0], panels):
-        xs = res[part]["depths" if part == "depth" else "widths"]
-        for norm in ("post", "pre"):
-            r = res[part][norm]["decoder"] if part == "depth" else res[part][norm]
-            fit = r["fit"]
-            for x, vals in zip(xs, r["values"]):
-                ax.scatter([x] * len(vals), vals, s=8, alpha=0.35, color=COLORS[norm])
-            ax.plot(
-                xs,
-                r["mean"],
-                marker="o",
-                color=COLORS[norm],
-                label=f"{norm.capitalize()}-LN: slope {fit['slope']:+.2f} "
-                f"[{fit['ci95'][0]:+.2f}, {fit['ci95'][1]:+.2f}]",
-            )
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        if part == "depth":
-            ax.set_xlabel("layers L (encoder = decoder)")
-            ax.set_title("last decoder layer W2 gradient vs depth\n(theory: Post ~0, Pre -1/2)")
-        else:
-            ax.set_xlabel("d_model")
-            ax.set_title(
-                f"last decoder layer W2 gradient vs width\n(d sqrt(ln d): slope {res['width']['theory_slope']:+.2f})"
-            )
-        ax.minorticks_off()  # log axes: label only the measured x values
-        ax.set_xticks(xs, [str(x) for x in xs])
-        ax.set_ylabel("||E[grad W2]||_F")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_lemma2(res: dict, path: Path) -> None:
-    lt = res["lemma2_theory"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ax = axes[0]
-    ax.plot(lt["post"]["layers"], lt["post"]["mean"], marker="o", color=COLORS["post"], label="Post-LN measured")
-    ax.plot(lt["post"]["layers"], lt["post"]["theory"], ls="--", color=COLORS["post"], label="Post-LN theory 1.5")
-    ax.plot(lt["pre"]["layers"], lt["pre"]["mean"], marker="o", color=COLORS["pre"], label="Pre-LN measured")
-    ax.fill_between(
-        lt["pre"]["layers"],
-        lt["pre"]["lower"],
-        lt["pre"]["upper"],
-        color=COLORS["pre"],
-        alpha=0.15,
-        label="Pre-LN bounds (1+l/2 .. 1+3l/2)",
-    )
-    ax.set_title(f"Lemma 2, theory setting (d={lt['d']}, {lt['seeds']} seeds)")
-    ax.set_xlabel("layer l")
-    ax.set_ylabel("E||x_l||^2 / d")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    for norm in ("post", "pre"):
-        for stack, ls in (("encoder", "-"), ("decoder", ":")):
-            v = res["lemma2_real"][norm][stack]
-            start = 0 if norm == "pre" else 1
-            ax.plot(
-                range(start, start + len(v)),
-                v,
-                ls=ls,
-                marker="o",
-                color=COLORS[norm],
-                label=f"{norm.capitalize()}-LN {stack}",
-            )
-    ax.set_title("the same statistic on the real model at init")
-    ax.set_xlabel("layer l")
-    ax.set_ylabel("E||x_l||^2 / d")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def summary_markdown(res: dict, figures: list[str]) -> str:
-    lines = ["# preln analyze: gradients and hidden states at initialization", ""]
-    lines.append(f"Data: {res['data']}. Preset `{res['preset']}`; settings in `analysis.json`.")
-    if res.get("synthetic"):
-        lines += ["", "**These numbers come from SYNTHETIC random tokens, not a corpus.**"]
-    lines += ["", "| prediction (Xiong et al. 2020) | theory | measured | holds |", "|---|---|---|---|"]
-    for p in res["predictions"]:
-        lines.append(f"| {p['claim']} | {p['theory']} | {p['measured']} | {'yes' if p['holds'] else '**no**'} |")
-    if "depth" in res:
-        lines += [
-            "",
-            "Last-layer W2 expected-gradient norm by depth (mean over seeds, decoder / encoder):",
-            "",
-            "| L | Post-LN decoder | Pre-LN decoder | Post-LN encoder | Pre-LN encoder |",
-            "|---|---|---|---|---|",
-        ]
-        d = res["depth"]
-        for i, L in enumerate(d["depths"]):
-            cells = [
-                f"{d[n][s]['mean'][i]:.4g} ± {d[n][s]['std'][i]:.2g}"
-                for s in ("decoder", "encoder")
-                for n in ("post", "pre")
-            ]
-            lines.append(f"| {L} | " + " | ".join(cells) + " |")
-    if "width" in res:
-        w = res["width"]
-        lines += [
-            "",
-            "Last decoder layer W2 norm by width (mean over seeds):",
-            "",
-            "| d | Post-LN | Pre-LN |",
-            "|---|---|---|",
-        ]
-        lines += [
-            f"| {d} | {w['post']['mean'][i]:.4g} | {w['pre']['mean'][i]:.4g} |" for i, d in enumerate(w["widths"])
-        ]
-    failed = [p for p in res["predictions"] if not p["holds"]]
-    if failed:
-        lines += [
-            "",
-            "Where a prediction does not hold, the table says by how much; nothing was tuned to make it hold.",
-        ]
-    lines += [""] + [f"![{f}]({f})" for f in figures] + [""]
-    return "\n".join(lines)
-
-
-def write_analysis_report(folder: Path) -> list[Path]:
-    """Render figures and ``summary.md`` from ``folder/analysis.json``."""
-    res = json.loads((folder / "analysis.json").read_text())
-    figures = []
-    if "fig3" in res:
-        plot_layers(res, folder / "fig3_layers.png")
-        figures.append("fig3_layers.png")
-    if "depth" in res or "width" in res:
-        plot_depth_width(res, folder / "fig3_depth_width.png")
-        figures.append("fig3_depth_width.png")
-    if "lemma2_theory" in res:
-        plot_lemma2(res, folder / "lemma2.png")
-        figures.append("lemma2.png")
-    (folder / "summary.md").write_text(summary_markdown(res, figures))
-    return [folder / f for f in figures] + [folder / "summary.md"]
-
-
-# --------------------------------------------------------------------------- studies
+INF = math.inf
 
 
 def _rows(folder: Path) -> list[dict]:
     path = folder / "metrics.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines()] if path.is_file() else []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
 
 
-def _mean_std(xs: list[float]) -> str:
+def _mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def _mean_std(xs: list[float], digits: int = 2) -> str:
     if not xs:
         return "-"
-    m = sum(xs) / len(xs)
+    m = _mean(xs)
     sd = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
-    return f"{m:.2f} ± {sd:.2f}"
+    return f"{m:.{digits}f} ± {sd:.{digits}f}" if len(xs) > 1 else f"{m:.{digits}f}"
 
 
 def study_results(sdir: Path) -> dict:
-    """Per condition: valid curves, final/best valid NLL, test BLEU, divergences, updates to the
-    baseline's target; read from the run folders only."""
+    """{"meta": study.json, "conditions": {name: [run dict per seed]}} from the run folders."""
     meta = json.loads((sdir / "study.json").read_text())
     by_cond: dict[str, list[dict]] = {}
     for r in meta["runs"]:
         folder = sdir / r["folder"]
-        rows = _rows(folder)
-        valid = [x for x in rows if x["kind"] == "valid"]
+        valid = [x for x in _rows(folder) if x["kind"] == "valid"]
         status = json.loads((folder / "status.json").read_text()) if (folder / "status.json").is_file() else {}
-        bleu = (
-            json.loads((folder / "bleu.json").read_text())["splits"]["test"] if (folder / "bleu.json").is_file() else {}
-        )
+        bleu = json.loads((folder / "bleu.json").read_text()) if (folder / "bleu.json").is_file() else {}
         by_cond.setdefault(r["condition"], []).append(
             {
                 "seed": r["seed"],
+                "group": r.get("group", ""),
                 "status": status.get("status", "missing"),
                 "update": status.get("update"),
                 "curve": [(x["update"], x["valid_nll"]) for x in valid],
-                "bleu": bleu,
+                "valid_bleu": [(x["update"], x["valid_bleu_greedy"]) for x in valid if "valid_bleu_greedy" in x],
+                "bleu": bleu.get("splits", {}).get("test", {}),
             }
         )
-    target = None
-    if meta["baseline"] in by_cond:
-        bests = [min(v for _, v in run["curve"]) for run in by_cond[meta["baseline"]] if run["curve"]]
-        target = sum(bests) / len(bests) if bests else None
-    for runs in by_cond.values():
-        for run in runs:
-            hit = [u for u, v in run["curve"] if target is not None and v <= target]
-            run["updates_to_target"] = hit[0] if hit else None
-    return {"meta": meta, "conditions": by_cond, "target": target}
+    return {"meta": meta, "conditions": by_cond}
 
 
-def _speed_ratio(res: dict) -> str:
-    comp = res["meta"]["compare"]
-    if len(comp) != 2 or res["target"] is None:
-        return ""
-    a, b = ([r["updates_to_target"] for r in res["conditions"].get(c, [])] for c in comp)
-    if not a or not b or None in a or None in b:
-        return f"updates to reach the target: {comp[0]} {a}, {comp[1]} {b} (None = never reached)"
-    ratio = (sum(a) / len(a)) / (sum(b) / len(b))
-    return (
-        f"updates to reach validation NLL {res['target']:.3f} (the best of `{res['meta']['baseline']}`, "
-        f"mean over seeds): {comp[0]} {a}, {comp[1]} {b}; ratio {comp[0]} / {comp[1]} = {ratio:.2f} "
-        f"(paper: 9 / 15 epochs = 0.60)"
-    )
+def mean_curve(runs: list[dict]) -> list[tuple[int, float]]:
+    """Mean validation NLL over seeds at each validated update. A diverged run counts as +inf
+    after its last validation (it never gets there); runs not started are left out."""
+    runs = [r for r in runs if r["curve"]]
+    updates = sorted({u for r in runs for u, _ in r["curve"]})
+    out = []
+    for u in updates:
+        vals = []
+        for r in runs:
+            d = dict(r["curve"])
+            if u in d:
+                vals.append(d[u])
+            elif r["status"] == "diverged" and u > r["curve"][-1][0]:
+                vals.append(INF)
+        if vals:
+            out.append((u, _mean(vals)))
+    return out
 
 
-def plot_curves(res: dict, path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for i, (cond, runs) in enumerate(sorted(res["conditions"].items())):
-        color = f"C{i}"
-        for run in runs:
-            if run["curve"]:
-                ax.plot(*zip(*run["curve"]), color=color, alpha=0.3, lw=0.8)
-        updates = sorted({u for run in runs for u, _ in run["curve"]})
-        mean = [
-            sum(v for run in runs for uu, v in run["curve"] if uu == u)
-            / max(1, sum(1 for run in runs for uu, _ in run["curve"] if uu == u))
-            for u in updates
-        ]
-        ax.plot(updates, mean, color=color, lw=2, label=f"{cond} ({len(runs)} seeds)")
-    if res["target"] is not None:
-        ax.axhline(res["target"], color="grey", ls="--", lw=0.8, label="target (baseline's best)")
-    ax.set_xlabel("update")
-    ax.set_ylabel("validation NLL (nats / token)")
-    ax.set_title(res["meta"]["title"], fontsize=9)
-    ax.legend(fontsize=7)
+def updates_to(curve: list[tuple[int, float]], target: float) -> int | None:
+    """First validated update whose NLL is <= target (resolution: the validation interval)."""
+    return next((u for u, v in curve if v <= target), None)
+
+
+def speed(res: dict, n_boot: int = 2000, seed: int = 0) -> dict | None:
+    """Target, updates to it (mean curves and per seed) and the ratio compare[0] / compare[1]
+    with a 95% seed-bootstrap interval; None when the study names no baseline."""
+    meta, conds = res["meta"], res["conditions"]
+    base = [r for r in conds.get(meta.get("baseline") or "", []) if r["curve"]]
+    if not base:
+        return None
+    target = min(v for _, v in mean_curve(base))
+    out = {"target": target, "baseline": meta["baseline"], "conditions": {}}
+    for name, runs in conds.items():
+        out["conditions"][name] = {
+            "mean_curve": updates_to(mean_curve(runs), target),
+            "per_seed": [updates_to(r["curve"], target) if r["curve"] else None for r in runs],
+        }
+    comp = meta.get("compare", [])
+    if len(comp) == 2 and all(c in conds for c in comp):
+        a, b = (out["conditions"][c]["mean_curve"] for c in comp)
+        out["compare"] = comp
+        out["ratio"] = a / b if a is not None and b else None
+        rng, ratios, misses = random.Random(seed), [], 0
+        for _ in range(n_boot):
+            pick = {c: [rng.choice(conds[c]) for _ in conds[c]] for c in {*comp, meta["baseline"]}}
+            t = min(v for _, v in mean_curve(pick[meta["baseline"]]))
+            ua, ub = (updates_to(mean_curve(pick[c]), t) for c in comp)
+            if ua is None or not ub:
+                misses += 1
+            else:
+                ratios.append(ua / ub)
+        ratios.sort()
+        if ratios:
+            out["interval"] = (ratios[int(0.025 * len(ratios))], ratios[min(len(ratios) - 1, int(0.975 * len(ratios)))])
+        out["boot_misses"] = misses / n_boot
+    return out
+
+
+def _claim_value(claim: dict, res: dict, sp: dict | None) -> str:
+    metric, runs = claim.get("metric", "test_bleu"), res["conditions"].get(claim.get("condition", ""), [])
+    if metric == "speed_ratio":
+        if not sp or sp.get("ratio") is None:
+            return "not reached"
+        iv = sp.get("interval")
+        return f"{sp['ratio']:.2f}" + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
+    if metric == "test_bleu":
+        return _mean_std([r["bleu"]["sacrebleu"] for r in runs if r["bleu"]]) + " sacreBLEU"
+    if metric in ("final_nll", "best_nll"):
+        done = [r for r in runs if r["curve"]]
+        vals = [r["curve"][-1][1] if metric == "final_nll" else min(v for _, v in r["curve"]) for r in done]
+        return _mean_std(vals) + " nats"
+    if metric == "diverged":
+        return f"{sum(r['status'] == 'diverged' for r in runs)} / {len(runs)} runs"
+    raise ValueError(f"claim metric {metric!r}: use test_bleu, final_nll, best_nll, diverged or speed_ratio")
+
+
+def plot_curves(res: dict, path: Path, target: float | None) -> None:
+    groups: dict[str, dict] = {}
+    for cond, runs in res["conditions"].items():
+        groups.setdefault(runs[0]["group"], {})[cond] = runs
+    fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.2), squeeze=False)
+    finite = [v for runs in res["conditions"].values() for r in runs for _, v in r["curve"] if math.isfinite(v)]
+    for ax, (group, conds) in zip(axes[0], sorted(groups.items())):
+        for i, (cond, runs) in enumerate(sorted(conds.items())):
+            for r in runs:
+                if r["curve"]:
+                    ax.plot(*zip(*r["curve"]), color=f"C{i}", alpha=0.3, lw=0.8)
+                if r["status"] == "diverged" and r["curve"]:
+                    ax.plot(*r["curve"][-1], "x", color=f"C{i}", ms=8)
+            mc = [(u, v) for u, v in mean_curve(runs) if math.isfinite(v)]
+            if mc:
+                ax.plot(*zip(*mc), color=f"C{i}", lw=2, label=f"{cond} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+        if target is not None:
+            ax.axhline(target, color="grey", ls="--", lw=0.8, label="target (baseline's best mean)")
+        if finite:
+            ax.set_ylim(min(finite) - 0.2, min(max(finite), min(finite) + 8) + 0.2)
+        ax.set_xlabel("update")
+        ax.set_ylabel("validation NLL (nats / token)")
+        ax.set_title(group or res["meta"]["title"], fontsize=9)
+        ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-def study_markdown(name: str, res: dict) -> str:
-    lines = [
-        f"## {res['meta']['title']}",
-        "",
-        f"![curves]({name}_curves.png)",
-        "",
-        "| condition | runs | diverged | final valid NLL | best valid NLL | test sacreBLEU | test tok-lc BLEU "
-        "| updates to target |",
-        "|---|---|---|---|---|---|---|---|",
+def _bleu_by_update(runs: list[dict]) -> str:
+    updates = sorted({u for r in runs for u, _ in r["valid_bleu"]})
+    cells = [f"u{u}: {_mean([b for r in runs for uu, b in r['valid_bleu'] if uu == u]):.1f}" for u in updates]
+    return ", ".join(cells) or "-"
+
+
+def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
+    """The study's section and the name of its figure."""
+    sp = speed(res)
+    meta = res["meta"]
+    lines = [f"## {meta['title']}", "", f"![curves]({name}_curves.png)", ""]
+    if sp:
+        lines += [
+            f"Target validation NLL {sp['target']:.3f} = minimum of `{sp['baseline']}`'s mean curve. "
+            "Updates to target: mean curve (per seed), at the validation interval's resolution.",
+            "",
+        ]
+    lines += [
+        "| condition | runs | diverged (seed@update) | final valid NLL | best valid NLL | greedy valid BLEU "
+        "(update: mean) | test sacreBLEU | test tok-lc BLEU | updates to target |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for cond, runs in sorted(res["conditions"].items()):
         final = [r["curve"][-1][1] for r in runs if r["curve"] and r["status"] == "completed"]
@@ -290,35 +201,77 @@ def study_markdown(name: str, res: dict) -> str:
         div = [f"s{r['seed']}@{r['update']}" for r in runs if r["status"] == "diverged"]
         b1 = [r["bleu"]["sacrebleu"] for r in runs if r["bleu"]]
         b2 = [r["bleu"]["tok_lc"] for r in runs if r["bleu"]]
-        upd = [r["updates_to_target"] for r in runs]
+        missing = sum(r["status"] == "missing" for r in runs)
+        upd = "-"
+        if sp:
+            c = sp["conditions"][cond]
+            per = ", ".join("never" if u is None else str(u) for u in c["per_seed"])
+            upd = f"{c['mean_curve'] if c['mean_curve'] is not None else 'never'} ({per})"
         lines.append(
-            f"| {cond} | {len(runs)} | {', '.join(div) or 0} | {_mean_std(final)} | {_mean_std(best)} | "
-            f"{_mean_std(b1)} | {_mean_std(b2)} | {upd} |"
+            f"| {cond} | {len(runs) - missing}{f' (+{missing} not run)' if missing else ''} | {', '.join(div) or 0} "
+            f"| {_mean_std(final)} | {_mean_std(best)} | {_bleu_by_update(runs)} | {_mean_std(b1)} | "
+            f"{_mean_std(b2)} | {upd} |"
         )
-    ratio = _speed_ratio(res)
-    return "\n".join(lines + ([""] + [ratio] if ratio else []) + [""])
+    if sp and "compare" in sp:
+        a, b = sp["compare"]
+        ratio = "not defined (a condition never reached the target)" if sp["ratio"] is None else f"{sp['ratio']:.2f}"
+        iv = sp.get("interval")
+        lines += [
+            "",
+            f"**Convergence speed**: updates for `{a}` / updates for `{b}` to reach NLL {sp['target']:.3f} = "
+            f"**{ratio}**"
+            + (f", 95% seed-bootstrap interval [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
+            + (f" ({sp['boot_misses']:.0%} of resamples never reached it)" if sp["boot_misses"] else "")
+            + ". The paper: epoch 9 / epoch 15 = 0.60.",
+        ]
+    if meta.get("claims"):
+        lines += ["", "| the paper says | paper | measured here |", "|---|---|---|"]
+        for c in meta["claims"]:
+            lines.append(f"| {c['text']} | {c.get('paper', '')} | {_claim_value(c, res, sp)} |")
+    return "\n".join(lines + [""]), (sp or {}).get("target")
 
 
-def write_study_report(out: Path) -> tuple[Path, Path]:
-    """``report.md`` and a self-contained ``report.html`` (figures embedded) for every study
-    folder under ``out`` (and ``out/analysis`` if present)."""
-    import base64
-    import html
-
+def write_report(out: Path) -> tuple[Path, Path]:
+    """``report.md`` and ``report.html`` for every study folder under ``out`` (an analysis
+    study's ``summary.md`` is included with its figures)."""
+    if not out.is_dir():
+        raise FileNotFoundError(f"no runs folder {out}")
     parts, images = ["# preln report", "", f"Runs folder: `{out}`", ""], {}
     for sdir in sorted(p for p in out.iterdir() if (p / "study.json").is_file()):
+        meta = json.loads((sdir / "study.json").read_text())
+        if meta.get("kind") == "analysis":
+            if (sdir / "summary.md").is_file():
+                text = (sdir / "summary.md").read_text().replace("](", f"]({sdir.name}/").splitlines()
+                parts.append("\n".join([f"## {meta['title']}", *text[1:]]))
+                images.update({f"{sdir.name}/{p.name}": p for p in sdir.glob("*.png")})
+            else:
+                parts += [f"## {meta['title']}", "", "(not run yet)", ""]
+            continue
         res = study_results(sdir)
+        text, target = study_markdown(sdir.name, res)
         png = out / f"{sdir.name}_curves.png"
-        plot_curves(res, png)
+        plot_curves(res, png, target)
         images[png.name] = png
-        parts.append(study_markdown(sdir.name, res))
-    analysis = out / "analysis"
-    if (analysis / "summary.md").is_file():
-        text = (analysis / "summary.md").read_text().replace("](", "](analysis/")
-        parts.append(text.replace("# preln analyze", "## preln analyze", 1))
-        images.update({f"analysis/{p.name}": p for p in analysis.glob("*.png")})
+        parts.append(text)
+    if not images and len(parts) == 4:
+        raise FileNotFoundError(f"{out}: no study folders (study.json) to report on")
     md = "\n".join(parts)
     (out / "report.md").write_text(md)
+    (out / "report.html").write_text(_html(md, images))
+    return out / "report.md", out / "report.html"
+
+
+def _inline(text: str) -> str:
+    """Markdown's **bold** and `code` in escaped text."""
+    out, parts = [], html.escape(text).split("**")
+    for i, p in enumerate(parts):
+        segs = p.split("`")
+        p = "".join(f"<code>{s}</code>" if j % 2 else s for j, s in enumerate(segs))
+        out.append(f"<b>{p}</b>" if i % 2 else p)
+    return "".join(out)
+
+
+def _html(md: str, images: dict[str, Path]) -> str:
     body, in_table = [], False
     for line in md.splitlines():
         is_row = line.startswith("|")
@@ -329,24 +282,25 @@ def write_study_report(out: Path) -> tuple[Path, Path]:
         in_table = is_row
         if is_row:
             if not set(line) <= set("|- "):  # skip the |---| separator
-                cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
-                body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+                body.append(
+                    "<tr>" + "".join(f"<td>{_inline(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
+                )
         elif line.startswith("![") and "](" in line:
             src = line.split("](", 1)[1].rstrip(")")
             if src in images:
                 data = base64.b64encode(images[src].read_bytes()).decode()
                 body.append(f'<p><img alt="{html.escape(src)}" src="data:image/png;base64,{data}"></p>')
+            else:
+                body.append(f"<p>(figure {html.escape(src)} missing)</p>")
         elif line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+            body.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
         elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
+            body.append(f"<p>{_inline(line)}</p>")
     if in_table:
         body.append("</table>")
-    page = "\n".join(body)
-    (out / "report.html").write_text(
+    return (
         "<!doctype html><meta charset='utf-8'><title>preln report</title>"
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}td{border:1px solid #ccc;padding:3px}"
-        "table{border-collapse:collapse}img{max-width:100%}</style>\n" + page + "\n"
+        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}td{border:1px solid #ccc;padding:3px}"
+        "table{border-collapse:collapse}img{max-width:100%}</style>\n" + "\n".join(body) + "\n"
     )
-    return out / "report.md", out / "report.html"

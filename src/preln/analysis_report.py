@@ -1,0 +1,185 @@
+"""Figures and markdown of ``preln analyze`` results, from its files (never from live state).
+
+``analysis.json`` -> ``fig3_layers.png`` (Fig. 3a/b analogue), ``fig3_depth.png`` (Fig. 3c/d and
+the width sweep), ``lemma2.png`` and ``summary.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+COLORS = {"post": "tab:red", "pre": "tab:blue", "after": "tab:orange"}
+
+
+def _layer_axis(col_enc: dict, col_dec: dict) -> tuple[list[int], list[float], list[float]]:
+    """Encoder layers 1..L then decoder layers L+1..2L on one axis, as in the paper's Fig. 3."""
+    mean = col_enc["mean"] + col_dec["mean"]
+    std = col_enc["std"] + col_dec["std"]
+    return list(range(1, len(mean) + 1)), mean, std
+
+
+def plot_layers(res: dict, path: Path) -> None:
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, mat in zip(axes, ("W1", "W2")):
+        curves = [("post", "Post-LN (init)", res["fig3"]["post"]), ("pre", "Pre-LN (init)", res["fig3"]["pre"])]
+        if "after_warmup" in res:
+            curves.append(("after", f"Post-LN (after {res['warmup_updates']} warm-up updates)", res["after_warmup"]))
+        for key, label, table in curves:
+            x, m, s = _layer_axis(table["encoder"][mat], table["decoder"][mat])
+            ax.errorbar(x, m, yerr=s, marker="o", capsize=3, color=COLORS[key], label=label)
+        L = len(res["fig3"]["post"]["encoder"][mat]["mean"])
+        ax.axvline(L + 0.5, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel(f"layer (1-{L} encoder, {L + 1}-{2 * L} decoder)")
+        ax.set_ylabel(f"||E[grad {mat}]||_F")
+        ax.set_title(f"FFN {mat}: expected-gradient norm per layer")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_depth_width(res: dict, path: Path) -> None:
+    panels = [p for p in ("depth", "width") if p in res]
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for ax, part in zip(axes[0], panels):
+        xs = res[part]["depths" if part == "depth" else "widths"]
+        for norm in ("post", "pre"):
+            r = res[part][norm]["decoder"] if part == "depth" else res[part][norm]
+            fit = r["fit"]
+            for x, vals in zip(xs, r["values"]):
+                ax.scatter([x] * len(vals), vals, s=8, alpha=0.35, color=COLORS[norm])
+            ax.plot(
+                xs,
+                r["mean"],
+                marker="o",
+                color=COLORS[norm],
+                label=f"{norm.capitalize()}-LN: slope {fit['slope']:+.2f} "
+                f"[{fit['ci95'][0]:+.2f}, {fit['ci95'][1]:+.2f}]",
+            )
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        if part == "depth":
+            ax.set_xlabel("layers L (encoder = decoder)")
+            ax.set_title("last decoder layer W2 gradient vs depth\n(theory: Post ~0, Pre -1/2)")
+        else:
+            ax.set_xlabel("d_model")
+            ax.set_title(
+                f"last decoder layer W2 gradient vs width\n(d sqrt(ln d): slope {res['width']['theory_slope']:+.2f})"
+            )
+        ax.minorticks_off()  # log axes: label only the measured x values
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_ylabel("||E[grad W2]||_F")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_lemma2(res: dict, path: Path) -> None:
+    lt = res["lemma2_theory"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    ax.plot(lt["post"]["layers"], lt["post"]["mean"], marker="o", color=COLORS["post"], label="Post-LN measured")
+    ax.plot(lt["post"]["layers"], lt["post"]["theory"], ls="--", color=COLORS["post"], label="Post-LN theory 1.5")
+    ax.plot(lt["pre"]["layers"], lt["pre"]["mean"], marker="o", color=COLORS["pre"], label="Pre-LN measured")
+    ax.fill_between(
+        lt["pre"]["layers"],
+        lt["pre"]["lower"],
+        lt["pre"]["upper"],
+        color=COLORS["pre"],
+        alpha=0.15,
+        label="Pre-LN bounds (1+l/2 .. 1+3l/2)",
+    )
+    ax.set_title(f"Lemma 2, theory setting (d={lt['d']}, {lt['seeds']} seeds)")
+    ax.set_xlabel("layer l")
+    ax.set_ylabel("E||x_l||^2 / d")
+    ax.legend(fontsize=8)
+    ax = axes[1]
+    for norm in ("post", "pre"):
+        for stack, ls in (("encoder", "-"), ("decoder", ":")):
+            v = res["lemma2_real"][norm][stack]
+            start = 0 if norm == "pre" else 1
+            ax.plot(
+                range(start, start + len(v)),
+                v,
+                ls=ls,
+                marker="o",
+                color=COLORS[norm],
+                label=f"{norm.capitalize()}-LN {stack}",
+            )
+    ax.set_title("the same statistic on the real model at init")
+    ax.set_xlabel("layer l")
+    ax.set_ylabel("E||x_l||^2 / d")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary_markdown(res: dict, figures: list[str]) -> str:
+    lines = ["# preln analyze: gradients and hidden states at initialization", ""]
+    lines.append(f"Data: {res['data']}. Preset `{res['preset']}`; settings in `analysis.json`.")
+    if res.get("synthetic"):
+        lines += ["", "**These numbers come from SYNTHETIC random tokens, not a corpus.**"]
+    lines += ["", "| prediction (Xiong et al. 2020) | theory | measured | holds |", "|---|---|---|---|"]
+    for p in res["predictions"]:
+        lines.append(f"| {p['claim']} | {p['theory']} | {p['measured']} | {'yes' if p['holds'] else '**no**'} |")
+    if "depth" in res:
+        lines += [
+            "",
+            "Last-layer W2 expected-gradient norm by depth (mean over seeds, decoder / encoder):",
+            "",
+            "| L | Post-LN decoder | Pre-LN decoder | Post-LN encoder | Pre-LN encoder |",
+            "|---|---|---|---|---|",
+        ]
+        d = res["depth"]
+        for i, L in enumerate(d["depths"]):
+            cells = [
+                f"{d[n][s]['mean'][i]:.4g} ± {d[n][s]['std'][i]:.2g}"
+                for s in ("decoder", "encoder")
+                for n in ("post", "pre")
+            ]
+            lines.append(f"| {L} | " + " | ".join(cells) + " |")
+    if "width" in res:
+        w = res["width"]
+        lines += [
+            "",
+            "Last decoder layer W2 norm by width (mean over seeds):",
+            "",
+            "| d | Post-LN | Pre-LN |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {d} | {w['post']['mean'][i]:.4g} | {w['pre']['mean'][i]:.4g} |" for i, d in enumerate(w["widths"])
+        ]
+    failed = [p for p in res["predictions"] if not p["holds"]]
+    if failed:
+        lines += [
+            "",
+            "Where a prediction does not hold, the table says by how much; nothing was tuned to make it hold.",
+        ]
+    lines += [""] + [f"![{f}]({f})" for f in figures] + [""]
+    return "\n".join(lines)
+
+
+def write_analysis_report(folder: Path) -> list[Path]:
+    """Render figures and ``summary.md`` from ``folder/analysis.json``."""
+    res = json.loads((folder / "analysis.json").read_text())
+    figures = []
+    if "fig3" in res:
+        plot_layers(res, folder / "fig3_layers.png")
+        figures.append("fig3_layers.png")
+    if "depth" in res or "width" in res:
+        plot_depth_width(res, folder / "fig3_depth_width.png")
+        figures.append("fig3_depth_width.png")
+    if "lemma2_theory" in res:
+        plot_lemma2(res, folder / "lemma2.png")
+        figures.append("lemma2.png")
+    (folder / "summary.md").write_text(summary_markdown(res, figures))
+    return [folder / f for f in figures] + [folder / "summary.md"]
