@@ -223,3 +223,36 @@ def test_interrupted_grid_resumes_without_redoing_finished_runs(tmp_path, how):
     updates = [r["update"] for r in rows if r["kind"] == "train"]
     assert updates[-1] == 300 and json.loads((second.parent / "status.json").read_text())["status"] == "completed"
     assert "| post-warmup | 1 |" in (out / "report.md").read_text()
+
+
+def test_a_failing_run_stops_the_grid_with_its_log(tmp_path, capsys):
+    p = tmp_path / "bad.toml"
+    p.write_text(STUDY.replace('name = "pre"\n', 'name = "pre"\nset = ["data.path=\'/nonexistent/corpus\'"]\n'))
+    out = tmp_path / "runs"
+    assert main(["reproduce", "--studies", str(p), "--out", str(out), "--root", str(ROOT)]) == 1
+    err = capsys.readouterr().err
+    assert "bad/pre-s1: `preln train` failed (exit 2)" in err and "/nonexistent/corpus" in err
+    assert not (out / "bad" / "post-warmup-s1").exists()  # nothing after the failure was started
+
+
+def test_gpus_are_handed_out_one_per_process(tmp_path, monkeypatch):
+    seen = []
+
+    class FakeProc:
+        def __init__(self, cmd, env, **kw):
+            seen.append((cmd[-1], env.get("CUDA_VISIBLE_DEVICES"), env["OMP_NUM_THREADS"]))
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(experiments.subprocess, "Popen", FakeProc)
+    monkeypatch.setattr(experiments.os, "cpu_count", lambda: 8)
+    jobs = [experiments.Job(f"a{i}", tmp_path / f"a{i}", 1, analyze=["analyze", f"j{i}"]) for i in range(5)]
+    res = experiments.execute(jobs, 2, gpus=["3", "5"], poll_s=0)
+    assert res == {f"a{i}": "done" for i in range(5)}
+    assert [s[0] for s in seen] == [f"j{i}" for i in range(5)]
+    assert {s[1] for s in seen} == {"3", "5"} and all(s[2] == "4" for s in seen)
+    with pytest.raises(ConfigError, match="needs as many GPUs"):
+        experiments.execute(jobs, 2, gpus=["0"])
+    with pytest.raises(ConfigError, match="use 1..8"):
+        experiments.execute(jobs, 9)

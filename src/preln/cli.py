@@ -120,7 +120,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     t0 = time.time()
-    results = experiments.execute(jobs, args.jobs)
+    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else None
+    try:
+        results = experiments.execute(jobs, args.jobs if not gpus or args.jobs > 1 else len(gpus), gpus)
+    except experiments.RunFailed as e:
+        print(f"preln: error: {e}", file=sys.stderr)
+        return 1
     if jobs:
         counts = {k: list(results.values()).count(k) for k in sorted(set(results.values()))}
         print(f"[preln] {len(jobs)} jobs in {time.time() - t0:.0f} s: {counts}", file=sys.stderr)
@@ -227,6 +232,11 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="processes at once, each with cores/N threads (default 1; on 2 cores --jobs 2 is ~15%% faster)",
+    )
+    p.add_argument(
+        "--gpus",
+        metavar="IDS",
+        help="comma-separated GPU ids: one run per GPU at a time (CUDA_VISIBLE_DEVICES); --jobs = their count",
     )
     p.add_argument("--out", metavar="DIR", help="runs folder (default runs/reproduce-<preset>)")
     p.add_argument("--beam", type=int, default=5, help="beam for test BLEU (default 5)")

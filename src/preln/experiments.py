@@ -212,9 +212,21 @@ def _child_setup() -> None:
         pass
 
 
+class RunFailed(RuntimeError):
+    """A command of the grid failed (not diverged): a bug or a setup problem; its log's tail."""
+
+
+def _tail(path: Path, n: int = 3) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").replace("\r", "\n").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])
+
+
 class _Slot:
-    def __init__(self, job: Job, threads: int):
-        self.job, self.threads, self.started = job, threads, time.time()
+    def __init__(self, job: Job, threads: int, gpu: str | None = None):
+        self.job, self.threads, self.gpu, self.started = job, threads, gpu, time.time()
         self.steps = [s for s in ("analyze", "train", "evaluate") if getattr(job, s)]
         self.proc: subprocess.Popen | None = None
 
@@ -230,6 +242,8 @@ class _Slot:
                 continue
             self.job.folder.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+            if self.gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = self.gpu
             log = open(self.job.folder / f"{step}.log", "a")
             cmd = [sys.executable, "-m", "preln", *getattr(self.job, step)]
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, preexec_fn=_child_setup)
@@ -239,26 +253,32 @@ class _Slot:
         return False
 
 
-def execute(jobs: list[Job], jobs_at_once: int = 1, poll_s: float = 1.0) -> dict[str, str]:
-    """Run the jobs, ``jobs_at_once`` subprocesses at a time, with one progress bar over all of
-    them (weighted by updates). A diverged run is recorded and the rest goes on; a failing
-    command stops everything with its log's path. Ctrl-C / SIGTERM: the children finish their
-    update and checkpoint, then this raises KeyboardInterrupt (rerun to resume).
+def execute(
+    jobs: list[Job], jobs_at_once: int = 1, gpus: list[str] | None = None, poll_s: float = 1.0
+) -> dict[str, str]:
+    """Run the jobs, ``jobs_at_once`` subprocesses at a time (with ``gpus``: one GPU each, via
+    CUDA_VISIBLE_DEVICES), with one progress bar over all of them (weighted by updates). A
+    diverged run is recorded and the rest goes on; a failing command stops the others gracefully
+    and raises RunFailed with its log. Ctrl-C / SIGTERM: the children finish their update and
+    checkpoint, then this raises KeyboardInterrupt (rerun to resume).
     Returns {job name: "completed" | "diverged" | "done"}."""
     cpus = os.cpu_count() or 1
-    if jobs_at_once > cpus:
-        raise ConfigError(f"--jobs {jobs_at_once} exceeds the {cpus} CPU cores (processes would thrash)")
-    threads = max(1, cpus // jobs_at_once)
+    if jobs_at_once < 1 or jobs_at_once > cpus:
+        raise ConfigError(f"--jobs {jobs_at_once}: use 1..{cpus} (the CPU cores; more processes would thrash)")
+    if gpus is not None and len(gpus) < jobs_at_once:
+        raise ConfigError(f"--jobs {jobs_at_once} needs as many GPUs, --gpus lists {len(gpus)}")
+    threads, free_gpus = max(1, cpus // jobs_at_once), list(gpus or [])
     pending, running, results, finished = list(jobs), [], {}, 0
     bar = tqdm(total=sum(j.size for j in jobs), desc="reproduce", unit="upd", dynamic_ncols=True, smoothing=0.05)
     stop = _Interrupts()
     try:
         while pending or running:
             while pending and len(running) < jobs_at_once and not stop.requested:
-                slot = _Slot(pending.pop(0), threads)
+                slot = _Slot(pending.pop(0), threads, free_gpus.pop(0) if gpus else None)
                 if slot.next_step():
                     running.append(slot)
                 else:
+                    free_gpus += [slot.gpu] if slot.gpu is not None else []
                     results[slot.job.name], finished = _finish(slot, bar), finished + slot.job.size
             for slot in list(running):
                 rc = slot.proc.poll()
@@ -268,11 +288,13 @@ def execute(jobs: list[Job], jobs_at_once: int = 1, poll_s: float = 1.0) -> dict
                     running.remove(slot)
                     continue
                 if rc not in (0, 1) or (rc == 1 and slot.step != "train"):
-                    stop.kill(running)
+                    running.remove(slot)
+                    stop.terminate(running)
                     log = slot.job.folder / f"{slot.step}.log"
-                    raise RuntimeError(f"{slot.job.name}: `preln {slot.step}` failed (exit {rc}); see {log}")
+                    raise RunFailed(f"{slot.job.name}: `preln {slot.step}` failed (exit {rc}); {log}:\n{_tail(log)}")
                 if not slot.next_step():
                     running.remove(slot)
+                    free_gpus += [slot.gpu] if slot.gpu is not None else []
                     results[slot.job.name], finished = _finish(slot, bar), finished + slot.job.size
             if stop.requested and not running:
                 raise KeyboardInterrupt
@@ -328,6 +350,16 @@ class _Interrupts:
     def kill(self, running: list[_Slot]) -> None:
         for s in running:
             s.proc.kill()
+
+    def terminate(self, running: list[_Slot], timeout: float = 120.0) -> None:
+        """Graceful stop (SIGTERM: finish the update, checkpoint), then wait."""
+        for s in running:
+            s.proc.terminate()
+        for s in running:
+            try:
+                s.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                s.proc.kill()
 
     def restore(self) -> None:
         for s, h in self.old.items():

@@ -64,9 +64,10 @@ class RunFolder:
             path.write_text("".join(ln + "\n" for ln in keep))
 
     def write_metrics(self, record: dict) -> None:
+        """Append one JSON line; ``time`` (Unix seconds) dates it, for wall-clock comparisons."""
         if self.writer:
             with open(self.path / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+                f.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
 
     def write_status(self, status: str, **fields) -> None:
         if self.writer:
