@@ -139,7 +139,7 @@ def test_speed_target_is_the_baselines_mean_curve_minimum(tmp_path):
     assert sp["conditions"]["post"]["mean_curve"] == 150
     assert sp["conditions"]["post"]["per_seed"] == [150, None]  # the worse seed alone never does
     assert sp["conditions"]["pre"]["mean_curve"] == 100  # (4.1 + 4.3) / 2 = 4.2 <= 4.2
-    assert sp["ratio"] == pytest.approx(100 / 150)
+    assert sp["ratio"] == pytest.approx(100 / 150) and not sp["upper_bound"]
     lo, hi = sp["interval"]
     assert lo <= sp["ratio"] <= hi
     # a diverged seed counts as never reaching the target after its divergence
@@ -149,6 +149,12 @@ def test_speed_target_is_the_baselines_mean_curve_minimum(tmp_path):
     text = md.read_text()
     assert "**0.67**" in text and "| speed | 0.60 | 0.67 [" in text and "s1@101" in text
     assert "| pre | 2 | 0 | 3.55 ± 0.07 |" in text
+    # reached at the first validation: the ratio is only an upper bound, and the report says so
+    fast = [([(50, 4.0), (100, 3.0)], "completed"), ([(50, 4.1), (100, 3.1)], "completed")]
+    _fake_study(tmp_path / "t", {"post": post, "pre": fast})
+    sp = report.speed(report.study_results(tmp_path / "t"))
+    assert sp["upper_bound"] and sp["ratio"] == pytest.approx(50 / 150)
+    assert "upper bound" in report.write_report(tmp_path)[0].read_text()
 
 
 def test_reproduce_runs_skips_and_reports(tmp_path):

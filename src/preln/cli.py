@@ -231,7 +231,7 @@ def parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         metavar="N",
-        help="processes at once, each with cores/N threads (default 1; on 2 cores --jobs 2 is ~15%% faster)",
+        help="processes at once, each with cores/N threads (default 1; measured gains: README)",
     )
     p.add_argument(
         "--gpus",

@@ -110,6 +110,9 @@ def speed(res: dict, n_boot: int = 2000, seed: int = 0) -> dict | None:
         a, b = (out["conditions"][c]["mean_curve"] for c in comp)
         out["compare"] = comp
         out["ratio"] = a / b if a is not None and b else None
+        # reached at its first validation: the true crossing may be earlier, the ratio an upper bound
+        first = min((r["curve"][0][0] for r in conds[comp[0]] if r["curve"]), default=None)
+        out["upper_bound"] = a is not None and a == first
         rng, ratios, misses = random.Random(seed), [], 0
         for _ in range(n_boot):
             pick = {c: [rng.choice(conds[c]) for _ in conds[c]] for c in {*comp, meta["baseline"]}}
@@ -132,7 +135,8 @@ def _claim_value(claim: dict, res: dict, sp: dict | None) -> str:
         if not sp or sp.get("ratio") is None:
             return "not reached"
         iv = sp.get("interval")
-        return f"{sp['ratio']:.2f}" + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
+        bound = "<= " if sp.get("upper_bound") else ""
+        return f"{bound}{sp['ratio']:.2f}" + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
     if metric == "test_bleu":
         return _mean_std([r["bleu"]["sacrebleu"] for r in runs if r["bleu"]]) + " sacreBLEU"
     if metric in ("final_nll", "best_nll"):
@@ -150,8 +154,8 @@ def plot_curves(res: dict, path: Path, target: float | None) -> None:
         groups.setdefault(runs[0]["group"], {})[cond] = runs
     fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.2), squeeze=False)
     finite = [v for runs in res["conditions"].values() for r in runs for _, v in r["curve"] if math.isfinite(v)]
-    for ax, (group, conds) in zip(axes[0], sorted(groups.items())):
-        for i, (cond, runs) in enumerate(sorted(conds.items())):
+    for ax, (group, conds) in zip(axes[0], groups.items()):  # the study file's order
+        for i, (cond, runs) in enumerate(conds.items()):
             for r in runs:
                 if r["curve"]:
                     ax.plot(*zip(*r["curve"]), color=f"C{i}", alpha=0.3, lw=0.8)
@@ -195,7 +199,7 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
         "(update: mean) | test sacreBLEU | test tok-lc BLEU | updates to target |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for cond, runs in sorted(res["conditions"].items()):
+    for cond, runs in res["conditions"].items():
         final = [r["curve"][-1][1] for r in runs if r["curve"] and r["status"] == "completed"]
         best = [min(v for _, v in r["curve"]) for r in runs if r["curve"]]
         div = [f"s{r['seed']}@{r['update']}" for r in runs if r["status"] == "diverged"]
@@ -222,7 +226,14 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
             f"**{ratio}**"
             + (f", 95% seed-bootstrap interval [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
             + (f" ({sp['boot_misses']:.0%} of resamples never reached it)" if sp["boot_misses"] else "")
-            + ". The paper: epoch 9 / epoch 15 = 0.60.",
+            + ". The paper: epoch 9 / epoch 15 = 0.60."
+            + (
+                f" `{a}` was already below the target at its first validation (update "
+                f"{sp['conditions'][a]['mean_curve']}), so the measured ratio is an upper bound (validate more often "
+                "to resolve it)."
+                if sp.get("upper_bound")
+                else ""
+            ),
         ]
     if meta.get("claims"):
         lines += ["", "| the paper says | paper | measured here |", "|---|---|---|"]
@@ -242,7 +253,7 @@ def write_report(out: Path) -> tuple[Path, Path]:
         if meta.get("kind") == "analysis":
             if (sdir / "summary.md").is_file():
                 text = (sdir / "summary.md").read_text().replace("](", f"]({sdir.name}/").splitlines()
-                parts.append("\n".join([f"## {meta['title']}", *text[1:]]))
+                parts.append("\n".join([f"## {meta['title']}", *text[1:], ""]))
                 images.update({f"{sdir.name}/{p.name}": p for p in sdir.glob("*.png")})
             else:
                 parts += [f"## {meta['title']}", "", "(not run yet)", ""]
