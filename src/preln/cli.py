@@ -218,7 +218,7 @@ def parser() -> argparse.ArgumentParser:
         description="Expand each study file for the preset, train every run not yet completed or diverged "
         "(interrupted runs resume), score test BLEU (beam search), run the analysis, and write report.md / "
         "report.html. Ctrl-C stops after the current updates; rerunning skips finished runs. The quick preset "
-        "takes about 45 minutes on 2 CPU cores with --jobs 2; paper needs a GPU.",
+        "took 41 minutes on 2 CPU cores with --jobs 2 (docs/reference-quick); paper needs a GPU.",
     )
     p.add_argument("--preset", choices=["quick", "paper"], default="quick", help="sizes (default quick: 2 CPU cores)")
     p.add_argument(
