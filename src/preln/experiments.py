@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from . import config
 from .config import ConfigError
+from .runs import RunFolder
 
 
 @dataclass(frozen=True)
@@ -131,22 +132,23 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
 
 
 def run_status(folder: Path) -> str | None:
-    p = folder / "status.json"
-    return json.loads(p.read_text())["status"] if p.is_file() else None
+    return (RunFolder(folder, writer=False).status() or {}).get("status")
 
 
 def _last_update(folder: Path) -> int:
     """The newest update in a run's metrics (for the progress display)."""
-    try:
-        lines = (folder / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return 0
-    for ln in reversed(lines):
-        try:
-            return int(json.loads(ln).get("update", 0))
-        except (ValueError, AttributeError):
-            continue
-    return 0
+    rows = RunFolder(folder, writer=False).metrics()
+    return int(rows[-1].get("update", 0)) if rows else 0
+
+
+def _needed(step: str, folder: Path) -> bool:
+    """Whether a step of a job still has to run (its result is not in the folder yet)."""
+    if step == "analyze":
+        return not (folder / "analysis.json").is_file()
+    status = run_status(folder)
+    if step == "train":
+        return status not in ("completed", "diverged")
+    return status == "completed" and not (folder / "bleu.json").is_file()  # evaluate
 
 
 def _write_study_json(study: Study, sdir: Path) -> None:
@@ -183,7 +185,7 @@ def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
         if study.kind == "analysis":
             pre, sets = study.analysis
             cmd = ["analyze", "--preset", pre, "--out", str(sdir), *[x for s in sets for x in ("--set", s)]]
-            if not (sdir / "analysis.json").is_file():  # weight ~ the cpu preset's time in updates
+            if _needed("analyze", sdir):  # weight ~ the cpu preset's time in updates
                 jobs.append(Job(study.name, sdir, 200, analyze=cmd))
             continue
         for spec in study.runs:
@@ -192,10 +194,7 @@ def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
             train = ["train", spec.config, "--out", str(folder), *[x for o in spec.overrides for x in ("--set", o)]]
             ev = ["evaluate", str(folder), "--splits", "test", "--beam", str(beam)]
             ev = ev if cfg.model.task == "translation" else None
-            status = run_status(folder)
-            if status in ("completed", "diverged") and (
-                status == "diverged" or ev is None or (folder / "bleu.json").is_file()
-            ):
+            if not _needed("train", folder) and (ev is None or not _needed("evaluate", folder)):
                 continue
             jobs.append(Job(f"{study.name}/{spec.folder}", folder, cfg.train.max_updates or 1, train, ev))
     return jobs
@@ -234,11 +233,7 @@ class _Slot:
         """Start the next command; False when there is none (or the run diverged)."""
         while self.steps:
             step = self.steps.pop(0)
-            if step == "train" and run_status(self.job.folder) in ("completed", "diverged"):
-                continue
-            if step == "evaluate" and (
-                run_status(self.job.folder) != "completed" or (self.job.folder / "bleu.json").is_file()
-            ):
+            if not _needed(step, self.job.folder):
                 continue
             self.job.folder.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
@@ -269,6 +264,12 @@ def execute(
         raise ConfigError(f"--jobs {jobs_at_once} needs as many GPUs, --gpus lists {len(gpus)}")
     threads, free_gpus = max(1, cpus // jobs_at_once), list(gpus or [])
     pending, running, results, finished = list(jobs), [], {}, 0
+
+    def release(slot: _Slot) -> None:
+        nonlocal finished
+        free_gpus.extend([slot.gpu] if slot.gpu is not None else [])
+        results[slot.job.name], finished = _finish(slot, bar), finished + slot.job.size
+
     bar = tqdm(total=sum(j.size for j in jobs), desc="reproduce", unit="upd", dynamic_ncols=True, smoothing=0.05)
     stop = _Interrupts()
     try:
@@ -278,8 +279,7 @@ def execute(
                 if slot.next_step():
                     running.append(slot)
                 else:
-                    free_gpus += [slot.gpu] if slot.gpu is not None else []
-                    results[slot.job.name], finished = _finish(slot, bar), finished + slot.job.size
+                    release(slot)
             for slot in list(running):
                 rc = slot.proc.poll()
                 if rc is None:
@@ -294,8 +294,7 @@ def execute(
                     raise RunFailed(f"{slot.job.name}: `preln {slot.step}` failed (exit {rc}); {log}:\n{_tail(log)}")
                 if not slot.next_step():
                     running.remove(slot)
-                    free_gpus += [slot.gpu] if slot.gpu is not None else []
-                    results[slot.job.name], finished = _finish(slot, bar), finished + slot.job.size
+                    release(slot)
             if stop.requested and not running:
                 raise KeyboardInterrupt
             _show(bar, finished, running)

@@ -24,12 +24,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .runs import RunFolder  # noqa: E402
+
 INF = math.inf
-
-
-def _rows(folder: Path) -> list[dict]:
-    path = folder / "metrics.jsonl"
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()] if path.is_file() else []
 
 
 def _mean(xs: list[float]) -> float:
@@ -50,8 +47,9 @@ def study_results(sdir: Path) -> dict:
     by_cond: dict[str, list[dict]] = {}
     for r in meta["runs"]:
         folder = sdir / r["folder"]
-        valid = [x for x in _rows(folder) if x["kind"] == "valid"]
-        status = json.loads((folder / "status.json").read_text()) if (folder / "status.json").is_file() else {}
+        run = RunFolder(folder, writer=False)
+        valid = [x for x in run.metrics() if x["kind"] == "valid"]
+        status = run.status() or {}
         bleu = json.loads((folder / "bleu.json").read_text()) if (folder / "bleu.json").is_file() else {}
         by_cond.setdefault(r["condition"], []).append(
             {

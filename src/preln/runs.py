@@ -80,6 +80,21 @@ class RunFolder:
         p = self.path / "status.json"
         return json.loads(p.read_text()) if p.is_file() else None
 
+    def metrics(self) -> list[dict]:
+        """The records of ``metrics.jsonl``; a line still being written is left out, so another
+        process may read a live run."""
+        try:
+            lines = (self.path / "metrics.jsonl").read_text().splitlines()
+        except OSError:
+            return []
+        rows = []
+        for ln in lines:
+            try:
+                rows.append(json.loads(ln))
+            except ValueError:
+                continue
+        return rows
+
 
 def load_run(run_dir: str | Path, which: str = "last") -> tuple[RunConfig, nn.Module, Tokenizer]:
     """A run's config, model and tokenizer; ``which`` = "last" or "best" checkpoint."""
