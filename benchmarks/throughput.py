@@ -1,15 +1,19 @@
 """Training throughput: preln's Seq2Seq vs torch.nn.Transformer, same configuration and batches.
 
     python benchmarks/throughput.py [--config configs/cpu-multi30k-pre.toml] [--updates 20] [--set k=v ...]
+                                    [--device cuda] [--precision fp32|bf16] [--compile] [--json OUT]
 
 Both models get the same token-budget batches of the config's corpus, the same shared embedding,
 sinusoidal positions and tied output projection around the stacks, Adam, label-smoothed loss.
-Prints target tokens/s for each and the ratio preln / torch (measured after 3 warm-up updates).
+Prints target tokens/s for each and the ratio preln / torch (measured after 3 warm-up updates;
+on CUDA the clock stops after a synchronize). ``--compile`` adds torch.compile'd rows.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
 import math
 import time
 
@@ -51,19 +55,26 @@ class TorchSeq2Seq(nn.Module):
         return h @ self.embed.weight.T
 
 
-def measure(model: nn.Module, batches, eps: float, warmup: int = 3) -> float:
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98))
+def measure(model: nn.Module, batches, eps: float, device: torch.device, precision: str, warmup: int = 3) -> float:
+    fused = {"fused": True} if device.type == "cuda" else {}
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), **fused)
     model.train()
+    amp = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
     tokens, start = 0, 0.0
     for i, b in enumerate(batches):
         if i == warmup:
+            if device.type == "cuda":
+                torch.cuda.synchronize()
             tokens, start = 0, time.perf_counter()
-        t = b.tensors
-        loss, _ = label_smoothed_nll(model(t["src"], t["tgt_in"]), t["tgt_out"], eps)
+        t = b.to(device).tensors
+        with amp:
+            loss, _ = label_smoothed_nll(model(t["src"], t["tgt_in"]), t["tgt_out"], eps)
         opt.zero_grad(set_to_none=True)
         (loss / b.ntokens).backward()
         opt.step()
         tokens += b.ntokens
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return tokens / (time.perf_counter() - start)
 
 
@@ -72,21 +83,35 @@ def main() -> None:
     ap.add_argument("--config", default="configs/cpu-multi30k-pre.toml")
     ap.add_argument("--updates", type=int, default=20, help="timed updates per model (default 20)")
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast (CUDA)")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile'd models")
+    ap.add_argument("--json", metavar="OUT", help="write the results as JSON")
     args = ap.parse_args()
     cfg = config.load(args.config, args.set)
     data, tok = load_data(cfg)
     c = config.with_vocab(cfg, len(tok)).model
+    device = torch.device(args.device)
     batches = [data.batch("train", 1, k) for k in range(args.updates + 3)]
     results = {}
     for name, build in (("preln", lambda: Seq2Seq(c)), ("torch.nn.Transformer", lambda: TorchSeq2Seq(c))):
-        torch.manual_seed(0)
-        results[name] = measure(build(), batches, cfg.train.label_smoothing)
-        print(f"{name:>22}: {results[name]:8.0f} target tokens/s")
+        for compiled in (False, True) if args.compile else (False,):
+            torch.manual_seed(0)
+            model = build().to(device)
+            key = name + (" compiled" if compiled else "")
+            model = torch.compile(model, dynamic=True) if compiled else model
+            results[key] = measure(model, batches, cfg.train.label_smoothing, device, args.precision)
+            print(f"{key:>31}: {results[key]:9.0f} target tokens/s", flush=True)
     print(
-        f"{'ratio preln / torch':>22}: {results['preln'] / results['torch.nn.Transformer']:.3f} "
-        f"(norm={c.norm}, d={c.d_model}, {c.encoder_layers}+{c.decoder_layers} layers, "
-        f"{torch.get_num_threads()} threads, {args.updates} updates, {sum(b.ntokens for b in batches[3:])} tokens)"
+        f"{'ratio preln / torch':>31}: {results['preln'] / results['torch.nn.Transformer']:.3f} "
+        f"(norm={c.norm}, d={c.d_model}, {c.encoder_layers}+{c.decoder_layers} layers, {args.precision} on "
+        f"{device}, {torch.get_num_threads()} threads, {args.updates} updates, "
+        f"{sum(b.ntokens for b in batches[3:])} tokens)"
     )
+    if args.json:
+        meta = {"config": args.config, "set": args.set, "device": str(device), "precision": args.precision}
+        with open(args.json, "w") as f:
+            json.dump(meta | {"norm": c.norm, "d_model": c.d_model, "tokens_per_s": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def tiny_analysis(**kw) -> analysis.AnalysisConfig:
         depth_seeds=4,
         depth_batches=1,
         depth_max_tokens=600,
-        widths=(16, 32),
+        widths=(16, 24, 32),
         width_seeds=1,
         width_max_tokens=300,
         lemma_d=64,
@@ -134,11 +134,11 @@ def test_analyze_cli_writes_json_figures_and_summary(tmp_path, capsys):
         "--set",
         "warmup_updates=3",
         "--set",
-        "depths=[2,4]",
+        "depths=[2,3,4]",
         "--set",
         "depth_seeds=2",
         "--set",
-        "widths=[16,32]",
+        "widths=[16,24,32]",
         "--set",
         "width_seeds=2",
         "--set",
@@ -164,4 +164,27 @@ def test_analyze_cli_writes_json_figures_and_summary(tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert "| prediction" in summary and "Lemma 2" in summary
     assert main(["analyze", "--out", str(out), "--set", "nope=1"]) == 2
+    for bad in ("depths=[4]", "depths=[2,4]", "widths=[16,32,32]", "depths=[0,2,4]", "seeds=0", "n_heads=3"):
+        assert main(["analyze", "--out", str(out), "--set", bad]) == 2, bad
+    assert "at least 3 distinct" in capsys.readouterr().err
     assert main(["analyze", "--out", str(out), "--only", "fig9"]) == 2
+
+
+def test_t_interval_and_verdicts_use_the_seed_spread():
+    from preln.predictions import _top_bottom, t_interval
+
+    m, lo, hi = t_interval([1.0, 2.0, 3.0])
+    assert m == 2.0 and math.isclose(hi - m, 4.303 * 1.0 / math.sqrt(3), rel_tol=1e-3)
+    assert t_interval([5.0])[1:] == (-math.inf, math.inf)  # one seed decides nothing
+    # mean top/bottom 1.19, but one seed below 1: the interval reaches below 1, so no "holds"
+    col = {"values": [[1.0, 1.5], [1.0, 0.9], [1.0, 1.2]]}
+    g, lo, _ = _top_bottom(col)
+    assert g > 1 and lo < 1
+
+
+def test_tightness_is_information_not_a_prediction():
+    from preln.predictions import predictions
+
+    res = {"width": {"theory_slope": 1.2, "post": {"fit": {"slope": 0.7, "ci95": [0.6, 0.8]}}}}
+    rows = predictions(res)
+    assert rows[0]["holds"] is True and rows[1]["holds"] is None

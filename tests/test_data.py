@@ -15,14 +15,29 @@ from .conftest import ROOT, require_data
 def test_token_batches_respect_budget_and_cover_everything():
     g = torch.Generator().manual_seed(0)
     sizes = [tuple(int(x) for x in torch.randint(1, 40, (2,), generator=g)) for _ in range(500)]
-    batches = token_batches(sizes, 200)
-    seen = sorted(i for b in batches for i in b)
-    assert seen == list(range(500))
-    for b in batches:
-        assert len(b) * sum(max(sizes[i][d] for i in b) for d in range(2)) <= 200
-    assert token_batches(sizes, 200) == batches  # deterministic
+    for multiple in (1, 8):
+        batches = token_batches(sizes, 200, multiple)
+        seen = sorted(i for b in batches for i in b)
+        assert seen == list(range(500))
+        for b in batches:  # fairseq: n * longest example (its longer side) <= max_tokens
+            assert len(b) * max(max(sizes[i]) for i in b) <= 200
+        assert token_batches(sizes, 200, multiple) == batches  # deterministic
     with pytest.raises(ValueError, match="exceeds max_tokens"):
-        token_batches([(150, 100)], 200)
+        token_batches([(150, 201)], 200)
+
+
+def test_token_batches_follow_fairseq_rule_on_a_fixture():
+    # (src, tgt) lengths; fairseq counts max(src, tgt) per example: 5, 4, 6, 9 in sorted order
+    # (2,9), (3,5), (4,2), (6,6). At max_tokens 18: [(2,9), (3,5)] costs 2 * 9 = 18; adding (4,2)
+    # would cost 27, so the batch closes; [(4,2), (6,6)] costs 2 * 6 = 12.
+    # (Counting padded source + target, the old rule, would give 3 batches.)
+    sizes = [(3, 5), (4, 2), (6, 6), (2, 9)]
+    assert token_batches(sizes, 18, multiple=1) == [[3, 0], [1, 2]]
+    # --required-batch-size-multiple 8: 13 examples of 10 tokens fit 130; the 14th overflows,
+    # so the first batch is cut to 8 and the other 5 start the next one, which then takes the rest.
+    assert token_batches([(10, 10)] * 20, 130) == [list(range(8)), list(range(8, 20))]
+    # fewer than 8 in a full batch: kept whole
+    assert token_batches([(10, 10)] * 7, 50) == [[0, 1, 2, 3, 4], [5, 6]]
 
 
 def test_mask_tokens_properties():
@@ -75,7 +90,8 @@ def test_translation_data_batches_are_deterministic_and_well_formed():
     t = b1.tensors
     assert (t["tgt_in"][:, 0] == BOS).all()
     assert b1.ntokens == int((t["tgt_out"] != -100).sum())
-    assert t["src"].numel() + t["tgt_in"].numel() <= cfg.data.max_tokens
+    B = t["src"].shape[0]  # fairseq's rule: examples x the longest side of the longest example
+    assert B * max(t["src"].shape[1], t["tgt_out"].shape[1]) <= cfg.data.max_tokens
     assert data.order(1) != data.order(2)  # reshuffled per epoch
     assert tok.decode([tok.encode(["Ein Hund läuft."])[0]]) == ["Ein Hund läuft."]
 
@@ -88,3 +104,20 @@ def test_missing_corpus_message(tmp_path):
     cfg = config.load(ROOT / "configs" / "tiny-translation.toml", [f"data.path='{tmp_path}/m30k'"])
     with pytest.raises(CorpusError, match=r"missing corpus file: .*train\.de"):
         load_data(cfg)
+
+
+def test_bpe_output_is_refused_with_a_one_line_error(tmp_path):
+    from preln.data.corpus import read_tsv
+
+    bpe = ["das ist ein kle@@ iner test .", "wir ge@@ hen nach hause ."] * 10
+    (tmp_path / "train.de").write_text("\n".join(bpe) + "\n")
+    (tmp_path / "train.en").write_text("\n".join(["this is a test ."] * 20) + "\n")
+    with pytest.raises(CorpusError, match=r"train\.de: 20 of 20 lines \(first: line 1\) have subword-nmt"):
+        read_parallel(tmp_path / "train.de", tmp_path / "train.en")
+    (tmp_path / "t.tsv").write_text("".join(f"x\t{b}\tok\n" for b in bpe))
+    with pytest.raises(CorpusError, match="iwslt14"):
+        read_tsv(tmp_path / "t.tsv", ("de", "en"), "de", "en")
+    # a diff hunk in documentation is ordinary text
+    plain = ["@@ -1,3 +1,4 @@ in a patch"] + ["ordinary line"] * 99
+    (tmp_path / "a.en").write_text("\n".join(plain) + "\n")
+    assert len(read_parallel(tmp_path / "a.en", tmp_path / "a.en")[0]) == 100

@@ -48,7 +48,7 @@ def test_beam_one_is_greedy_and_lengths_respect_the_limit():
         model, src, max_len_a=0, max_len_b=6
     )
     for h in beam_search(model, src, beam=4, max_len_a=0, max_len_b=5):
-        assert len(h) <= 4  # 5 steps including </s>
+        assert 1 <= len(h) <= 5  # at most b tokens, then </s> (fairseq); never empty
         assert all(t not in (0, 2, 4) for t in h)  # never <pad>, <s>, <mask>
 
 
@@ -66,6 +66,47 @@ def test_beam_search_scores_its_choice_at_least_as_high_as_greedy_when_the_beam_
     b = beam_search(model, src, beam=25, lenpen=1.0, max_len_a=0, max_len_b=3)[0]
     g = greedy(model, src, max_len_a=0, max_len_b=3)[0]
     assert score(b) >= score(g) - 1e-9
+
+
+class EosBiased(Seq2Seq):
+    """A model whose </s> logit is shifted by ``bias``: +50 wants to stop at once, -50 never."""
+
+    bias = 0.0
+
+    def decode(self, *a, **kw):
+        logits = super().decode(*a, **kw)
+        logits[..., 3] += self.bias
+        return logits
+
+
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_length_limits_follow_fairseq(use_cache):
+    torch.manual_seed(0)
+    c = ModelConfig(d_model=16, n_heads=2, d_ffn=32, encoder_layers=1, decoder_layers=1, dropout=0.0, vocab_size=30)
+    model, src = EosBiased(c).double().eval(), sources()
+    model.bias = 50.0  # </s> first everywhere: min length 1 still gives one token
+    assert [len(h) for h in beam_search(model, src, beam=4, use_cache=use_cache)] == [1] * 4
+    assert [len(h) for h in greedy(model, src, use_cache=use_cache)] == [1] * 4
+    model.bias = -50.0  # </s> never chosen: hypotheses run to exactly a * src_len + b tokens
+    src_len = [6, 6, 3, 6]  # without </s>
+    for a, b in ((0, 7), (1.0, 2)):
+        want = [int(a * n + b) for n in src_len]
+        assert [len(h) for h in beam_search(model, src, beam=3, max_len_a=a, max_len_b=b, use_cache=use_cache)] == want
+        assert [len(h) for h in greedy(model, src, max_len_a=a, max_len_b=b, use_cache=use_cache)] == want
+
+
+def test_tokenized_bleu_of_pretokenized_text_is_scored_as_it_stands():
+    """IWSLT14 references are Moses-tokenized, escaped and lowercased: tokenizing them again would
+    split every &apos; into `& apos ;` and inflate the score."""
+    import sacrebleu
+
+    refs = ["it &apos;s a test , isn &apos;t it ?", "we &apos;re here &quot; now &quot; .", "that &apos;s all ."]
+    hyps = ["it &apos;s the test , is it ?", "we are here &quot; now &quot; .", "that &apos;s it ."]
+    res = bleu(hyps, refs, "en", pretokenized=True)
+    want = sacrebleu.metrics.BLEU(tokenize="none").corpus_score(hyps, [refs]).score
+    assert res["tok_lc"] == round(want, 2)
+    assert "tok:none" in res["tok_lc_signature"] and "sacrebleu" not in res  # no mislabelled 13a figure
+    assert bleu(hyps, refs, "en")["tok_lc"] > res["tok_lc"]  # what re-tokenizing did
 
 
 def test_bleu_conventions_are_labelled_and_sane():

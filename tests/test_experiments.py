@@ -21,6 +21,7 @@ compare = ["pre", "post-warmup"]
 config = "configs/tiny-translation.toml"
 seeds = [1]
 set = ["train.max_updates=6", "train.valid_every=2", "train.valid_bleu=false"]
+evaluate = ["--max-len-a", "1.2", "--max-len-b", "10"]  # tiny untrained models: bounded decoding
 [[condition]]
 name = "pre"
 [[condition]]
@@ -44,7 +45,7 @@ title = "tiny analysis"
 kind = "analysis"
 [preset.quick]
 analysis = "cpu"
-set = ["seeds=1", "batches=1", "warmup_updates=2", "depths=[2,3]", "depth_seeds=2", "widths=[16,32]",
+set = ["seeds=1", "batches=1", "warmup_updates=2", "depths=[2,3,4]", "depth_seeds=2", "widths=[16,24,32]",
        "width_seeds=1", "lemma_d=16", "lemma_seeds=1", "lemma_layers=2", "max_tokens=300",
        "depth_max_tokens=300", "width_max_tokens=200", "d_model=32", "d_ffn=64"]
 """
@@ -102,7 +103,7 @@ set = ["optim.name='sgd'"]
 
 def test_shipped_studies_load():
     for name in ("fig2", "fig3", "fig4"):
-        for preset in ("quick", "paper"):
+        for preset in ("quick", "paper", "smoke"):
             experiments.load_study(ROOT / "studies" / f"{name}.toml", preset, ROOT)
     fig2 = experiments.load_study(ROOT / "studies" / "fig2.toml", "quick", ROOT)
     assert len({r.condition for r in fig2.runs}) == 12  # {Adam, SGD} x 2 lr x 3 warm-ups

@@ -214,3 +214,28 @@ def test_post_and_pre_differ_only_in_norm_placement():
     post.eval()
     pre.eval()
     assert not torch.allclose(post(src, tgt), pre(src, tgt))
+
+
+def test_xavier_init_matches_fairseq_formula():
+    """fairseq (the paper's code) initializes W^Q, W^K, W^V Xavier-uniform with gain 1/sqrt(2), i.e.
+    U(-a, a) with a = sqrt(6 / (d + d)) / sqrt(2) = sqrt(3 / (2d)); W^O, W1, W2 Xavier-uniform with
+    gain 1; embeddings N(0, d^-1/2). Check bounds and standard deviations (std of U(-a, a) = a/sqrt(3))."""
+    d, ffn = 256, 512
+    torch.manual_seed(0)
+    m = Seq2Seq(ModelConfig(d_model=d, n_heads=4, d_ffn=ffn, encoder_layers=2, decoder_layers=2, vocab_size=3000))
+    qkv_bound = (6 / (2 * d)) ** 0.5 / 2**0.5
+    layer = m.decoder.layers[1]
+    for attn in (m.encoder.layers[0].self_attn, layer.self_attn, layer.cross_attn):
+        for p in (attn.q_proj, attn.k_proj, attn.v_proj):
+            w = p.weight
+            assert w.abs().max() <= qkv_bound
+            assert abs(w.std().item() - qkv_bound / 3**0.5) < 0.02 * qkv_bound
+            assert torch.all(p.bias == 0)
+        out_bound = (6 / (2 * d)) ** 0.5
+        assert attn.out_proj.weight.abs().max() <= out_bound
+        assert abs(attn.out_proj.weight.std().item() - out_bound / 3**0.5) < 0.02 * out_bound
+    w1_bound = (6 / (d + ffn)) ** 0.5
+    assert abs(layer.ffn.w1.weight.std().item() - w1_bound / 3**0.5) < 0.02 * w1_bound
+    emb = m.embed_tokens.weight[1:]
+    assert abs(emb.std().item() - d**-0.5) < 0.02 * d**-0.5
+    assert torch.all(m.embed_tokens.weight[0] == 0)  # padding row

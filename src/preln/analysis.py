@@ -64,7 +64,9 @@ class AnalysisConfig:
     depth_batches: int = 1
     depth_max_tokens: int = 1000
     widths: tuple[int, ...] = (128, 256, 512, 1024)
-    width_seeds: int = 2
+    width_seeds: int = 5
+    """Seeds per width: a percentile-bootstrap interval over 2 seeds covers the true slope only
+    ~74% of the time (simulated), over 5 ~89%, over 10 ~94%."""
     width_max_tokens: int = 500
     lemma_d: int = 512
     lemma_layers: int = 6
@@ -91,7 +93,7 @@ def preset(name: str) -> AnalysisConfig:
             warmup_seeds=3,
             depth_batches=4,
             depth_max_tokens=4096,
-            width_seeds=5,
+            width_seeds=10,
             width_max_tokens=4096,
             lemma_seeds=32,
         )
@@ -112,7 +114,29 @@ def with_overrides(a: AnalysisConfig, items: list[str], data_path: str | None = 
     a = replace(a, **changes)
     if data_path:
         a = replace(a, data=replace(a.data, data=replace(a.data.data, path=data_path)))
+    check(a)
     return a
+
+
+def check(a: AnalysisConfig) -> None:
+    """Values the analysis cannot work with, as one-line errors naming the key."""
+    counts = ("seeds", "batches", "max_tokens", "warmup_seeds", "depth_seeds", "depth_batches", "width_seeds")
+    counts += ("depth_max_tokens", "width_max_tokens", "lemma_d", "lemma_layers", "lemma_seeds", "lemma_tokens")
+    for name in (*counts, "d_model", "n_heads", "d_ffn", "layers", "lemma_batch"):
+        if getattr(a, name) < 1:
+            raise config.ConfigError(f"analyze --set {name}: must be >= 1, got {getattr(a, name)}")
+    if a.d_model % a.n_heads:
+        raise config.ConfigError(f"analyze: d_model={a.d_model} must divide by n_heads={a.n_heads}")
+    for name in ("depths", "widths"):
+        xs = getattr(a, name)
+        if len(set(xs)) < 3 or min(xs) < 1:
+            raise config.ConfigError(
+                f"analyze --set {name}: a slope needs at least 3 distinct positive values, got {list(xs)}"
+            )
+    if any(w % a.n_heads for w in a.widths):
+        raise config.ConfigError(f"analyze --set widths: each must divide by n_heads={a.n_heads}")
+    if a.warmup_updates < 0 or not a.warmup_lr > 0:
+        raise config.ConfigError("analyze: warmup_updates must be >= 0 and warmup_lr > 0")
 
 
 # ------------------------------------------------------------------------- gradients
@@ -135,7 +159,9 @@ def expected_gradient_norms(model: nn.Module, batches: list[Batch], eps: float =
     mean loss. The root-sum-square over all parameters is the global norm of that mean."""
     model.train()
     model.zero_grad(set_to_none=True)
+    device = next(model.parameters()).device  # the warm-up trainer may have put it on a GPU
     for b in batches:
+        b = b.to(device)
         loss, _ = compute_loss(model, b, eps)
         (loss / (b.ntokens * len(batches))).backward()  # grads accumulate: their mean over batches
     norms = {n: float(p.grad.double().norm()) for n, p in model.named_parameters() if p.grad is not None}
@@ -162,7 +188,11 @@ def mean_std(tables: list[dict[str, dict[str, list[float]]]]) -> dict:
     for stack, mats in tables[0].items():
         for mat in mats:
             arr = np.array([t[stack][mat] for t in tables])  # (seeds, layers)
-            out.setdefault(stack, {})[mat] = {"mean": arr.mean(0).tolist(), "std": arr.std(0).tolist()}
+            out.setdefault(stack, {})[mat] = {
+                "mean": arr.mean(0).tolist(),
+                "std": arr.std(0).tolist(),
+                "values": arr.tolist(),  # per seed, per layer: what the predictions' intervals use
+            }
     return out
 
 
@@ -258,7 +288,7 @@ def lemma2_theory(a: AnalysisConfig, bar: tqdm | None = None) -> dict:
             if bar:
                 bar.update(1)
         arr = np.array(runs)
-        out[norm] = {"mean": arr.mean(0).tolist(), "std": arr.std(0).tolist()}
+        out[norm] = {"mean": arr.mean(0).tolist(), "std": arr.std(0).tolist(), "values": arr.tolist()}
     L = a.lemma_layers
     out["post"]["layers"] = list(range(1, L + 1))
     out["post"]["theory"] = [1.5] * L
@@ -422,6 +452,7 @@ PARTS = ("fig3", "warmup", "depth", "width", "lemma2")
 
 def run_analysis(a: AnalysisConfig, out: Path, parts: tuple[str, ...] = PARTS) -> dict:
     """Run the selected parts; returns the ``analysis.json`` dict (see the README for its schema)."""
+    check(a)
     out.mkdir(parents=True, exist_ok=True)
     data, vocab, source = load_batches(a)
     batches = take_batches(data, vocab, a.batches, a.max_tokens)

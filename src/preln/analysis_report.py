@@ -127,9 +127,17 @@ def summary_markdown(res: dict, figures: list[str]) -> str:
     lines.append(f"Data: {res['data']}. Preset `{res['preset']}`; settings in `analysis.json`.")
     if res.get("synthetic"):
         lines += ["", "**These numbers come from SYNTHETIC random tokens, not a corpus.**"]
-    lines += ["", "| prediction (Xiong et al. 2020) | theory | measured | holds |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "Each verdict is decided by a 95% interval over seeds (Student t over per-seed values; bootstrap "
+        "over seeds for slopes), not by a point estimate.",
+        "",
+        "| prediction (Xiong et al. 2020) | theory | measured | holds |",
+        "|---|---|---|---|",
+    ]
     for p in res["predictions"]:
-        lines.append(f"| {p['claim']} | {p['theory']} | {p['measured']} | {'yes' if p['holds'] else '**no**'} |")
+        verdict = {True: "yes", False: "**no**", None: "(information)"}[p["holds"]]
+        lines.append(f"| {p['claim']} | {p['theory']} | {p['measured']} | {verdict} |")
     if "depth" in res:
         lines += [
             "",
@@ -158,7 +166,7 @@ def summary_markdown(res: dict, figures: list[str]) -> str:
         lines += [
             f"| {d} | {w['post']['mean'][i]:.4g} | {w['pre']['mean'][i]:.4g} |" for i, d in enumerate(w["widths"])
         ]
-    failed = [p for p in res["predictions"] if not p["holds"]]
+    failed = [p for p in res["predictions"] if p["holds"] is False]
     if failed:
         lines += [
             "",

@@ -68,7 +68,8 @@ def cmd_translate(args: argparse.Namespace) -> int:
     src = open(args.input, encoding="utf-8") if args.input else sys.stdin
     lines = [ln.rstrip("\n") for ln in src]
     print(f"[preln] translating {len(lines)} lines with the {desc}, beam {args.beam}", file=sys.stderr)
-    for hyp in translate(model, tok, lines, args.beam, args.lenpen, progress=len(lines) > 100):
+    limits = {"max_len_a": args.max_len_a, "max_len_b": args.max_len_b}
+    for hyp in translate(model, tok, lines, args.beam, args.lenpen, progress=len(lines) > 100, **limits):
         print(hyp)
     return 0
 
@@ -76,11 +77,21 @@ def cmd_translate(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
-    res = evaluate_run(args.run, tuple(args.splits.split(",")), args.beam, args.lenpen, args.average, args.limit)
+    res = evaluate_run(
+        args.run,
+        tuple(args.splits.split(",")),
+        args.beam,
+        args.lenpen,
+        args.average,
+        args.limit,
+        args.max_len_a,
+        args.max_len_b,
+    )
     for split, r in res["splits"].items():
+        detok = f"sacreBLEU {r['sacrebleu']:.2f} ({r['sacrebleu_signature']}) | " if "sacrebleu" in r else ""
         print(
-            f"{split}: sacreBLEU {r['sacrebleu']:.2f} ({r['sacrebleu_signature']}) | "
-            f"tokenized-lowercased BLEU {r['tok_lc']:.2f} | {r['sentences']} sentences, {res['checkpoint']}"
+            f"{split}: {detok}tokenized-lowercased BLEU {r['tok_lc']:.2f} ({r['tok_lc_signature']}) | "
+            f"{r['sentences']} sentences, {res['checkpoint']}"
         )
     print(f"wrote {Path(args.run) / 'bleu.json'}")
     return 0
@@ -93,7 +104,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     source = Path(args.source) if args.source else None
     if args.corpus == "iwslt14":
-        out = Path(args.out or "data/iwslt14.tokenized.de-en")
+        out = Path(args.out or "data/iwslt14-de-en")
         info = prepare_iwslt14(source, out)
     else:
         out = Path(args.out or "data/multi30k")
@@ -145,7 +156,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN_DIR", help="a translation run folder (from preln train)")
     p.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy (default 5)")
-    p.add_argument("--lenpen", type=float, default=1.2, help="length penalty (default 1.2)")
+    p.add_argument("--lenpen", type=float, default=1.0, help="length penalty (default 1, fairseq-generate's)")
+    p.add_argument(
+        "--max-len-a",
+        type=float,
+        default=0.0,
+        metavar="A",
+        help="at most A * source length + B tokens a hypothesis (fairseq-generate; default A 0, B 200)",
+    )
+    p.add_argument("--max-len-b", type=int, default=200, metavar="B", help="see --max-len-a (default 200)")
     p.add_argument(
         "--average",
         type=int,
@@ -220,7 +239,12 @@ def parser() -> argparse.ArgumentParser:
         "report.html. Ctrl-C stops after the current updates; rerunning skips finished runs. The quick preset "
         "took 41 minutes on 2 CPU cores with --jobs 2 (docs/reference-quick); paper needs a GPU.",
     )
-    p.add_argument("--preset", choices=["quick", "paper"], default="quick", help="sizes (default quick: 2 CPU cores)")
+    p.add_argument(
+        "--preset",
+        choices=["quick", "paper", "smoke"],
+        default="quick",
+        help="sizes (default quick: 2 CPU cores; smoke: every study at toy size, minutes; paper: GPUs)",
+    )
     p.add_argument(
         "--studies",
         default="fig3,fig4,fig2",
@@ -255,7 +279,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("corpus", choices=["iwslt14", "multi30k"])
     p.add_argument("--source", metavar="PATH", help="local archive or folder (default: download; needs network)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default data/iwslt14.tokenized.de-en or data/multi30k)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default data/iwslt14-de-en or data/multi30k)")
     p.set_defaults(func=cmd_prepare)
     p = sub.add_parser(
         "translate",

@@ -1,9 +1,12 @@
 """Batched beam search and greedy decoding for ``Seq2Seq``, with the incremental KV cache.
 
-Beam search follows fairseq's semantics: at each step the 2K best continuations of the K live
-beams are considered; one ending in </s> among the top K is finished with score
-``sum log p / len ** lenpen`` (len counts the </s>); a sentence is done when it has K finished
-hypotheses; at the length limit ``a * src_len + b`` only </s> is allowed.
+Beam search follows fairseq-generate's semantics and defaults (the paper's decoding): at each
+step the 2K best continuations of the K live beams are considered; one ending in </s> among the
+top K is finished with score ``sum log p / len ** lenpen`` (len counts the </s>; lenpen 1); a
+sentence is done when it has K finished hypotheses. A hypothesis has at least ``MIN_LEN`` (1)
+tokens before its </s> (so never an empty output) and at most ``max_len = a * src_len + b``
+(src_len without </s>; a = 0, b = 200), then </s> is forced; max_len is capped by the model's
+positions.
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from .data.tokenizer import BOS, EOS, MASK, PAD
 from .model import Seq2Seq
 
 _BANNED = (PAD, BOS, MASK)  # never generated
+MIN_LEN = 1  # fairseq-generate --min-len: </s> is banned before this many tokens
+MAX_LEN_A, MAX_LEN_B = 0.0, 200  # fairseq-generate --max-len-a / --max-len-b
 
 
 def _step_logprobs(model: Seq2Seq, tokens: Tensor, memory: Tensor, mask: Tensor, cache) -> Tensor:
@@ -28,26 +33,34 @@ def _step_logprobs(model: Seq2Seq, tokens: Tensor, memory: Tensor, mask: Tensor,
     return logp
 
 
-def _max_lens(src: Tensor, a: float, b: int) -> Tensor:
-    src_len = (src != PAD).sum(1)
-    return (a * src_len + b).long().clamp(min=1)
+def _max_lens(model: Seq2Seq, src: Tensor, a: float, b: int) -> list[int]:
+    """Per sentence, the most tokens a hypothesis may have before its </s> (fairseq: a * src_len + b,
+    src_len without </s>, capped so that the </s> still has a position)."""
+    src_len = ((src != PAD) & (src != EOS)).sum(1)
+    return (a * src_len + b).long().clamp(min=MIN_LEN, max=model.config.max_positions - 1).tolist()
+
+
+def _ban_eos_before_min_len(logp: Tensor, t: int) -> None:
+    if t < MIN_LEN:
+        logp[:, EOS] = -torch.inf
 
 
 @torch.no_grad()
 def greedy(
-    model: Seq2Seq, src: Tensor, max_len_a: float = 1.2, max_len_b: int = 10, use_cache: bool = True
+    model: Seq2Seq, src: Tensor, max_len_a: float = MAX_LEN_A, max_len_b: int = MAX_LEN_B, use_cache: bool = True
 ) -> list[list[int]]:
     """Argmax decoding; returns token ids without <s> and </s>."""
     model.eval()
     memory, mask = model.encode(src)
     B = src.shape[0]
-    limits = _max_lens(src, max_len_a, max_len_b).clamp(max=model.config.max_positions - 1).tolist()
+    limits = _max_lens(model, src, max_len_a, max_len_b)
     tokens = torch.full((B, 1), BOS, dtype=torch.long, device=src.device)
     done = torch.zeros(B, dtype=torch.bool, device=src.device)
     cache = model.new_cache() if use_cache else None
-    for t in range(max(limits)):
+    for t in range(max(limits) + 1):  # step t picks token t + 1; at t = limit only </s>
         logp = _step_logprobs(model, tokens, memory, mask, cache)
-        at_limit = torch.tensor([t + 1 >= n for n in limits], device=src.device)
+        _ban_eos_before_min_len(logp, t)
+        at_limit = torch.tensor([t >= n for n in limits], device=src.device)
         nxt = torch.where(at_limit, torch.full_like(done, EOS, dtype=torch.long), logp.argmax(-1))
         nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
         tokens = torch.cat([tokens, nxt[:, None]], 1)
@@ -71,9 +84,9 @@ def beam_search(
     model: Seq2Seq,
     src: Tensor,  # (B, S)
     beam: int = 5,
-    lenpen: float = 1.2,
-    max_len_a: float = 1.2,
-    max_len_b: int = 10,
+    lenpen: float = 1.0,
+    max_len_a: float = MAX_LEN_A,
+    max_len_b: int = MAX_LEN_B,
     use_cache: bool = True,
 ) -> list[list[int]]:
     """The best finished hypothesis of each sentence (token ids without <s> and </s>)."""
@@ -81,17 +94,18 @@ def beam_search(
     B, K, dev = src.shape[0], beam, src.device
     memory, mask = model.encode(src)
     memory, mask = memory.repeat_interleave(K, 0), mask.repeat_interleave(K, 0)  # (B*K, S, d)
-    limits = _max_lens(src, max_len_a, max_len_b).clamp(max=model.config.max_positions - 1).tolist()
+    limits = _max_lens(model, src, max_len_a, max_len_b)
     limit_t = torch.tensor(limits, device=dev)
     tokens = torch.full((B * K, 1), BOS, dtype=torch.long, device=dev)
     scores = torch.full((B, K), -torch.inf, device=dev)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first
     cache = model.new_cache() if use_cache else None
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
-    for t in range(max(limits)):
+    for t in range(max(limits) + 1):  # step t picks token t + 1; at t = limit only </s>
         logp = _step_logprobs(model, tokens, memory, mask, cache)  # (B*K, V)
+        _ban_eos_before_min_len(logp, t)
         V = logp.shape[1]
-        at_limit = (limit_t <= t + 1).repeat_interleave(K)  # (B*K,): only </s> may follow
+        at_limit = (limit_t <= t).repeat_interleave(K)  # (B*K,): only </s> may follow
         if at_limit.any():
             eos = logp[:, EOS].clone()
             logp[at_limit] = -torch.inf
@@ -126,7 +140,7 @@ def _select(top_scores, top_idx, V, K, t, tokens, finished, lenpen, limits):
                     finished[b].append((s / (t + 1) ** lenpen, hyp))
             elif len(live) < K:
                 live.append((b * K + beam, tok, s))
-        if len(finished[b]) >= K or t + 1 >= limits[b]:
+        if len(finished[b]) >= K or t >= limits[b]:
             live = []  # sentence done: its beams idle (score -inf) until the batch ends
         while len(live) < K:
             live.append((b * K, PAD, -float("inf")))

@@ -1,14 +1,21 @@
 """Translate and score: BLEU in the two conventions that get confused, each always labelled.
 
 * ``sacrebleu``: sacreBLEU on detokenized text with its default 13a tokenization, reported with
-  its signature (Post 2018) — comparable across papers that also report it.
-* ``tok_lc``: BLEU on Moses-tokenized (sacremoses), lowercased text, as multi-bleu.perl computes
-  it: the IWSLT14 convention that Xiong et al. and fairseq report. Not comparable with the first.
+  its signature (Post 2018) — comparable across papers that also report it. Only for corpora of
+  raw text (Multi30k, TSV): on pre-tokenized text it would be 13a over Moses tokens, which is
+  neither convention, so it is not reported there.
+* ``tok_lc``: tokenized, lowercased BLEU as multi-bleu.perl / fairseq-generate compute it — the
+  IWSLT14 convention that Xiong et al. report. Raw corpora are Moses-tokenized (sacremoses) and
+  lowercased first; pre-tokenized corpora (``data.pretokenized``, e.g. ``preln prepare iwslt14``
+  output: Moses tokens, XML-escaped, lowercased) are scored as they stand, since tokenizing them
+  again would split every ``&apos;`` into three tokens and inflate the score. Computed by
+  sacreBLEU with ``tokenize='none'``; its signature is reported. Not comparable with the first.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -22,7 +29,7 @@ from .config import RunConfig
 from .data.batching import pad, token_batches
 from .data.datasets import read_pairs
 from .data.tokenizer import EOS, PAD, Tokenizer
-from .decode import beam_search, greedy
+from .decode import MAX_LEN_A, MAX_LEN_B, beam_search, greedy
 from .model import Seq2Seq
 from .runs import load_run
 
@@ -32,11 +39,14 @@ def translate(
     tok: Tokenizer,
     lines: list[str],
     beam: int = 5,
-    lenpen: float = 1.2,
+    lenpen: float = 1.0,
     max_tokens: int = 4000,
     progress: bool = False,
+    max_len_a: float = MAX_LEN_A,
+    max_len_b: int = MAX_LEN_B,
 ) -> list[str]:
-    """Detokenized translations of ``lines``, in order; beam = 1 means greedy."""
+    """Detokenized translations of ``lines``, in order; beam = 1 means greedy. Defaults are
+    fairseq-generate's: lenpen 1, at most 0 * src_len + 200 tokens."""
     device = next(model.parameters()).device
     limit = model.config.max_positions - 1
     ids = [s[: limit - 1] + [EOS] for s in tok.encode(lines)]
@@ -44,30 +54,44 @@ def translate(
     out: list[list[int]] = [[] for _ in lines]
     for batch in tqdm(batches, desc="translate", unit="batch", disable=not progress):
         src = pad([ids[i] for i in batch], PAD).to(device)
-        hyps = greedy(model, src) if beam == 1 else beam_search(model, src, beam=beam, lenpen=lenpen)
+        limits = {"max_len_a": max_len_a, "max_len_b": max_len_b}
+        hyps = greedy(model, src, **limits) if beam == 1 else beam_search(model, src, beam, lenpen, **limits)
         for i, h in zip(batch, hyps):
             out[i] = h
     return tok.decode(out)
 
 
-def bleu(hyps: list[str], refs: list[str], lang: str) -> dict:
-    """Both BLEU conventions, labelled."""
+def bleu(hyps: list[str], refs: list[str], lang: str, pretokenized: bool = False) -> dict:
+    """BLEU in the conventions that apply to this text, each labelled with its signature."""
+    tok_bleu = sacrebleu.metrics.BLEU(tokenize="none", lowercase=True, force=True)
+    if pretokenized:  # the text is tokenized already: score it as it stands
+        tokenized = tok_bleu.corpus_score(hyps, [refs])
+        return {
+            "tok_lc": round(tokenized.score, 2),
+            "tok_lc_signature": str(tok_bleu.get_signature()),
+            "tok_lc_convention": "pre-tokenized corpus scored as it stands, lowercased (IWSLT14 / fairseq)",
+        }
     sb = sacrebleu.metrics.BLEU()
     detok = sb.corpus_score(hyps, [refs])
     mt = MosesTokenizer(lang=lang)
 
-    def tok_lc(s: str) -> str:
-        return mt.tokenize(s, return_str=True, escape=False).lower()
+    def tok(s: str) -> str:
+        return mt.tokenize(s, return_str=True, escape=False)
 
-    tokenized = sacrebleu.metrics.BLEU(tokenize="none", force=True).corpus_score(
-        [tok_lc(h) for h in hyps], [[tok_lc(r) for r in refs]]
-    )
+    tokenized = tok_bleu.corpus_score([tok(h) for h in hyps], [[tok(r) for r in refs]])
     return {
         "sacrebleu": round(detok.score, 2),
         "sacrebleu_signature": str(sb.get_signature()),
         "tok_lc": round(tokenized.score, 2),
+        "tok_lc_signature": str(tok_bleu.get_signature()),
         "tok_lc_convention": "Moses-tokenized (sacremoses), lowercased, multi-bleu style (IWSLT14 / fairseq)",
     }
+
+
+def looks_pretokenized(refs: list[str]) -> bool:
+    """Moses-escaped entities in over 1% of the lines: text that ``data.pretokenized`` should mark."""
+    hits = sum(1 for r in refs if "&apos;" in r or "&quot;" in r or " @-@ " in r)
+    return hits > 0.01 * max(len(refs), 1)
 
 
 def load_for_eval(run_dir: Path, average: int = 1, which: str = "last") -> tuple[RunConfig, Seq2Seq, Tokenizer, str]:
@@ -87,26 +111,35 @@ def evaluate_run(
     run_dir: str | Path,
     splits: tuple[str, ...] = ("valid", "test"),
     beam: int = 5,
-    lenpen: float = 1.2,
+    lenpen: float = 1.0,
     average: int = 1,
     limit: int = 0,
+    max_len_a: float = MAX_LEN_A,
+    max_len_b: int = MAX_LEN_B,
 ) -> dict:
     """BLEU of a run on its corpus's splits; written to ``RUN_DIR/bleu.json`` (and returned)."""
     run = Path(run_dir)
     cfg, model, tok, desc = load_for_eval(run, average)
     if torch.cuda.is_available():
         model = model.cuda()
-    result: dict = {"checkpoint": desc, "beam": beam, "lenpen": lenpen, "splits": {}}
+    result: dict = {"checkpoint": desc, "beam": beam, "lenpen": lenpen, "max_len_a": max_len_a}
+    result |= {"max_len_b": max_len_b, "pretokenized": cfg.data.pretokenized, "splits": {}}
     for split in splits:
         src, ref, _ = read_pairs(cfg, split)
         if limit:
             src, ref = src[:limit], ref[:limit]
+        if not cfg.data.pretokenized and looks_pretokenized(ref):
+            print(
+                f"[preln] warning: the {split} references look Moses-tokenized and escaped (&apos; ...): "
+                "if the corpus is pre-tokenized, set data.pretokenized = true so BLEU scores it as it stands",
+                file=sys.stderr,
+            )
         start = time.perf_counter()
-        hyps = translate(model, tok, src, beam, lenpen, progress=True)
+        hyps = translate(model, tok, src, beam, lenpen, progress=True, max_len_a=max_len_a, max_len_b=max_len_b)
         result["splits"][split] = {
             "sentences": len(src),
             "seconds": round(time.perf_counter() - start, 1),
-            **bleu(hyps, ref, cfg.data.tgt_lang),
+            **bleu(hyps, ref, cfg.data.tgt_lang, cfg.data.pretokenized),
         }
         (run / f"hyp.{split}.{cfg.data.tgt_lang}").write_text("".join(h + "\n" for h in hyps))
     (run / "bleu.json").write_text(json.dumps(result, indent=1) + "\n")

@@ -56,7 +56,12 @@ class Study:
     analysis: tuple[str, tuple[str, ...]] | None = None
     """kind = "analysis": (``preln analyze`` preset, its --set overrides)."""
     claims: tuple[dict, ...] = field(default_factory=tuple)
-    """The paper's claims the report puts beside measured values (see studies/*.toml)."""
+    """The paper's claims the report puts beside measured values (see studies/*.toml); a claim on a
+    condition left out of the preset reports "not run"."""
+    decode: tuple[str, ...] = ()
+    """Extra ``preln evaluate`` flags of the preset (``evaluate = ["--max-len-b", "10"]``)."""
+    paper: tuple[str, str] = ("", "")
+    """(the paper's setting in words, the paper's corpus name): the report says where ours differs."""
 
 
 def _factor_values(p: Path, key: str, spec: object, preset: str) -> list[tuple[str, object]]:
@@ -113,6 +118,8 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
         raise ConfigError(f"{p}: no [[condition]] or [[grid]]")
     runs = []
     for c in conditions:
+        if preset not in c.get("presets", [preset]):  # a condition may be left out of some presets
+            continue
         overrides = tuple(pre.get("set", [])) + tuple(c.get("set", [])) + tuple(c.get(preset, []))
         for seed in pre.get("seeds", [1]):
             over = (*overrides, f"train.seed={seed}", "train.progress=false")
@@ -128,7 +135,23 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
     for key in [raw.get("baseline"), *raw.get("compare", []), *(c.get("condition") for c in claims)]:
         if key is not None and key not in names:
             raise ConfigError(f"{p}: {key!r} is not a condition of this study (has {', '.join(names)})")
-    return Study(p.stem, title, raw.get("baseline"), tuple(raw.get("compare", [])), tuple(runs), claims=claims)
+    paper = (raw.get("paper_setting", ""), raw.get("paper_corpus", ""))
+    decode = tuple(str(x) for x in pre.get("evaluate", []))
+    flags = decode[::2]
+    if len(decode) % 2 or not set(flags) <= {"--lenpen", "--max-len-a", "--max-len-b", "--limit"}:
+        raise ConfigError(
+            f"{p}: [preset.{preset}] evaluate: pairs of --lenpen/--max-len-a/--max-len-b/--limit and a value"
+        )
+    return Study(
+        p.stem,
+        title,
+        raw.get("baseline"),
+        tuple(raw.get("compare", [])),
+        tuple(runs),
+        claims=claims,
+        decode=decode,
+        paper=paper,
+    )
 
 
 def run_status(folder: Path) -> str | None:
@@ -158,7 +181,8 @@ def _write_study_json(study: Study, sdir: Path) -> None:
         for r in study.runs
     ]
     meta = {"title": study.title, "kind": study.kind, "baseline": study.baseline, "compare": list(study.compare)}
-    meta |= {"claims": list(study.claims), "runs": runs}
+    meta |= {"claims": list(study.claims), "paper_setting": study.paper[0], "paper_corpus": study.paper[1]}
+    meta |= {"runs": runs}
     (sdir / "study.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -192,7 +216,7 @@ def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
             folder = sdir / spec.folder
             cfg = config.load(spec.config, list(spec.overrides))
             train = ["train", spec.config, "--out", str(folder), *[x for o in spec.overrides for x in ("--set", o)]]
-            ev = ["evaluate", str(folder), "--splits", "test", "--beam", str(beam)]
+            ev = ["evaluate", str(folder), "--splits", "test", "--beam", str(beam), *study.decode]
             ev = ev if cfg.model.task == "translation" else None
             if not _needed("train", folder) and (ev is None or not _needed("evaluate", folder)):
                 continue
@@ -324,7 +348,9 @@ def _finish(slot: _Slot, bar: tqdm) -> str:
     msg = f"{slot.job.name}: {status} in {time.time() - slot.started:.0f} s"
     if (slot.job.folder / "bleu.json").is_file():
         test = json.loads((slot.job.folder / "bleu.json").read_text())["splits"].get("test", {})
-        msg += f", test sacreBLEU {test.get('sacrebleu', float('nan')):.2f}"
+        if "sacrebleu" in test:
+            msg += f", test sacreBLEU {test['sacrebleu']:.2f}"
+        msg += f", tok-lc BLEU {test.get('tok_lc', float('nan')):.2f}"
     bar.write(f"[preln] {msg}", file=sys.stderr)
     return status or "missing"
 

@@ -16,10 +16,15 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import ModelConfig, Placement
 
 Cache = dict[str, Tensor]
+# Attention kernels on CUDA. cuDNN's is left out: with token-budget batches every batch has a new
+# (B, T) shape, and cuDNN builds an execution plan per shape; measured on an H200 (torch 2.11,
+# IWSLT-size model, bf16): 6.7k target tokens/s with it, 48.5k without.
+_CUDA_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class LayerNorm(nn.LayerNorm):
@@ -75,7 +80,11 @@ class Attention(nn.Module):
             if cache is not None:
                 cache["k"], cache["v"] = k, v
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
+        if q.is_cuda:  # not cuDNN's kernel: it plans anew for every new shape (measured 7x slower, H200)
+            with sdpa_kernel(_CUDA_SDPA):
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
         B, H, T, dh = out.shape
         return self.out_proj(out.transpose(1, 2).reshape(B, T, H * dh))
 
@@ -201,12 +210,15 @@ class Embeddings(nn.Module):
 
 
 def init_weights(model: nn.Module, scheme: str, d_model: int, pad_id: int) -> None:
-    """``xavier``: Xavier-uniform Linear weights, zero biases, N(0, d^-1/2) embeddings (fairseq,
-    and the paper's analysis). ``bert``: N(0, 0.02) for both. LayerNorms: weight 1, bias 0."""
+    """``xavier``: fairseq's initialization (the paper's code): Xavier-uniform Linear weights, the
+    attention's W^Q, W^K, W^V with gain 1/sqrt(2) (Xavier over the fused (3d, d) matrix that the
+    three form), zero biases, N(0, d^-1/2) embeddings. ``bert``: N(0, 0.02) for weights and
+    embeddings. LayerNorms: weight 1, bias 0."""
+    qkv = {id(p) for m in model.modules() if isinstance(m, Attention) for p in (m.q_proj, m.k_proj, m.v_proj)}
     for m in model.modules():
         if isinstance(m, nn.Linear):
             if scheme == "xavier":
-                nn.init.xavier_uniform_(m.weight)
+                nn.init.xavier_uniform_(m.weight, gain=2**-0.5 if id(m) in qkv else 1.0)
             else:
                 nn.init.normal_(m.weight, std=0.02)
             if m.bias is not None:

@@ -17,6 +17,7 @@ import html
 import json
 import math
 import random
+import tomllib
 from pathlib import Path
 
 import matplotlib
@@ -51,6 +52,11 @@ def study_results(sdir: Path) -> dict:
         valid = [x for x in run.metrics() if x["kind"] == "valid"]
         status = run.status() or {}
         bleu = json.loads((folder / "bleu.json").read_text()) if (folder / "bleu.json").is_file() else {}
+        key = (
+            "valid_bleu_greedy"
+            if not any("valid_bleu_greedy_tok_lc" in x and "valid_bleu_greedy" not in x for x in valid)
+            else "valid_bleu_greedy_tok_lc"
+        )
         by_cond.setdefault(r["condition"], []).append(
             {
                 "seed": r["seed"],
@@ -58,11 +64,25 @@ def study_results(sdir: Path) -> dict:
                 "status": status.get("status", "missing"),
                 "update": status.get("update"),
                 "curve": [(x["update"], x["valid_nll"]) for x in valid],
-                "valid_bleu": [(x["update"], x["valid_bleu_greedy"]) for x in valid if "valid_bleu_greedy" in x],
+                "valid_bleu": [(x["update"], x[key]) for x in valid if key in x],
                 "bleu": bleu.get("splits", {}).get("test", {}),
+                "scale": _scale(folder),
             }
         )
     return {"meta": meta, "conditions": by_cond}
+
+
+def _scale(folder: Path) -> str:
+    """Where a run was measured, in words: corpus, model size, length (from its config.toml)."""
+    try:
+        c = tomllib.loads((folder / "config.toml").read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return ""
+    m, d, t = c["model"], c["data"], c["train"]
+    corpus = Path(d["path"]).name or d["corpus"]
+    layers = f"{m['encoder_layers']}+{m['decoder_layers']}" if m["task"] == "translation" else m["encoder_layers"]
+    length = f"{t['max_updates']} updates" if t["max_updates"] else f"{t['max_epochs']} epochs"
+    return f"{corpus}, d {m['d_model']}, {layers} layers, {length}"
 
 
 def mean_curve(runs: list[dict]) -> list[tuple[int, float]]:
@@ -129,14 +149,16 @@ def speed(res: dict, n_boot: int = 2000, seed: int = 0) -> dict | None:
 
 def _claim_value(claim: dict, res: dict, sp: dict | None) -> str:
     metric, runs = claim.get("metric", "test_bleu"), res["conditions"].get(claim.get("condition", ""), [])
+    if claim.get("condition") and not runs:
+        return "not run in this preset"
     if metric == "speed_ratio":
         if not sp or sp.get("ratio") is None:
             return "not reached"
         iv = sp.get("interval")
         bound = "<= " if sp.get("upper_bound") else ""
         return f"{bound}{sp['ratio']:.2f}" + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
-    if metric == "test_bleu":
-        return _mean_std([r["bleu"]["sacrebleu"] for r in runs if r["bleu"]]) + " sacreBLEU"
+    if metric == "test_bleu":  # the paper reports tokenized lowercased BLEU: compare like with like
+        return _mean_std([r["bleu"]["tok_lc"] for r in runs if r["bleu"]]) + " tok-lc BLEU"
     if metric in ("final_nll", "best_nll"):
         done = [r for r in runs if r["curve"]]
         vals = [r["curve"][-1][1] if metric == "final_nll" else min(v for _, v in r["curve"]) for r in done]
@@ -201,7 +223,7 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
         final = [r["curve"][-1][1] for r in runs if r["curve"] and r["status"] == "completed"]
         best = [min(v for _, v in r["curve"]) for r in runs if r["curve"]]
         div = [f"s{r['seed']}@{r['update']}" for r in runs if r["status"] == "diverged"]
-        b1 = [r["bleu"]["sacrebleu"] for r in runs if r["bleu"]]
+        b1 = [r["bleu"]["sacrebleu"] for r in runs if "sacrebleu" in r["bleu"]]
         b2 = [r["bleu"]["tok_lc"] for r in runs if r["bleu"]]
         missing = sum(r["status"] == "missing" for r in runs)
         upd = "-"
@@ -234,9 +256,22 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
             ),
         ]
     if meta.get("claims"):
-        lines += ["", "| the paper says | paper | measured here |", "|---|---|---|"]
+        lines += [
+            "",
+            "The paper's numbers next to ours: BLEU in the paper's convention (tokenized, lowercased); where the "
+            "corpus or scale differs (the row says so), compare directions and orderings, not values.",
+            "",
+            "| the paper says | paper (its setting) | measured here | measured at |",
+            "|---|---|---|---|",
+        ]
+        paper_at, paper_corpus = meta.get("paper_setting", ""), meta.get("paper_corpus", "")
         for c in meta["claims"]:
-            lines.append(f"| {c['text']} | {c.get('paper', '')} | {_claim_value(c, res, sp)} |")
+            runs = res["conditions"].get(c.get("condition", ""), []) or next(iter(res["conditions"].values()), [])
+            here = next((r["scale"] for r in runs if r.get("scale")), "")
+            other = paper_corpus and here and paper_corpus.lower() not in here.lower()
+            differs = " — **another corpus and scale than the paper's**" if other else ""
+            paper = c.get("paper", "") + (f" ({paper_at})" if paper_at else "")
+            lines.append(f"| {c['text']} | {paper} | {_claim_value(c, res, sp)} | {here}{differs} |")
     return "\n".join(lines + [""]), (sp or {}).get("target")
 
 

@@ -279,9 +279,13 @@ class Trainer:
 
             src, ref, _ = read_pairs(self.cfg, "valid")
             n = self.cfg.data.max_valid_examples or len(src)
-            hyps = translate(self.module.eval(), self.tok, src[:n], beam=1)
-            scores = bleu(hyps, ref[:n], self.cfg.data.tgt_lang)
-            res = {"valid_bleu_greedy": scores["sacrebleu"], "valid_bleu_greedy_tok_lc": scores["tok_lc"]}
+            # a monitoring signal: greedy, at most 1.2 * src + 10 tokens, so that an untrained model's
+            # epoch end stays cheap; `preln evaluate` decodes as fairseq-generate does
+            hyps = translate(self.module.eval(), self.tok, src[:n], beam=1, max_len_a=1.2, max_len_b=10)
+            scores = bleu(hyps, ref[:n], self.cfg.data.tgt_lang, self.cfg.data.pretokenized)
+            res = {"valid_bleu_greedy_tok_lc": scores["tok_lc"]}
+            if "sacrebleu" in scores:
+                res["valid_bleu_greedy"] = scores["sacrebleu"]
         self.dist.barrier()
         return res
 

@@ -19,24 +19,31 @@ class Batch:
         return Batch({k: v.to(device, non_blocking=True) for k, v in self.tensors.items()}, self.ntokens)
 
 
-def token_batches(sizes: list[tuple[int, ...]], max_tokens: int) -> list[list[int]]:
-    """Group example indices so that each batch's padded size fits ``max_tokens``.
+def token_batches(sizes: list[tuple[int, ...]], max_tokens: int, multiple: int = 8) -> list[list[int]]:
+    """Group example indices by fairseq's ``--max-tokens`` rule (v0.9, the paper's code).
 
-    ``sizes[i]`` holds example i's length on each side; a batch of n examples costs
-    ``n * sum(max length on each side)``. Examples are sorted by length, so each batch is a
-    length bucket with little padding. Deterministic; shuffle the batch order per epoch.
+    ``sizes[i]`` holds example i's length on each side (source and target, each with its </s>);
+    fairseq counts an example as its longer side, and a batch of n examples as
+    ``n * (the longest example in it)``, which must not exceed ``max_tokens``. When a batch is full,
+    it is cut to a multiple of ``multiple`` examples (fairseq's ``--required-batch-size-multiple``,
+    default 8) unless it holds fewer; the rest starts the next batch. Examples are sorted by length
+    (source, then target), so each batch is a length bucket with little padding. Deterministic;
+    shuffle the batch order per epoch.
     """
     order = sorted(range(len(sizes)), key=lambda i: (sizes[i], i))
-    batches, cur, cur_max = [], [], None
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    lens: list[int] = []  # the examples' token counts in ``cur``, in order
     for i in order:
-        new_max = sizes[i] if cur_max is None else tuple(map(max, cur_max, sizes[i]))
-        if cur and (len(cur) + 1) * sum(new_max) > max_tokens:
-            batches.append(cur)
-            cur, new_max = [], sizes[i]
-        if sum(new_max) > max_tokens:
-            raise ValueError(f"example {i} ({sum(sizes[i])} tokens) exceeds max_tokens={max_tokens}")
+        n = max(sizes[i])
+        if n > max_tokens:
+            raise ValueError(f"example {i} ({n} tokens on its longer side) exceeds max_tokens={max_tokens}")
+        if cur and (len(cur) + 1) * max(max(lens), n) > max_tokens:
+            keep = max(multiple * (len(cur) // multiple), len(cur) % multiple)
+            batches.append(cur[:keep])
+            cur, lens = cur[keep:], lens[keep:]
         cur.append(i)
-        cur_max = new_max
+        lens.append(n)
     if cur:
         batches.append(cur)
     return batches

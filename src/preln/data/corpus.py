@@ -66,9 +66,26 @@ def read_lines(path: Path) -> list[str]:
     return [ln.rstrip("\r") for ln in lines]
 
 
+def refuse_subword_joins(path: Path, lines: list[str]) -> None:
+    """Text with subword-nmt's ``@@ `` joins is BPE output (fairseq's prepare-iwslt14.sh writes
+    such a folder): preln learns its own sentencepiece vocabulary on the text before BPE, and BLEU
+    references with ``@@`` in them would be wrong. BPE output has joins in most lines; a few
+    lines with ``@@`` (diff hunks in software documentation) are ordinary text."""
+    hits = [n for n, line in enumerate(lines, 1) if "@@ " in line or line.endswith("@@")]
+    if len(hits) > 0.05 * len(lines):
+        raise CorpusError(
+            f"{path}: {len(hits)} of {len(lines)} lines (first: line {hits[0]}) have subword-nmt '@@ ' joins "
+            "(BPE output). preln trains its own sentencepiece vocabulary: give it the tokenized text before "
+            "BPE, e.g. what `preln prepare iwslt14` writes (data/iwslt14-de-en), not fairseq's "
+            "iwslt14.tokenized.de-en"
+        )
+
+
 def read_parallel(src: Path, tgt: Path) -> tuple[list[str], list[str], int]:
     """Line-aligned pairs; pairs with an empty side are dropped and counted (third value)."""
     s, t = read_lines(src), read_lines(tgt)
+    refuse_subword_joins(src, s)
+    refuse_subword_joins(tgt, t)
     if len(s) != len(t):
         raise CorpusError(f"{src} has {len(s)} lines but {tgt} has {len(t)}: not line-aligned")
     keep = [(a.strip(), b.strip()) for a, b in zip(s, t) if a.strip() and b.strip()]
@@ -80,7 +97,9 @@ def read_tsv(path: Path, langs: tuple[str, str], src_lang: str, tgt_lang: str) -
     if {src_lang, tgt_lang} != set(langs):
         raise CorpusError(f"{path}: its columns are {langs}, not {src_lang}/{tgt_lang} (data.tsv_langs)")
     src, tgt, dropped = [], [], 0
-    for n, line in enumerate(read_lines(path), 1):
+    lines = read_lines(path)
+    refuse_subword_joins(path, lines)
+    for n, line in enumerate(lines, 1):
         cols = line.split("\t")
         if len(cols) < 2:
             raise CorpusError(f"{path}: line {n} has {len(cols)} column(s), expected at least 2")

@@ -13,7 +13,7 @@ import torch
 
 from ..config import RunConfig
 from .batching import Batch, mask_tokens, pad, token_batches
-from .corpus import CorpusError, find_file, read_lines, read_parallel, read_tsv, resolve_path
+from .corpus import CorpusError, find_file, read_lines, read_parallel, read_tsv, refuse_subword_joins, resolve_path
 from .tokenizer import BOS, EOS, MASK, PAD, Tokenizer, train_or_load
 
 SPLITS = {
@@ -26,9 +26,11 @@ SPLITS = {
 class _Data:
     """Examples per split, their token-budget batches, and a seeded per-epoch batch order."""
 
-    def __init__(self, examples: dict[str, list], max_tokens: int, seed: int) -> None:
-        self.examples, self.seed = examples, seed
-        self.batches = {s: token_batches([self.size(e) for e in ex], max_tokens) for s, ex in examples.items()}
+    def __init__(self, examples: dict[str, list], max_tokens: int, seed: int, multiple: int = 8) -> None:
+        self.examples, self.seed, self.multiple = examples, seed, multiple
+        self.batches = {
+            s: token_batches([self.size(e) for e in ex], max_tokens, multiple) for s, ex in examples.items()
+        }
         self.notes: list[str] = []
         self._order: tuple[int, list[int]] = (-1, [])
 
@@ -71,8 +73,10 @@ class TranslationData(_Data):
 class MLMData(_Data):
     """Examples are <cls> ids <sep>; masking is drawn per batch from (seed, epoch, k)."""
 
-    def __init__(self, examples: dict[str, list], max_tokens: int, seed: int, mask_prob: float, vocab: int):
-        super().__init__(examples, max_tokens, seed)
+    def __init__(
+        self, examples: dict[str, list], max_tokens: int, seed: int, mask_prob: float, vocab: int, multiple: int = 8
+    ):
+        super().__init__(examples, max_tokens, seed, multiple)
         self.mask_prob, self.vocab = mask_prob, vocab
 
     def size(self, example) -> tuple[int, ...]:
@@ -119,6 +123,7 @@ def _read_text(cfg: RunConfig) -> tuple[dict[str, list[str]], list[str]]:
     if path.is_dir():
         raise CorpusError(f"{path}: a text corpus is one file, one segment a line")
     lines = [ln.strip() for ln in read_lines(path)]
+    refuse_subword_joins(path, lines)
     empty = sum(1 for ln in lines if not ln)
     lines = [ln for ln in lines if ln]
     random.Random(0).shuffle(lines)  # fixed split, independent of the training seed
@@ -147,7 +152,7 @@ def load_data(cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple[_Data
             if len(kept) < len(pairs):
                 notes.append(f"{split}: dropped {len(pairs) - len(kept)} pairs longer than {d.max_len} tokens")
             examples[split] = kept
-        data: _Data = TranslationData(examples, d.max_tokens, cfg.train.seed)
+        data: _Data = TranslationData(examples, d.max_tokens, cfg.train.seed, d.batch_size_multiple)
     else:
         if d.corpus != "text":
             raise CorpusError("masked-LM needs a text corpus (data.corpus = text)")
@@ -164,7 +169,7 @@ def load_data(cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple[_Data
             if truncated:
                 notes.append(f"{split}: truncated {truncated} segments to {d.max_len} tokens")
             examples[split] = [[BOS] + e[: d.max_len - 2] + [EOS] for e in enc]
-        data = MLMData(examples, d.max_tokens, cfg.train.seed, d.mask_prob, len(tok))
+        data = MLMData(examples, d.max_tokens, cfg.train.seed, d.mask_prob, len(tok), d.batch_size_multiple)
     for split, ex in data.examples.items():
         if not ex:
             raise CorpusError(f"the {split} split of {d.path} has no usable examples")

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One GPU session's checks, as one script of ~8 minutes (README "GPU"):
+#   1. benchmarks with the GPU to themselves: BERT-base MLM step (preln Post/Pre-LN vs Hugging Face,
+#      eager and compiled) and the IWSLT-size translation step (preln vs torch.nn.Transformer,
+#      fp32 and bf16) on real debdocs-de-en batches;
+#   2. the paper-size Fig. 4 on debdocs-de-en (6+6 layers, d 512, 4096-token batches, bf16): Post-LN
+#      with 4000 warm-up updates, Post-LN without, Pre-LN without at lr 5e-4 and 1e-3 (and 1e-3 in
+#      fp32), all side by side on the one GPU for TRAIN_SECONDS, then stopped (SIGTERM: checkpoint)
+#      and scored on the test split (beam 5); the test suite runs meanwhile (on CUDA where it can);
+#   3. a summary table on stdout and everything in OUT/results.tgz.
+#
+#   bash benchmarks/gpu_check.sh OUT [TRAIN_SECONDS]      (env: PRELN_DATA_ROOT, PYTHON)
+set -u
+OUT=${1:?usage: gpu_check.sh OUT [TRAIN_SECONDS]}
+SECS=${2:-180}
+PY=${PYTHON:-python3}
+DATA=${PRELN_DATA_ROOT:-../shared/data}
+W=$(mktemp -d)
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+log() { echo "[gpu_check $(date +%T)] $*" | tee -a "$W/steps.log"; }
+finish() {
+  log "packing"
+  tar -czf "$OUT/results.tgz" -C "$W" . 2>/dev/null
+  cp "$W/summary.json" "$OUT/" 2>/dev/null
+}
+trap finish EXIT
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$W/gpu.txt"
+$PY -c "import torch, preln, sacremoses; print('torch', torch.__version__, torch.cuda.get_device_name())" \
+  2>&1 | tee -a "$W/steps.log"
+
+log "1a. BERT-base MLM benchmark"
+timeout 150 $PY benchmarks/bert_mlm.py --steps 15 --warmup 3 --models preln-pre,hf,preln-post --json "$W/bench_bert.json" \
+  2>&1 | grep -v Warning | tee "$W/bench_bert.log"
+MT=(--config configs/iwslt14-pre.toml --set "data.corpus='tsv'" --set "data.path='$DATA/debdocs-de-en'"
+    --set data.pretokenized=false --device cuda --updates 25)
+for prec in fp32 bf16; do
+  log "1b. IWSLT-size translation benchmark, $prec"
+  timeout 50 $PY benchmarks/throughput.py "${MT[@]}" --precision $prec --json "$W/bench_mt_$prec.json" \
+    2>&1 | grep -v Warning | tee -a "$W/bench_mt.log"
+done
+
+log "2. paper-size Fig. 4 on debdocs-de-en for $SECS s, side by side; tests meanwhile"
+COMMON=(--data "$DATA/debdocs-de-en" --set "data.corpus='tsv'" --set data.pretokenized=false
+        --set "train.precision='bf16'" --set train.valid_every=100 --set train.valid_bleu=false
+        --set train.save_every=2000 --set train.log_every=50 --set train.progress=false)
+run() {
+  local name=$1 cfg=$2
+  shift 2
+  timeout -s TERM "$SECS" $PY -m preln train "$cfg" --out "$W/fig4/$name" "${COMMON[@]}" "$@" > "$W/$name.train.log" 2>&1
+  timeout 100 $PY -m preln evaluate "$W/fig4/$name" --splits test --beam 5 > "$W/$name.eval.log" 2>&1
+}
+run post-warmup configs/iwslt14-post.toml &
+run post-nowarmup configs/iwslt14-post.toml --set schedule.warmup=0 --set schedule.timescale=4000 &
+run pre-lr5e-4 configs/iwslt14-pre.toml &
+run pre-lr1e-3 configs/iwslt14-pre.toml --set optim.lr=1e-3 &
+run pre-lr1e-3-fp32 configs/iwslt14-pre.toml --set optim.lr=1e-3 --set "train.precision='fp32'" &
+PRELN_DATA_ROOT=$(cd "$DATA" && pwd) timeout $((SECS + 60)) $PY -m pytest -q -p no:cacheprovider tests \
+  > "$W/pytest.log" 2>&1 &
+wait
+log "pytest: $(tail -n 1 "$W/pytest.log")"
+grep -E "^(FAILED|ERROR)" "$W/pytest.log" | head -20
+
+$PY - "$W" <<'EOF'
+import json, sys
+from pathlib import Path
+w = Path(sys.argv[1])
+summary = {}
+for run in sorted((w / "fig4").iterdir()):
+    m = run / "metrics.jsonl"
+    rows = [json.loads(x) for x in m.read_text().splitlines() if x.strip()] if m.exists() else []
+    valid = [(r["update"], round(r["valid_nll"], 3)) for r in rows if r["kind"] == "valid"]
+    train = [r for r in rows if r["kind"] == "train"]
+    status = json.loads((run / "status.json").read_text()) if (run / "status.json").exists() else {}
+    bleu = json.loads((run / "bleu.json").read_text())["splits"]["test"] if (run / "bleu.json").exists() else {}
+    tok_s = sum(r["tokens_per_s"] for r in train[2:]) / max(len(train[2:]), 1)
+    summary[run.name] = {"status": status.get("status"), "update": status.get("update"), "reason": status.get("reason"),
+                         "valid_nll": valid, "tokens_per_s": round(tok_s), "test": bleu}
+    print(f"{run.name:>16}: {status.get('status')} at update {status.get('update')}, {tok_s:.0f} tgt tok/s, "
+          f"test sacreBLEU {bleu.get('sacrebleu', '-')}, valid NLL {valid[::3]}")
+(w / "summary.json").write_text(json.dumps(summary, indent=1))
+EOF
