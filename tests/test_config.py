@@ -28,6 +28,13 @@ def test_all_shipped_presets_load_and_roundtrip():
         ("[data]\nmax_len = 128\nmax_tokens = 100", "data.max_tokens must hold at least one longest example"),
         ("[schedule]\nkind = 'inverse_sqrt'\nwarmup = 0", "schedule.timescale must be > 0"),
         ("model = 3", "model: expected a table"),
+        ("[optim]\nlr = inf", "optim.lr: expected a finite number"),
+        ("[schedule]\nwarmup_init_lr = -1.0", "schedule.warmup_init_lr must be >= 0"),
+        ("[schedule]\ngamma = -1.0", "schedule.gamma > 0"),
+        ("[train]\ndevice = 'gpu'", "train.device: 'gpu' is not one of"),
+        ("[train]\nthreads = -1", "train.threads must be >= 0"),
+        ("[model]\ntype_vocab_size = -1", "model.type_vocab_size must be >= 0"),
+        ("[model]\nmax_positions = 64\n[data]\nmax_len = 100", "model.max_positions (64) must be >= data.max_len"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, message):

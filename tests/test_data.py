@@ -121,3 +121,20 @@ def test_bpe_output_is_refused_with_a_one_line_error(tmp_path):
     plain = ["@@ -1,3 +1,4 @@ in a patch"] + ["ordinary line"] * 99
     (tmp_path / "a.en").write_text("\n".join(plain) + "\n")
     assert len(read_parallel(tmp_path / "a.en", tmp_path / "a.en")[0]) == 100
+
+
+def test_tsv_rows_must_have_one_column_count(tmp_path):
+    from preln.data.corpus import read_tsv
+
+    (tmp_path / "t.tsv").write_text("src\tein Hund\ta dog\nsrc\tzwei\tHunde\tEXTRA\n")
+    with pytest.raises(CorpusError, match=r"t\.tsv: line 2 has 4 columns, line 1 has 3"):
+        read_tsv(tmp_path / "t.tsv", ("de", "en"), "de", "en")
+
+
+def test_truncated_gzip_is_a_one_line_corpus_error(tmp_path):
+    import gzip as gz
+
+    data = gz.compress(("ein Hund\n" * 2000).encode())
+    (tmp_path / "a.de.gz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorpusError, match=r"cannot read .*a\.de\.gz"):
+        read_lines(tmp_path / "a.de.gz")

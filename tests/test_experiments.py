@@ -105,8 +105,13 @@ def test_shipped_studies_load():
     for name in ("fig2", "fig3", "fig4"):
         for preset in ("quick", "paper", "smoke"):
             experiments.load_study(ROOT / "studies" / f"{name}.toml", preset, ROOT)
-    fig2 = experiments.load_study(ROOT / "studies" / "fig2.toml", "quick", ROOT)
+    fig2 = experiments.load_study(ROOT / "studies" / "fig2.toml", "paper", ROOT)
     assert len({r.condition for r in fig2.runs}) == 12  # {Adam, SGD} x 2 lr x 3 warm-ups
+    fig2 = experiments.load_study(ROOT / "studies" / "fig2.toml", "quick", ROOT)
+    assert len({r.condition for r in fig2.runs}) == 9  # quick: SGD at one lr only
+    fig4 = {p: experiments.load_study(ROOT / "studies" / "fig4.toml", p, ROOT) for p in ("quick", "paper")}
+    assert len(fig4["quick"].runs) == 9 and len(fig4["paper"].runs) == 12  # RAdam: paper (and smoke) only
+    assert "post-radam-nowarmup" not in {r.condition for r in fig4["quick"].runs}
 
 
 def _fake_run(folder, curve, status="completed", bleu=None):
@@ -263,3 +268,58 @@ def test_gpus_are_handed_out_one_per_process(tmp_path, monkeypatch):
         experiments.execute(jobs, 2, gpus=["0"])
     with pytest.raises(ConfigError, match="use 1..8"):
         experiments.execute(jobs, 9)
+
+
+def test_claims_compare_the_papers_bleu_in_its_convention_and_say_where_the_corpus_differs(tmp_path):
+    post = [([(50, 6.0), (100, 5.0)], "completed")]
+    sdir = tmp_path / "runs" / "s"
+    _fake_study(sdir, {"post": post, "pre": [([(50, 5.0), (100, 4.0)], "completed")]})
+    cfg = (ROOT / "configs" / "cpu-multi30k-pre.toml").read_text()
+    for f in ("post-s1", "pre-s1"):
+        (sdir / f / "config.toml").write_text(cfg)
+    meta = json.loads((sdir / "study.json").read_text())
+    meta["paper_setting"], meta["paper_corpus"] = "IWSLT14 De-En test", "iwslt14"
+    meta["claims"] = [
+        {"text": "post BLEU", "paper": "~34 BLEU", "condition": "post", "metric": "test_bleu", "better_than": "pre"},
+        {"text": "pre NLL", "paper": "lower", "condition": "pre", "metric": "final_nll", "better_than": "post"},
+        {"text": "gone", "paper": "x", "condition": "radam", "metric": "final_nll"},
+    ]
+    (sdir / "study.json").write_text(json.dumps(meta))
+    inv = {"preln": "0.1.0", "commit": "abc1234", "preset": "quick", "studies": ["s"], "jobs": 2}
+    inv |= {"machine": "2 cores (test)", "started": "2026-11-28 17:00:00 UTC", "seconds": 1800}
+    (tmp_path / "runs" / "reproduce.json").write_text(json.dumps({"invocations": [inv, inv | {"seconds": 600}]}))
+    text = report.write_report(tmp_path / "runs")[0].read_text()
+    # the fake run's tok_lc is sacrebleu + 1 = 12.0: the claim shows tok-lc, never sacreBLEU
+    row = "| post BLEU | ~34 BLEU (IWSLT14 De-En test) | 12.00 tok-lc BLEU | **no** (12.00 vs 12.00 for `pre`; means) |"
+    assert row + " multi30k, d 128, 6+6 layers" in text
+    assert "| pre NLL | lower (IWSLT14 De-En test) | 4.00 nats | yes (4.00 vs 5.00 for `post`; means) |" in text
+    assert "another corpus and scale than the paper's" in text
+    assert "| gone | x (IWSLT14 De-En test) | not run in this preset |" in text
+    assert "commit abc1234, preset `quick`" in text and "wall time 40 min over 2 invocations" in text
+
+
+def test_a_partial_or_differently_decoded_evaluation_does_not_pass_for_the_studys(tmp_path):
+    run = tmp_path / "r"
+    _fake_run(run, [(50, 5.0)])
+    expect = experiments._decode_settings(5, ("--max-len-a", "1.2", "--max-len-b", "10"))
+    assert expect == {"beam": 5, "lenpen": 1.0, "max_len_a": 1.2, "max_len_b": 10, "limit": 0}
+    assert experiments._needed("evaluate", run, expect)  # the fake bleu.json records no settings
+    done = {**expect, "splits": {"test": {"tok_lc": 1.0}}}
+    (run / "bleu.json").write_text(json.dumps(done))
+    assert not experiments._needed("evaluate", run, expect)
+    for changed in ({"limit": 3}, {"beam": 1}, {"splits": {"valid": {}}}):
+        (run / "bleu.json").write_text(json.dumps({**done, **changed}))
+        assert experiments._needed("evaluate", run, expect), changed
+
+
+def test_evaluate_refuses_bad_flags_before_any_work(tmp_path, capsys):
+    for flags, msg in (
+        (["--beam", "0"], "--beam must be >= 1"),
+        (["--lenpen", "nan"], "--lenpen must be a finite number"),
+        (["--limit", "-5"], "--limit must be >= 0"),
+        (["--splits", "valid,tset"], "--splits: tset"),
+        (["--max-len-b", "0"], "--max-len-b >= 1"),
+    ):
+        assert main(["evaluate", str(tmp_path / "nothing"), *flags]) == 2
+        assert msg in capsys.readouterr().err
+    assert not (tmp_path / "nothing").exists()

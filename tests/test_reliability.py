@@ -176,3 +176,98 @@ def test_bf16_losses_track_fp32_on_cuda(tmp_path):
     train(config.load(TINY, base + ["train.precision='bf16'"]), tmp_path / "bf16")
     a, b = losses(tmp_path / "fp32"), losses(tmp_path / "bf16")
     assert all(abs(x - y) < 0.05 * x for x, y in zip(a, b)), (a, b)
+
+
+def test_a_second_writer_is_refused_while_the_first_runs(tmp_path, capsys):
+    require_data("multi30k")
+    out = tmp_path / "r"
+    args = ["train", TINY, "--out", str(out), "--set", "train.max_updates=100000", "--set", "train.progress=false"]
+    first = preln(*args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (out / "metrics.jsonl").is_file() and time.time() < deadline:
+            time.sleep(0.2)
+        assert (out / "metrics.jsonl").is_file()
+        before = (out / "config.toml").read_text()
+        assert main(args) == 2  # refused before it reads or writes anything
+        err = capsys.readouterr().err
+        assert f"being written by another preln process (PID {first.pid})" in err
+        assert main(["evaluate", str(out), "--splits", "valid", "--limit", "2"]) == 2
+        assert (out / "config.toml").read_text() == before and not (out / "bleu.json").exists()
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.wait(60)
+    assert main(["evaluate", str(out), "--splits", "valid", "--limit", "2", "--beam", "1"]) == 0  # lock released
+
+
+def test_a_torn_last_metrics_line_does_not_block_resume(tmp_path):
+    from preln.runs import RunFolder
+
+    run = tmp_path / "r"
+    run.mkdir()
+    good = [{"kind": "train", "update": u, "loss": 1.0} for u in (1, 2, 3)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in good) + '{"kind": "tr')
+    folder = RunFolder(run)
+    assert [r["update"] for r in folder.metrics()] == [1, 2, 3]
+    folder.truncate_metrics(2)  # what resuming from the update-2 checkpoint does
+    assert [json.loads(ln)["update"] for ln in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("set = []", "sett = []"), "unknown key 'sett'"),
+        (("seeds = [1, 2, 3]", "seed = [1, 2, 3]"), "unknown key 'seed'"),
+        (("baseline = ", "basline = "), "top level: unknown key 'basline'"),
+        (("seeds = [1, 2, 3]", "seeds = 3"), "seeds must be a non-empty list of integers"),
+        (('name = "pre-nowarmup"', 'name = "../../escaped"'), "name must be a folder-safe string"),
+        (('metric = "speed_ratio"', 'metrc = "speed_ratio"'), "unknown key 'metrc'"),
+    ],
+)
+def test_study_files_refuse_unknown_keys_and_unsafe_names(tmp_path, edit, message):
+    from preln import experiments
+    from preln.config import ConfigError
+
+    text = (ROOT / "studies" / "fig4.toml").read_text()
+    assert edit[0] in text
+    p = tmp_path / "s.toml"
+    p.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        experiments.load_study(p, "quick", ROOT)
+
+
+def test_a_crash_records_failed_not_running(tmp_path, monkeypatch):
+    require_data("multi30k")
+    calls = {"n": 0}
+    real = Trainer.train_step
+
+    def flaky(self, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("disk on fire")
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(Trainer, "train_step", flaky)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        train(config.load(TINY, ["train.max_updates=10", "train.progress=false"]), tmp_path / "r")
+    status = json.loads((tmp_path / "r" / "status.json").read_text())
+    assert status["status"] == "failed" and "disk on fire" in status["reason"]
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, capsys):
+    require_data("multi30k")
+    sets = ["train.max_updates=10", "train.save_every=5", "train.progress=false", "train.valid_bleu=false"]
+    out = tmp_path / "r"
+    train(config.load(TINY, sets), out)
+    reference = losses(out)
+    ckpts = checkpoint.list_checkpoints(out / "checkpoints")
+    assert [p.name for p in ckpts] == ["update_0000005", "update_0000010"]
+    weights = ckpts[-1] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a crash or a full disk
+    assert "model.safetensors has" in checkpoint.problem(ckpts[-1])
+    cfg, model, _ = load_run(out)  # translate/evaluate use the newest good one
+    assert "is damaged" in capsys.readouterr().err
+    train(config.load(TINY, sets), out)  # resumes from update 5 and redoes 6..10
+    assert "using an older one" in capsys.readouterr().err
+    assert losses(out) == reference  # bitwise the same run
+    assert checkpoint.problem(checkpoint.list_checkpoints(out / "checkpoints")[-1]) is None

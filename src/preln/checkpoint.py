@@ -15,10 +15,53 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 
+from .data.prepare import sha256
+
 PREFIX = "update_"
+MANIFEST = "manifest.json"  # sizes and SHA-256 of the other files, checked before a checkpoint is used
+
+
+def problem(path: Path) -> str | None:
+    """Why checkpoint ``path`` cannot be used (a truncated or altered file), or None if it can.
+    Checkpoints written before manifests existed are checked by parsing their files."""
+    manifest = path / MANIFEST
+    if manifest.is_file():
+        try:
+            files = json.loads(manifest.read_text())["files"]
+        except (OSError, ValueError, KeyError):
+            return f"unreadable {MANIFEST}"
+        for name, want in files.items():
+            f = path / name
+            if not f.is_file():
+                return f"{name} is missing"
+            if f.stat().st_size != want["bytes"]:
+                return f"{name} has {f.stat().st_size} bytes, {want['bytes']} were written"
+            if sha256(f) != want["sha256"]:
+                return f"{name} differs from what was written (checksum)"
+        return None
+    for name in ("model.safetensors", "trainer.safetensors"):
+        try:
+            with safe_open(str(path / name), "pt") as f:
+                f.keys()
+        except Exception as e:  # safetensors raises its own error types for damaged headers
+            return f"{name}: {str(e).splitlines()[0][:200]}"
+    return None
+
+
+def newest_good(folder: Path, warn=None) -> Path | None:
+    """The newest numbered checkpoint that passes :func:`problem`; damaged newer ones are skipped
+    (a crash or a full disk can leave one), each with a warning through ``warn``."""
+    for path in reversed(list_checkpoints(folder)):
+        why = problem(path)
+        if why is None:
+            return path
+        if warn:
+            warn(f"warning: checkpoint {path} is damaged ({why}); using an older one")
+    return None
 
 
 def _fsync_dir(path: Path) -> None:
@@ -77,6 +120,8 @@ def save(
     save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
     save_file(tensors, str(tmp / "trainer.safetensors"))
     (tmp / "trainer.json").write_text(json.dumps({**state, "update": update, "optimizer": opt_meta}, indent=1))
+    files = {f.name: {"bytes": f.stat().st_size, "sha256": sha256(f)} for f in sorted(tmp.iterdir())}
+    (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())

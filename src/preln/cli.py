@@ -62,8 +62,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from .evaluate import load_for_eval, translate
+    from .evaluate import check_decoding, load_for_eval, translate
 
+    check_decoding(args.beam, args.lenpen, args.max_len_a, args.max_len_b)
     _, model, tok, desc = load_for_eval(Path(args.run), args.average, args.checkpoint)
     src = open(args.input, encoding="utf-8") if args.input else sys.stdin
     lines = [ln.rstrip("\n") for ln in src]
@@ -137,6 +138,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     except experiments.RunFailed as e:
         print(f"preln: error: {e}", file=sys.stderr)
         return 1
+    finally:  # interrupted invocations count toward the wall time too
+        if jobs:
+            experiments.record_invocation(out, root, args.preset, studies, args.jobs, t0)
     if jobs:
         counts = {k: list(results.values()).count(k) for k in sorted(set(results.values()))}
         print(f"[preln] {len(jobs)} jobs in {time.time() - t0:.0f} s: {counts}", file=sys.stderr)
@@ -237,7 +241,7 @@ def parser() -> argparse.ArgumentParser:
         description="Expand each study file for the preset, train every run not yet completed or diverged "
         "(interrupted runs resume), score test BLEU (beam search), run the analysis, and write report.md / "
         "report.html. Ctrl-C stops after the current updates; rerunning skips finished runs. The quick preset "
-        "took 41 minutes on 2 CPU cores with --jobs 2 (docs/reference-quick); paper needs a GPU.",
+        "took 42 minutes on 2 CPU cores with --jobs 2 (docs/reference-quick); paper needs a GPU.",
     )
     p.add_argument(
         "--preset",
@@ -315,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CorpusError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, CorpusError, ValueError, OSError) as e:  # OSError: missing, unreadable, full disk
         if os.environ.get("PRELN_DEBUG"):
             raise
         print(f"preln: error: {e}", file=sys.stderr)

@@ -8,6 +8,8 @@ path (``model.norm``), never a traceback from deep inside the trainer.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field, fields, is_dataclass, replace
@@ -206,6 +208,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):
@@ -292,6 +296,12 @@ def validate(cfg: RunConfig) -> None:
             "model dropouts must be in [0, 1)",
         ),
         (m.vocab_size >= 0, "model.vocab_size must be >= 0"),
+        (m.type_vocab_size >= 0 and m.num_classes >= 1, "model.type_vocab_size must be >= 0, num_classes >= 1"),
+        (
+            m.max_positions >= d.max_len,
+            f"model.max_positions ({m.max_positions}) must be >= data.max_len ({d.max_len}): every token "
+            "of the longest example needs a position",
+        ),
         (d.vocab_size > 0, "data.vocab_size must be > 0"),
         (d.max_len > 1, "data.max_len must be > 1"),
         (
@@ -302,6 +312,7 @@ def validate(cfg: RunConfig) -> None:
         (0 < d.mask_prob < 1, "data.mask_prob must be in (0, 1)"),
         (0 < d.valid_fraction < 1, "data.valid_fraction must be in (0, 1)"),
         (o.lr > 0, "optim.lr must be > 0"),
+        (s.warmup_init_lr >= 0 and s.gamma > 0, "schedule.warmup_init_lr must be >= 0 and schedule.gamma > 0"),
         (all(0 <= b < 1 for b in o.betas), "optim.betas must be in [0, 1)"),
         (
             o.eps > 0 and o.weight_decay >= 0 and o.momentum >= 0 and o.clip_norm >= 0,
@@ -323,6 +334,11 @@ def validate(cfg: RunConfig) -> None:
         (t.max_updates >= 0 and t.max_epochs >= 0, "train.max_updates/max_epochs must be >= 0"),
         (t.max_updates > 0 or t.max_epochs > 0, "set train.max_updates or train.max_epochs"),
         (t.update_freq >= 1, "train.update_freq must be >= 1"),
+        (t.threads >= 0, "train.threads must be >= 0 (0 = torch's default)"),
+        (
+            re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None,
+            f"train.device: {t.device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'",
+        ),
         (0 <= t.label_smoothing < 1, "train.label_smoothing must be in [0, 1)"),
         (
             t.log_every > 0 and t.valid_every >= 0 and t.save_every >= 0 and t.keep_last >= 1,

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from .data.datasets import read_pairs
 from .data.tokenizer import EOS, PAD, Tokenizer
 from .decode import MAX_LEN_A, MAX_LEN_B, beam_search, greedy
 from .model import Seq2Seq
-from .runs import load_run
+from .runs import RunFolder, load_run
 
 
 def translate(
@@ -88,6 +89,16 @@ def bleu(hyps: list[str], refs: list[str], lang: str, pretokenized: bool = False
     }
 
 
+def check_decoding(beam: int, lenpen: float, max_len_a: float, max_len_b: int) -> None:
+    """Decoding settings that would fail deep inside beam search, or decode garbage, as one line."""
+    if beam < 1:
+        raise ValueError(f"--beam must be >= 1, got {beam}")
+    if not math.isfinite(lenpen):
+        raise ValueError(f"--lenpen must be a finite number, got {lenpen}")
+    if not (math.isfinite(max_len_a) and max_len_a >= 0) or max_len_b < 1:
+        raise ValueError(f"--max-len-a must be >= 0 and --max-len-b >= 1, got {max_len_a}, {max_len_b}")
+
+
 def looks_pretokenized(refs: list[str]) -> bool:
     """Moses-escaped entities in over 1% of the lines: text that ``data.pretokenized`` should mark."""
     hits = sum(1 for r in refs if "&apos;" in r or "&quot;" in r or " @-@ " in r)
@@ -119,11 +130,28 @@ def evaluate_run(
 ) -> dict:
     """BLEU of a run on its corpus's splits; written to ``RUN_DIR/bleu.json`` (and returned)."""
     run = Path(run_dir)
+    check_decoding(beam, lenpen, max_len_a, max_len_b)
+    unknown = [s for s in splits if s not in ("valid", "test")]
+    if unknown or not splits:
+        raise ValueError(f"--splits: {','.join(unknown) or 'none'}: the splits are valid and test")
+    if limit < 0:
+        raise ValueError(f"--limit must be >= 0 (0 = every sentence), got {limit}")
+    if not (run / "config.toml").is_file():
+        raise FileNotFoundError(f"{run}: not a run folder (no config.toml)")
+    folder = RunFolder(run)
+    folder.lock()  # not while a trainer writes the folder, nor two evaluations at once
+    try:
+        return _evaluate(run, splits, beam, lenpen, average, limit, max_len_a, max_len_b)
+    finally:
+        folder.unlock()
+
+
+def _evaluate(run: Path, splits, beam, lenpen, average, limit, max_len_a, max_len_b) -> dict:
     cfg, model, tok, desc = load_for_eval(run, average)
     if torch.cuda.is_available():
         model = model.cuda()
     result: dict = {"checkpoint": desc, "beam": beam, "lenpen": lenpen, "max_len_a": max_len_a}
-    result |= {"max_len_b": max_len_b, "pretokenized": cfg.data.pretokenized, "splits": {}}
+    result |= {"max_len_b": max_len_b, "limit": limit, "pretokenized": cfg.data.pretokenized, "splits": {}}
     for split in splits:
         src, ref, _ = read_pairs(cfg, split)
         if limit:

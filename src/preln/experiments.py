@@ -92,6 +92,44 @@ def _grid_conditions(p: Path, grids: list[dict], preset: str) -> list[dict]:
     return out
 
 
+STUDY_KEYS = {"title", "kind", "baseline", "compare", "paper_setting", "paper_corpus", "preset", "condition"}
+STUDY_KEYS |= {"grid", "claim"}
+PRESET_KEYS = {"config", "seeds", "set", "evaluate", "analysis"}
+CLAIM_KEYS = {"text", "paper", "condition", "metric", "better_than"}
+
+
+def _check_keys(p: Path, where: str, table: object, allowed: set[str], dotted: bool = False) -> None:
+    """Unknown keys in a study file are errors (a typo would otherwise silently change the grid)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{p}: {where} must be a table")
+    for key in table:
+        if key not in allowed and not (dotted and "." in key):
+            raise ConfigError(f"{p}: {where}: unknown key {key!r} (known: {', '.join(sorted(allowed))})")
+
+
+def check_study_file(p: Path, raw: dict) -> None:
+    """The whole file's shape, for every preset: keys, and seeds as a list of integers."""
+    _check_keys(p, "top level", raw, STUDY_KEYS)
+    presets = raw.get("preset", {})
+    _check_keys(p, "[preset]", presets, set(presets))
+    for name, pre in presets.items():
+        _check_keys(p, f"[preset.{name}]", pre, PRESET_KEYS)
+        seeds = pre.get("seeds", [1])
+        if not (
+            isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+        ):
+            raise ConfigError(f"{p}: [preset.{name}] seeds must be a non-empty list of integers, got {seeds!r}")
+    for i, c in enumerate(raw.get("condition", []), 1):
+        _check_keys(p, f"[[condition]] #{i}", c, {"name", "set", "presets", *presets})
+        name = c.get("name")
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+            raise ConfigError(f"{p}: [[condition]] #{i}: name must be a folder-safe string, got {name!r}")
+    for i, g in enumerate(raw.get("grid", []), 1):
+        _check_keys(p, f"[[grid]] #{i}", g, {"name", "set", *presets}, dotted=True)
+    for i, c in enumerate(raw.get("claim", []), 1):
+        _check_keys(p, f"[[claim]] #{i}", c, CLAIM_KEYS)
+
+
 def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study:
     """Expand a study file for ``preset``; every run's config is loaded once to check it."""
     p = Path(path)
@@ -99,6 +137,7 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
         raw = tomllib.loads(p.read_text())
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{p}: cannot read study file ({e})") from None
+    check_study_file(p, raw)
     if preset not in raw.get("preset", {}):
         raise ConfigError(f"{p}: no [preset.{preset}] (has {', '.join(raw.get('preset', {})) or 'none'})")
     pre = raw["preset"][preset]
@@ -132,7 +171,8 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
     names = [c["name"] for c in conditions]
     if len(set(names)) != len(names):
         raise ConfigError(f"{p}: duplicate condition names")
-    for key in [raw.get("baseline"), *raw.get("compare", []), *(c.get("condition") for c in claims)]:
+    claimed = [x for c in claims for x in (c.get("condition"), c.get("better_than"))]
+    for key in [raw.get("baseline"), *raw.get("compare", []), *claimed]:
         if key is not None and key not in names:
             raise ConfigError(f"{p}: {key!r} is not a condition of this study (has {', '.join(names)})")
     paper = (raw.get("paper_setting", ""), raw.get("paper_corpus", ""))
@@ -164,14 +204,32 @@ def _last_update(folder: Path) -> int:
     return int(rows[-1].get("update", 0)) if rows else 0
 
 
-def _needed(step: str, folder: Path) -> bool:
-    """Whether a step of a job still has to run (its result is not in the folder yet)."""
+def _needed(step: str, folder: Path, expect: dict | None = None) -> bool:
+    """Whether a step of a job still has to run (its result is not in the folder yet). An
+    evaluation counts only if ``bleu.json`` scored the test split with the settings ``expect``s
+    (a partial or differently decoded ``preln evaluate`` by hand does not pass for the study's)."""
     if step == "analyze":
         return not (folder / "analysis.json").is_file()
     status = run_status(folder)
     if step == "train":
         return status not in ("completed", "diverged")
-    return status == "completed" and not (folder / "bleu.json").is_file()  # evaluate
+    if status != "completed":  # evaluate
+        return False
+    try:
+        done = json.loads((folder / "bleu.json").read_text())
+    except (OSError, ValueError):
+        return True
+    same = all(done.get(k) == v for k, v in (expect or {}).items())
+    return not (same and "test" in done.get("splits", {}))
+
+
+def _decode_settings(beam: int, flags: tuple[str, ...]) -> dict:
+    """What ``preln evaluate`` records in bleu.json for these flags (its defaults otherwise)."""
+    out = {"beam": beam, "lenpen": 1.0, "max_len_a": 0.0, "max_len_b": 200, "limit": 0}
+    for flag, value in zip(flags[::2], flags[1::2]):
+        key = flag.lstrip("-").replace("-", "_")
+        out[key] = int(value) if key in ("limit", "max_len_b") else float(value)
+    return out
 
 
 def _write_study_json(study: Study, sdir: Path) -> None:
@@ -197,6 +255,8 @@ class Job:
     train: list[str] | None = None
     evaluate: list[str] | None = None
     analyze: list[str] | None = None
+    expect: dict | None = None
+    """The decoding settings the evaluation must have recorded in ``bleu.json`` to count."""
 
 
 def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
@@ -218,9 +278,12 @@ def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
             train = ["train", spec.config, "--out", str(folder), *[x for o in spec.overrides for x in ("--set", o)]]
             ev = ["evaluate", str(folder), "--splits", "test", "--beam", str(beam), *study.decode]
             ev = ev if cfg.model.task == "translation" else None
-            if not _needed("train", folder) and (ev is None or not _needed("evaluate", folder)):
+            expect = _decode_settings(beam, study.decode)
+            if not _needed("train", folder) and (ev is None or not _needed("evaluate", folder, expect)):
                 continue
-            jobs.append(Job(f"{study.name}/{spec.folder}", folder, cfg.train.max_updates or 1, train, ev))
+            jobs.append(
+                Job(f"{study.name}/{spec.folder}", folder, cfg.train.max_updates or 1, train, ev, expect=expect)
+            )
     return jobs
 
 
@@ -257,7 +320,7 @@ class _Slot:
         """Start the next command; False when there is none (or the run diverged)."""
         while self.steps:
             step = self.steps.pop(0)
-            if not _needed(step, self.job.folder):
+            if not _needed(step, self.job.folder, self.job.expect):
                 continue
             self.job.folder.mkdir(parents=True, exist_ok=True)
             env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
@@ -397,3 +460,55 @@ def _children() -> list[int]:
         return [int(p) for p in Path(f"/proc/{me}/task/{me}/children").read_text().split()]
     except OSError:
         return []
+
+
+def _machine() -> str:
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{os.cpu_count()} cores ({cpu}){gpu}, {platform.system()}, torch {torch.__version__}"
+
+
+def _commit(root: Path) -> str:
+    try:
+        r = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "-uno"], capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    return (r.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")) or "unknown"
+
+
+def record_invocation(out: Path, root: Path, preset: str, studies: list[Study], jobs: int, started: float) -> None:
+    """Append this ``reproduce`` invocation (what, where, when, how long) to ``OUT/reproduce.json``,
+    which the report's header reads: a rerun that resumes adds a line, so the wall time of a
+    reference run is the sum over its invocations."""
+    from . import __version__
+
+    path = out / "reproduce.json"
+    try:
+        history = json.loads(path.read_text()).get("invocations", [])
+    except (OSError, ValueError):
+        history = []
+    history.append(
+        {
+            "preln": __version__,
+            "commit": _commit(root),
+            "preset": preset,
+            "studies": [s.name for s in studies],
+            "jobs": jobs,
+            "machine": _machine(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+            "seconds": round(time.time() - started),
+        }
+    )
+    path.write_text(json.dumps({"invocations": history}, indent=1) + "\n")

@@ -147,6 +147,29 @@ def speed(res: dict, n_boot: int = 2000, seed: int = 0) -> dict | None:
     return out
 
 
+def _metric_values(metric: str, runs: list[dict]) -> list[float]:
+    """Per-run values of a claim metric (test BLEU in the paper's tokenized-lowercased convention)."""
+    if metric == "test_bleu":
+        return [r["bleu"]["tok_lc"] for r in runs if r["bleu"]]
+    done = [r for r in runs if r["curve"]]
+    return [r["curve"][-1][1] if metric == "final_nll" else min(v for _, v in r["curve"]) for r in done]
+
+
+def _shows(claim: dict, res: dict) -> str:
+    """Whether the claim's expected ordering shows: ``better_than = "<condition>"`` (higher BLEU or
+    lower NLL than that condition, comparing means over seeds); empty where the claim has none."""
+    other, metric = claim.get("better_than"), claim.get("metric", "test_bleu")
+    if not other:
+        return ""
+    a = _metric_values(metric, res["conditions"].get(claim.get("condition", ""), []))
+    b = _metric_values(metric, res["conditions"].get(other, []))
+    if not a or not b:
+        return "not measured"
+    ma, mb = _mean(a), _mean(b)
+    ok = ma > mb if metric == "test_bleu" else ma < mb
+    return f"{'yes' if ok else '**no**'} ({ma:.2f} vs {mb:.2f} for `{other}`; means)"
+
+
 def _claim_value(claim: dict, res: dict, sp: dict | None) -> str:
     metric, runs = claim.get("metric", "test_bleu"), res["conditions"].get(claim.get("condition", ""), [])
     if claim.get("condition") and not runs:
@@ -158,11 +181,9 @@ def _claim_value(claim: dict, res: dict, sp: dict | None) -> str:
         bound = "<= " if sp.get("upper_bound") else ""
         return f"{bound}{sp['ratio']:.2f}" + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
     if metric == "test_bleu":  # the paper reports tokenized lowercased BLEU: compare like with like
-        return _mean_std([r["bleu"]["tok_lc"] for r in runs if r["bleu"]]) + " tok-lc BLEU"
+        return _mean_std(_metric_values(metric, runs)) + " tok-lc BLEU"
     if metric in ("final_nll", "best_nll"):
-        done = [r for r in runs if r["curve"]]
-        vals = [r["curve"][-1][1] if metric == "final_nll" else min(v for _, v in r["curve"]) for r in done]
-        return _mean_std(vals) + " nats"
+        return _mean_std(_metric_values(metric, runs)) + " nats"
     if metric == "diverged":
         return f"{sum(r['status'] == 'diverged' for r in runs)} / {len(runs)} runs"
     raise ValueError(f"claim metric {metric!r}: use test_bleu, final_nll, best_nll, diverged or speed_ratio")
@@ -261,8 +282,8 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
             "The paper's numbers next to ours: BLEU in the paper's convention (tokenized, lowercased); where the "
             "corpus or scale differs (the row says so), compare directions and orderings, not values.",
             "",
-            "| the paper says | paper (its setting) | measured here | measured at |",
-            "|---|---|---|---|",
+            "| the paper says | paper (its setting) | measured here | shows here? | measured at |",
+            "|---|---|---|---|---|",
         ]
         paper_at, paper_corpus = meta.get("paper_setting", ""), meta.get("paper_corpus", "")
         for c in meta["claims"]:
@@ -271,7 +292,8 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
             other = paper_corpus and here and paper_corpus.lower() not in here.lower()
             differs = " — **another corpus and scale than the paper's**" if other else ""
             paper = c.get("paper", "") + (f" ({paper_at})" if paper_at else "")
-            lines.append(f"| {c['text']} | {paper} | {_claim_value(c, res, sp)} | {here}{differs} |")
+            value, shows = _claim_value(c, res, sp), _shows(c, res)
+            lines.append(f"| {c['text']} | {paper} | {value} | {shows} | {here}{differs} |")
     return "\n".join(lines + [""]), (sp or {}).get("target")
 
 
@@ -280,7 +302,7 @@ def write_report(out: Path) -> tuple[Path, Path]:
     study's ``summary.md`` is included with its figures)."""
     if not out.is_dir():
         raise FileNotFoundError(f"no runs folder {out}")
-    parts, images = ["# preln report", "", f"Runs folder: `{out}`", ""], {}
+    parts, images = ["# preln report", "", *_header(out), ""], {}
     for sdir in sorted(p for p in out.iterdir() if (p / "study.json").is_file()):
         meta = json.loads((sdir / "study.json").read_text())
         if meta.get("kind") == "analysis":
@@ -297,12 +319,29 @@ def write_report(out: Path) -> tuple[Path, Path]:
         plot_curves(res, png, target)
         images[png.name] = png
         parts.append(text)
-    if not images and len(parts) == 4:
+    if not images and not any(p.startswith("## ") for p in parts):
         raise FileNotFoundError(f"{out}: no study folders (study.json) to report on")
     md = "\n".join(parts)
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(_html(md, images))
     return out / "report.md", out / "report.html"
+
+
+def _header(out: Path) -> list[str]:
+    """Who made these numbers: preln version, commit, preset, machine, date, wall time (from the
+    ``reproduce.json`` that ``preln reproduce`` appends to; absent for hand-made folders)."""
+    try:
+        runs = json.loads((out / "reproduce.json").read_text())["invocations"]
+    except (OSError, ValueError, KeyError):
+        return [f"Runs folder: `{out.name}`"]
+    last = runs[-1]
+    total = sum(r["seconds"] for r in runs)
+    return [
+        f"preln {last['preln']}, commit {last['commit']}, preset `{last['preset']}`, studies "
+        f"{', '.join(last['studies'])}; {last['machine']}; started {runs[0]['started']}; wall time "
+        f"{total / 60:.0f} min over {len(runs)} invocation{'s' * (len(runs) > 1)} of `preln reproduce` "
+        f"(--jobs {last['jobs']}). Runs folder: `{out.name}`."
+    ]
 
 
 def _inline(text: str) -> str:

@@ -9,8 +9,11 @@ checkpoints/       see checkpoint.py
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -27,6 +30,37 @@ RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
 class RunFolder:
     def __init__(self, path: Path, writer: bool = True) -> None:
         self.path, self.writer = path, writer  # only one process (rank 0) writes
+        self._lock = None
+
+    def lock(self) -> None:
+        """Become the folder's one writer: an OS lock (flock) on ``.lock``, which the system drops
+        when the process ends, kill -9 included. A second writer is refused, naming the holder."""
+        if not self.writer or self._lock is not None:
+            return
+        if self.path.exists() and not self.path.is_dir():
+            raise ConfigError(f"{self.path} is a file, not a run folder")
+        self.path.mkdir(parents=True, exist_ok=True)
+        f = open(self.path / ".lock", "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise ConfigError(
+                f"{self.path} is being written by another preln process (PID {holder}); "
+                "wait for it to end, or use another --out folder"
+            ) from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._lock = f
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            self._lock.close()
+            self._lock = None
 
     @property
     def checkpoints(self) -> list[Path]:
@@ -60,8 +94,25 @@ class RunFolder:
         """Drop log lines written after the checkpoint being resumed (they will be redone)."""
         path = self.path / "metrics.jsonl"
         if self.writer and path.exists():
-            keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["update"] <= update]
+            keep = [ln for ln, row in self._rows() if row.get("update", 0) <= update]
             path.write_text("".join(ln + "\n" for ln in keep))
+
+    def _rows(self) -> list[tuple[str, dict]]:
+        """(line, record) of ``metrics.jsonl``; a line that is not a JSON object (torn by a crash
+        mid-write, or still being written by a live run) is left out."""
+        try:
+            lines = (self.path / "metrics.jsonl").read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        rows = []
+        for ln in lines:
+            try:
+                row = json.loads(ln)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append((ln, row))
+        return rows
 
     def write_metrics(self, record: dict) -> None:
         """Append one JSON line; ``time`` (Unix seconds) dates it, for wall-clock comparisons."""
@@ -83,25 +134,15 @@ class RunFolder:
     def metrics(self) -> list[dict]:
         """The records of ``metrics.jsonl``; a line still being written is left out, so another
         process may read a live run."""
-        try:
-            lines = (self.path / "metrics.jsonl").read_text().splitlines()
-        except OSError:
-            return []
-        rows = []
-        for ln in lines:
-            try:
-                rows.append(json.loads(ln))
-            except ValueError:
-                continue
-        return rows
+        return [row for _, row in self._rows()]
 
 
 def load_run(run_dir: str | Path, which: str = "last") -> tuple[RunConfig, nn.Module, Tokenizer]:
     """A run's config, model and tokenizer; ``which`` = "last" or "best" checkpoint."""
     run = Path(run_dir)
     cfg = config.load(run / "config.toml")
-    ckpts = checkpoint.list_checkpoints(run / "checkpoints")
-    path = run / "checkpoints" / "best" if which == "best" else (ckpts[-1] if ckpts else None)
+    warn = lambda msg: print(f"[preln] {msg}", file=sys.stderr)  # noqa: E731
+    path = run / "checkpoints" / "best" if which == "best" else checkpoint.newest_good(run / "checkpoints", warn)
     if path is None or not (path / "model.safetensors").is_file():
         raise FileNotFoundError(f"{run}: no {which} checkpoint")
     tok = Tokenizer(run / "spm.model")

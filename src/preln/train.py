@@ -122,7 +122,16 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.run_dir = RunFolder(out, writer=self.dist.main)
+        self.run_dir.lock()  # one writer per run folder; released at the end of run()
+        try:
+            self._setup(cfg, out)
+        except BaseException:
+            self.run_dir.unlock()
+            raise
+
+    def _setup(self, cfg: RunConfig, out: Path) -> None:
         ckpts = self.run_dir.checkpoints
+        resume_from = checkpoint.newest_good(self.run_dir.path / "checkpoints", self.log) if ckpts else None
         if not self.dist.main:
             self.dist.barrier()  # rank 0 trains and caches the tokenizer first
         self.data, self.tok = load_data(cfg, out / "spm.model" if ckpts else None)
@@ -153,8 +162,10 @@ class Trainer:
                 f"warning: schedule.warmup={cfg.schedule.warmup} is longer than the run "
                 f"({self.max_updates} updates): the peak lr is never reached"
             )
-        if ckpts:
-            self._resume(ckpts[-1])
+        if resume_from is not None:
+            self._resume(resume_from)
+        elif ckpts:
+            raise ValueError(f"{out}: every checkpoint is damaged; nothing to resume from (move them away to restart)")
 
     def _resume(self, path: Path) -> None:
         model_state, opt_state, meta = checkpoint.load(path)
@@ -365,12 +376,14 @@ class Trainer:
         except KeyboardInterrupt:
             self.write_status("interrupted")
             raise
+        except Exception as e:  # a crash must not leave "running" behind
+            self.write_status("failed", reason=f"{type(e).__name__}: {e}"[:500])
+            raise
         finally:
             bar.close()
         return None
 
-    def run(self) -> dict:
-        """Train to max_updates / max_epochs; returns the final validation results."""
+    def _run(self) -> dict:
         c = self.cfg
         n_params = sum(p.numel() for p in self.module.parameters())
         self.log(
@@ -405,6 +418,13 @@ class Trainer:
             f"valid nll {res['valid_nll']:.4f} (ppl {res['valid_ppl']:.2f})"
         )
         return {"status": "completed", **res}
+
+    def run(self) -> dict:
+        """Train to max_updates / max_epochs; returns the final validation results."""
+        try:
+            return self._run()
+        finally:
+            self.run_dir.unlock()
 
 
 def train(cfg: RunConfig, out: str | Path) -> dict:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from pathlib import Path
 
 DEFAULT_DATA_ROOT = "../shared/data"
@@ -53,8 +54,8 @@ def read_lines(path: Path) -> list[str]:
     try:
         with opener(path, "rb") as f:
             raw = f.read()
-    except OSError as e:
-        raise CorpusError(f"cannot read {path}: {e}") from None
+    except (OSError, EOFError, zlib.error) as e:  # EOFError, zlib.error: a truncated or corrupt .gz
+        raise CorpusError(f"cannot read {path}: {e or type(e).__name__}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
@@ -99,10 +100,14 @@ def read_tsv(path: Path, langs: tuple[str, str], src_lang: str, tgt_lang: str) -
     src, tgt, dropped = [], [], 0
     lines = read_lines(path)
     refuse_subword_joins(path, lines)
+    width = None
     for n, line in enumerate(lines, 1):
         cols = line.split("\t")
         if len(cols) < 2:
             raise CorpusError(f"{path}: line {n} has {len(cols)} column(s), expected at least 2")
+        width = width or len(cols)
+        if len(cols) != width:  # a stray tab would shift the language columns silently
+            raise CorpusError(f"{path}: line {n} has {len(cols)} columns, line 1 has {width}")
         pair = dict(zip(langs, (cols[-2].strip(), cols[-1].strip())))
         if pair[src_lang] and pair[tgt_lang]:
             src.append(pair[src_lang])
