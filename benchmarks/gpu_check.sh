@@ -21,7 +21,8 @@ export PYTHONUNBUFFERED=1
 log() { echo "[gpu_check $(date +%T)] $*" | tee -a "$W/steps.log"; }
 finish() {
   log "packing"
-  tar -czf "$OUT/results.tgz" -C "$W" . 2>/dev/null
+  # metrics, logs, configs and JSON only: checkpoints of d-512 models exceed what a device call returns
+  tar -czf "$OUT/results.tgz" --exclude=checkpoints --exclude='*.safetensors' --exclude=spm.model -C "$W" . 2>/dev/null
   cp "$W/summary.json" "$OUT/" 2>/dev/null
 }
 trap finish EXIT
