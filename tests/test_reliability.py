@@ -271,3 +271,31 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     assert "using an older one" in capsys.readouterr().err
     assert losses(out) == reference  # bitwise the same run
     assert checkpoint.problem(checkpoint.list_checkpoints(out / "checkpoints")[-1]) is None
+
+
+def test_foreign_folders_and_run_folders_without_their_config_are_refused(tmp_path, capsys):
+    require_data("multi30k")
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "config.toml").write_text("my own notes\n")
+    (mine / "data.csv").write_text("1,2\n")
+    args = [
+        "train",
+        TINY,
+        "--set",
+        "train.max_updates=4",
+        "--set",
+        "train.progress=false",
+        "--set",
+        "train.save_every=2",
+    ]
+    assert main([*args, "--out", str(mine)]) == 2
+    assert "holds files that are not a run's (data.csv)" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["config.toml", "data.csv"]  # nothing written
+    assert (mine / "config.toml").read_text() == "my own notes\n"
+    run = tmp_path / "run"
+    assert main([*args, "--out", str(run)]) == 0
+    (run / "config.toml").unlink()
+    assert main([*args, "--out", str(run), "--set", "optim.lr=0.5"]) == 2
+    assert "holds checkpoints but no config.toml" in capsys.readouterr().err
+    assert not (run / "config.toml").exists()

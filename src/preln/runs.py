@@ -10,6 +10,7 @@ checkpoints/       see checkpoint.py
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import json
 import os
 import shutil
@@ -25,6 +26,10 @@ from .data.tokenizer import PAD, Tokenizer
 from .model import build_model
 
 RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
+# What a run folder may hold besides its own files: logs of `preln reproduce`, evaluation outputs,
+# analysis warm-up runs. Anything else means --out points at someone's folder, not a run's.
+RUN_FILES = ("config.toml", "spm.model", "status.json", "checkpoints", ".lock", ".status.json.tmp", "bleu.json")
+RUN_PATTERNS = ("metrics*.jsonl", "*.log", "hyp.*", "warmup-post-seed*")
 
 
 class RunFolder:
@@ -39,6 +44,12 @@ class RunFolder:
             return
         if self.path.exists() and not self.path.is_dir():
             raise ConfigError(f"{self.path} is a file, not a run folder")
+        foreign = sorted(p.name for p in self.path.glob("*") if not _run_file(p.name)) if self.path.exists() else []
+        if foreign:
+            raise ConfigError(
+                f"{self.path} holds files that are not a run's ({', '.join(foreign[:3])}"
+                f"{', ...' if len(foreign) > 3 else ''}); give --out a new or empty folder, or a run folder"
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         f = open(self.path / ".lock", "a+")
         try:
@@ -69,6 +80,11 @@ class RunFolder:
     def check_resumable(self, cfg: RunConfig) -> None:
         """A folder with a checkpoint may only be resumed with the same config."""
         old = self.path / "config.toml"
+        if self.checkpoints and not old.is_file():
+            raise ConfigError(
+                f"{self.path} holds checkpoints but no config.toml: what they were trained with is unknown, "
+                "so they are not resumed (restore config.toml, or use another --out folder)"
+            )
         if not (old.is_file() and self.checkpoints):
             return
         changed = [d for d in config.diff(config.load(old), cfg) if d.split(":")[0] not in RESUME_MAY_CHANGE]
@@ -135,6 +151,10 @@ class RunFolder:
         """The records of ``metrics.jsonl``; a line still being written is left out, so another
         process may read a live run."""
         return [row for _, row in self._rows()]
+
+
+def _run_file(name: str) -> bool:
+    return name in RUN_FILES or any(fnmatch.fnmatch(name, p) for p in RUN_PATTERNS)
 
 
 def load_run(run_dir: str | Path, which: str = "last") -> tuple[RunConfig, nn.Module, Tokenizer]:
