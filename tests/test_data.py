@@ -138,3 +138,21 @@ def test_truncated_gzip_is_a_one_line_corpus_error(tmp_path):
     (tmp_path / "a.de.gz").write_bytes(data[: len(data) // 2])
     with pytest.raises(CorpusError, match=r"cannot read .*a\.de\.gz"):
         read_lines(tmp_path / "a.de.gz")
+
+
+def test_empty_or_too_small_inputs_name_what_to_change(tmp_path):
+    from preln.data.tokenizer import train_or_load
+
+    folder = tmp_path / "c"
+    folder.mkdir()
+    for split in ("train", "valid", "test"):
+        for lang in ("de", "en"):
+            (folder / f"{split}.{lang}").write_text("" if split == "train" else "ein hund\n")
+    cfg = config.load(ROOT / "configs" / "tiny-translation.toml", ["data.corpus='parallel'", f"data.path='{folder}'"])
+    with pytest.raises(CorpusError, match=r"the train split of .*c has no pairs"):
+        load_data(cfg)
+    with pytest.raises(ValueError, match="empty"):
+        train_or_load(["", " "], 100, "bpe", tmp_path / "cache")
+    text = ["".join(chr(0x4E00 + (i * 7 + j) % 3000) for j in range(30)) for i in range(300)]
+    with pytest.raises(ValueError, match=r"data.vocab_size=50 does not fit this text: change data.vocab_size"):
+        train_or_load(text, 50, "bpe", tmp_path / "cache")

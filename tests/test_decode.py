@@ -167,3 +167,21 @@ def test_translate_and_evaluate_cli(tmp_path, capsys):
         s = scores["splits"][split]
         assert s["sentences"] == 20 and "sacrebleu_signature" in s and "tok_lc" in s
         assert len((run / f"hyp.{split}.en").read_text().splitlines()) == 20
+
+
+def test_translate_warns_when_it_cuts_a_long_input(capsys):
+    from preln.evaluate import translate
+
+    class Tok:
+        def encode(self, lines):
+            return [[5] * 40 for _ in lines]
+
+        def decode(self, ids):
+            return ["x" for _ in ids]
+
+    torch.manual_seed(0)
+    c = ModelConfig(
+        d_model=16, n_heads=2, d_ffn=32, encoder_layers=1, decoder_layers=1, vocab_size=30, max_positions=16
+    )
+    assert translate(Seq2Seq(c).eval(), Tok(), ["a long line", "another"], beam=1, max_len_b=3) == ["x", "x"]
+    assert "2 input line(s) longer than 14 tokens (model.max_positions) are cut" in capsys.readouterr().err

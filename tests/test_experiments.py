@@ -323,3 +323,16 @@ def test_evaluate_refuses_bad_flags_before_any_work(tmp_path, capsys):
         assert main(["evaluate", str(tmp_path / "nothing"), *flags]) == 2
         assert msg in capsys.readouterr().err
     assert not (tmp_path / "nothing").exists()
+
+
+def test_report_skips_incomplete_metric_lines_and_bad_status_names_its_file(tmp_path):
+    from preln.runs import RunFolder
+
+    post = [([(50, 6.0), (100, 5.0)], "completed")]
+    _fake_study(tmp_path / "runs" / "s", {"post": post, "pre": post})
+    with open(tmp_path / "runs" / "s" / "pre-s1" / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "valid"}\n["not", "a", "record"]\n')
+    assert "| pre | 1 |" in report.write_report(tmp_path / "runs")[0].read_text()
+    (tmp_path / "runs" / "s" / "pre-s1" / "status.json").write_bytes(b"\xff{")
+    with pytest.raises(ValueError, match=r"pre-s1/status.json: not valid JSON"):
+        RunFolder(tmp_path / "runs" / "s" / "pre-s1").status()

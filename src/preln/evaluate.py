@@ -50,7 +50,15 @@ def translate(
     fairseq-generate's: lenpen 1, at most 0 * src_len + 200 tokens."""
     device = next(model.parameters()).device
     limit = model.config.max_positions - 1
-    ids = [s[: limit - 1] + [EOS] for s in tok.encode(lines)]
+    encoded = tok.encode(lines)
+    long = sum(len(s) > limit - 1 for s in encoded)
+    if long:
+        print(
+            f"[preln] warning: {long} input line(s) longer than {limit - 1} tokens (model.max_positions) "
+            "are cut to that length",
+            file=sys.stderr,
+        )
+    ids = [s[: limit - 1] + [EOS] for s in encoded]
     batches = token_batches([(len(s),) for s in ids], max(max_tokens // beam, limit))  # beams multiply it
     out: list[list[int]] = [[] for _ in lines]
     for batch in tqdm(batches, desc="translate", unit="batch", disable=not progress):

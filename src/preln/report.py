@@ -49,7 +49,7 @@ def study_results(sdir: Path) -> dict:
     for r in meta["runs"]:
         folder = sdir / r["folder"]
         run = RunFolder(folder, writer=False)
-        valid = [x for x in run.metrics() if x["kind"] == "valid"]
+        valid = [x for x in run.metrics() if x.get("kind") == "valid" and {"update", "valid_nll"} <= x.keys()]
         status = run.status() or {}
         bleu = json.loads((folder / "bleu.json").read_text()) if (folder / "bleu.json").is_file() else {}
         key = (

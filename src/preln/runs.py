@@ -145,7 +145,12 @@ class RunFolder:
 
     def status(self) -> dict | None:
         p = self.path / "status.json"
-        return json.loads(p.read_text()) if p.is_file() else None
+        if not p.is_file():
+            return None
+        try:
+            return json.loads(p.read_text())
+        except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+            raise ValueError(f"{p}: not valid JSON ({e}); delete it and rerun to rebuild it") from None
 
     def metrics(self) -> list[dict]:
         """The records of ``metrics.jsonl``; a line still being written is left out, so another

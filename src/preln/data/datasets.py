@@ -110,6 +110,11 @@ def _read_translation(cfg: RunConfig) -> tuple[dict[str, tuple[list[str], list[s
     out, notes = {}, []
     for split in ("train", "valid"):
         src, tgt, dropped = read_pairs(cfg, split)
+        if not src:
+            raise CorpusError(
+                f"the {split} split of {resolve_path(cfg.data.path)} has no pairs (empty files, "
+                f"or {dropped} pairs all with an empty side)"
+            )
         if dropped:
             notes.append(f"{split}: dropped {dropped} pairs with an empty side")
         n = cfg.data.max_train_examples if split == "train" else cfg.data.max_valid_examples
@@ -126,6 +131,8 @@ def _read_text(cfg: RunConfig) -> tuple[dict[str, list[str]], list[str]]:
     refuse_subword_joins(path, lines)
     empty = sum(1 for ln in lines if not ln)
     lines = [ln for ln in lines if ln]
+    if len(lines) < 2:
+        raise CorpusError(f"{path}: {len(lines)} non-empty line(s); a text corpus needs a train and a valid part")
     random.Random(0).shuffle(lines)  # fixed split, independent of the training seed
     n_valid = max(1, int(len(lines) * d.valid_fraction))
     valid, train = lines[:n_valid], lines[n_valid:]

@@ -44,6 +44,8 @@ def default_cache_dir() -> Path:
 def train_or_load(texts: list[str], vocab_size: int, model_type: str, cache_dir: str | Path = "") -> Tokenizer:
     """Train a sentencepiece model on ``texts`` unless one for exactly these texts and settings
     is cached. Writes to a temporary name and renames, so concurrent runs never see half a file."""
+    if not any(t.strip() for t in texts):
+        raise ValueError("no text to train the tokenizer on: the corpus's train split is empty")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     h = hashlib.sha256(f"{vocab_size}|{model_type}|v1\n".encode())
     for t in texts:
@@ -58,7 +60,13 @@ def train_or_load(texts: list[str], vocab_size: int, model_type: str, cache_dir:
         try:
             _train(texts, prefix, vocab_size, model_type)
         except RuntimeError as e:  # sentencepiece reports problems as RuntimeError("INTERNAL: ...")
-            raise ValueError(f"sentencepiece training failed: {str(e).splitlines()[0]}") from None
+            first = str(e).splitlines()[0]
+            if "character_coverage" in first or "Vocabulary size" in first:  # its hint names its own flags
+                raise ValueError(
+                    f"data.vocab_size={vocab_size} does not fit this text: change data.vocab_size "
+                    f"(sentencepiece: {first.split('Increase')[0].strip()})"
+                ) from None
+            raise ValueError(f"sentencepiece training failed: {first}") from None
         os.replace(f"{prefix}.model", target)
     return Tokenizer(target)
 
