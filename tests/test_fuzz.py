@@ -80,16 +80,21 @@ def config_cases(rng: random.Random, n: int) -> list[list[str]]:
 
 def flag_cases(rng: random.Random, n: int, run: str, tmp) -> list[list[str]]:
     """Hostile flags on evaluate, translate, analyze, reproduce, report, prepare."""
-    nums = ["-5", "0", "nan", "inf", "abc", "1e400", "-0", "99999999999999999999"]
+    nums = ["-5", "0", "nan", "inf", "abc", "1e400", "-0", "99999"]
     paths = [str(tmp / "missing"), str(tmp / "afile.txt"), str(tmp), "/"]
     makers = [
+        lambda: [  # a small evaluation (2 sentences, greedy) whose last flag is hostile
+            *["evaluate", run, "--splits", "valid", "--limit", "2", "--beam", "1", "--max-len-b", "20"],
+            *[rng.choice(["--beam", "--lenpen", "--limit", "--max-len-a", "--max-len-b"]), rng.choice(nums)],
+        ],
         lambda: [
             "evaluate",
             run,
-            rng.choice(["--beam", "--lenpen", "--limit", "--max-len-a", "--max-len-b"]),
-            rng.choice(nums),
+            "--limit",
+            "2",
+            "--splits",
+            rng.choice(["", "tset", "valid,,", "train", "valid;test"]),
         ],
-        lambda: ["evaluate", run, "--splits", rng.choice(["", "tset", "valid,,", "train", "valid;test"])],
         lambda: ["evaluate", rng.choice(paths)],
         lambda: ["translate", rng.choice(paths), "--beam", rng.choice(nums)],
         lambda: ["translate", run, "--input", rng.choice(paths), "--beam", "1"],
@@ -151,7 +156,7 @@ def _corrupt_corpus(rng: random.Random, folder, good: dict[str, bytes]) -> str:
     folder.mkdir()
     for name, data in good.items():
         (folder / name).write_bytes(data)
-    target = folder / rng.choice(sorted(good))
+    target = folder / rng.choice(sorted(n for n in good if not n.startswith("test")))  # train reads no test
     data = target.read_bytes()
     kind = rng.choice(["utf8", "lines", "empty", "bpe", "truncgz", "nul", "binary"])
     if kind == "utf8":
@@ -191,7 +196,7 @@ def test_damaged_corpora_and_run_folders_fail_cleanly(tmp_path, monkeypatch):
     outcomes: dict = {}
     sets = ["--set", "data.corpus='parallel'", "--set", "train.max_updates=1", "--set", "train.progress=false"]
     sets += ["--set", "data.vocab_size=60", "--set", "train.valid_bleu=false"]
-    for i in range(24):
+    for i in range(16):
         kind = _corrupt_corpus(rng, tmp_path / f"c{i}", good)
         code = check(
             ["train", str(TINY), "--data", str(tmp_path / f"c{i}"), "--out", str(tmp_path / f"r{i}"), *sets], outcomes
@@ -236,8 +241,9 @@ def test_damaged_corpora_and_run_folders_fail_cleanly(tmp_path, monkeypatch):
         code = check(["evaluate", str(folder), "--splits", "valid", "--limit", "3", "--beam", "1"], outcomes)
         if code == 2:
             assert {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()} == before, what
+        # what evaluation cannot do without is refused; a damaged checkpoint falls back to a good one
+        assert code == (2 if what in ("config", "spm") else 0), (what, code)
     assert json.loads((base / "status.json").read_text())["status"] == "completed"
-    assert outcomes.get(2, 0) >= 20, outcomes
     tomllib.loads((base / "config.toml").read_text())  # the source run is untouched
     print(f"damaged inputs: outcomes {outcomes}")
 

@@ -20,7 +20,10 @@ PAD, UNK, BOS, EOS, MASK = 0, 1, 2, 3, 4
 class Tokenizer:
     def __init__(self, model_file: str | Path) -> None:
         self.path = Path(model_file)
-        self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        try:
+            self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+        except (RuntimeError, OSError) as e:  # a damaged or missing file: sentencepiece's own error
+            raise ValueError(f"{self.path}: not a readable sentencepiece model ({str(e).splitlines()[0]})") from None
         if self.sp.piece_to_id("<mask>") != MASK or self.sp.pad_id() != PAD:
             raise ValueError(f"{self.path}: not a preln sentencepiece model (special ids differ)")
 
