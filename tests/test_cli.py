@@ -40,3 +40,19 @@ def test_config_prints_resolved_toml(capsys):
     assert main(["config", str(ROOT / "configs" / "tiny-translation.toml"), "--set", "model.norm=post"]) == 0
     out = capsys.readouterr().out
     assert 'norm = "post"' in out and "[schedule]" in out
+
+
+def test_a_bug_is_one_line_with_the_traceback_kept(tmp_path, capsys, monkeypatch):
+    from preln import cli
+
+    def broken(args):
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(cli, "cmd_config", broken)
+    monkeypatch.setenv("PRELN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PRELN_DEBUG", raising=False)
+    assert main(["config", "configs/tiny-translation.toml"]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: KeyError" in err and "Traceback" not in err
+    logs = list((tmp_path / "cache").glob("crash-*.log"))
+    assert len(logs) == 1 and "KeyError: 'surprise'" in logs[0].read_text()

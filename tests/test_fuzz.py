@@ -6,11 +6,12 @@ refused run folder as it was."""
 import contextlib
 import io
 import json
+import os
 import random
 import shutil
+import subprocess
+import sys
 import tomllib
-
-import pytest
 
 from preln import config
 from preln.cli import main
@@ -248,27 +249,16 @@ def test_damaged_corpora_and_run_folders_fail_cleanly(tmp_path, monkeypatch):
     print(f"damaged inputs: outcomes {outcomes}")
 
 
-@pytest.mark.parametrize("argv", [["translate", "RUN", "--beam", "1"]])
-def test_non_utf8_stdin_is_one_line(tmp_path, monkeypatch, argv):
+def test_non_utf8_stdin_is_one_line_naming_the_line(tmp_path):
     require_data("multi30k")
     run = tmp_path / "run"
-    assert (
-        main(
-            [
-                "train",
-                str(TINY),
-                "--out",
-                str(run),
-                "--set",
-                "train.max_updates=2",
-                "--set",
-                "train.progress=false",
-                "--set",
-                "train.valid_bleu=false",
-            ]
-        )
-        == 0
+    sets = ["--set", "train.max_updates=2", "--set", "train.progress=false", "--set", "train.valid_bleu=false"]
+    assert main(["train", str(TINY), "--out", str(run), *sets]) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "preln", "translate", str(run), "--beam", "1"],
+        input=b"ein hund\n\xff\xfe kaputt\n",
+        capture_output=True,
+        env={**os.environ, "LC_ALL": "C.UTF-8", "PYTHONIOENCODING": "utf-8:surrogateescape"},
     )
-    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"ein hund\n\xff\xfe kaputt\n"), encoding="utf-8"))
-    code, err = run_cli([a.replace("RUN", str(run)) for a in argv])
-    assert code == 2 and err.count("preln: error:") == 1 and "Traceback" not in err, err
+    err = done.stderr.decode()
+    assert done.returncode == 2 and "stdin: line 2 is not valid UTF-8" in err and "Traceback" not in err, err

@@ -1,5 +1,6 @@
 """The IWSLT14 recipe on a small fixture in the official archive's layout, made here."""
 
+import shutil
 import tarfile
 
 import pytest
@@ -97,3 +98,19 @@ def test_prepared_iwslt_trains_as_a_parallel_corpus(tmp_path):
         ],
     )
     assert train(cfg, tmp_path / "run")["status"] == "completed"
+
+
+def test_damaged_sources_leave_no_damaged_output(tmp_path, capsys):
+    src = require_data("multi30k")
+    bad = tmp_path / "bad"
+    shutil.copytree(src, bad)
+    data = (bad / "val.en.gz").read_bytes()
+    (bad / "val.en.gz").write_bytes(data[: len(data) // 2])  # truncated gzip
+    assert main(["prepare", "multi30k", "--source", str(bad), "--out", str(tmp_path / "m")]) == 2
+    assert "cannot read" in capsys.readouterr().err and "val.en.gz" not in {p.name for p in (tmp_path / "m").iterdir()}
+    good = tmp_path / "good.tgz"
+    with tarfile.open(good, "w:gz") as tar:
+        tar.add(src / "val.en.gz", arcname="x/val.en.gz")
+    (tmp_path / "trunc.tgz").write_bytes(good.read_bytes()[:200])
+    assert main(["prepare", "iwslt14", "--source", str(tmp_path / "trunc.tgz"), "--out", str(tmp_path / "o")]) == 2
+    assert "not a readable .tgz" in capsys.readouterr().err and not (tmp_path / "o").exists()

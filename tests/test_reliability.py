@@ -299,3 +299,13 @@ def test_foreign_folders_and_run_folders_without_their_config_are_refused(tmp_pa
     assert main([*args, "--out", str(run), "--set", "optim.lr=0.5"]) == 2
     assert "holds checkpoints but no config.toml" in capsys.readouterr().err
     assert not (run / "config.toml").exists()
+
+
+def test_a_cache_path_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
+    require_data("multi30k")
+    (tmp_path / "cachefile").write_text("x")
+    monkeypatch.setenv("PRELN_CACHE", str(tmp_path / "cachefile"))
+    sets = ["--set", "train.max_updates=1", "--set", "train.progress=false", "--set", "data.vocab_size=123"]
+    assert main(["train", TINY, "--out", str(tmp_path / "r"), *sets]) == 2
+    err = capsys.readouterr().err
+    assert err.count("preln: error:") == 1 and "cachefile" in err and "Traceback" not in err

@@ -66,13 +66,28 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
     check_decoding(args.beam, args.lenpen, args.max_len_a, args.max_len_b)
     _, model, tok, desc = load_for_eval(Path(args.run), args.average, args.checkpoint)
-    src = open(args.input, encoding="utf-8") if args.input else sys.stdin
-    lines = [ln.rstrip("\n") for ln in src]
+    lines = _read_input(args.input)
     print(f"[preln] translating {len(lines)} lines with the {desc}, beam {args.beam}", file=sys.stderr)
     limits = {"max_len_a": args.max_len_a, "max_len_b": args.max_len_b}
     for hyp in translate(model, tok, lines, args.beam, args.lenpen, progress=len(lines) > 100, **limits):
         print(hyp)
     return 0
+
+
+def _read_input(path: str | None) -> list[str]:
+    """Lines of ``path`` or of stdin, as bytes decoded strictly: invalid UTF-8 names its line
+    (stdin's own decoding would pass lone surrogates on to the tokenizer)."""
+    raw = open(path, "rb").read() if path else sys.stdin.buffer.read()
+    lines = raw.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for n, line in enumerate(lines, 1):
+        try:
+            out.append(line.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path or 'stdin'}: line {n} is not valid UTF-8 ({e.reason})") from None
+    return out
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -116,14 +131,25 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    import time
-
-    from . import experiments, report
+    from . import experiments
+    from .runs import hold_lock, release_lock
 
     root = Path(__file__).resolve().parents[2] if not args.root else Path(args.root)
     out = Path(args.out or f"runs/reproduce-{args.preset}")
     paths = [root / "studies" / f"{n}.toml" if "/" not in n else Path(n) for n in args.studies.split(",")]
     studies = [experiments.load_study(p, args.preset, root) for p in paths]
+    lock = hold_lock(out)  # one `reproduce` per runs folder (each run folder has its own lock too)
+    try:
+        return _reproduce(args, root, out, studies)
+    finally:
+        release_lock(lock)
+
+
+def _reproduce(args: argparse.Namespace, root: Path, out: Path, studies: list) -> int:
+    import time
+
+    from . import experiments, report
+
     jobs = experiments.plan(studies, out, args.beam)
     nruns = sum(len(s.runs) for s in studies)
     print(
@@ -327,6 +353,36 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("preln: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+    except Exception as e:  # a bug: one line for the user, the traceback kept in a file for the report
+        if os.environ.get("PRELN_DEBUG"):
+            raise
+        where = _keep_traceback(args)
+        print(
+            f"preln: internal error: {type(e).__name__}: {str(e)[:300]} (a bug; the traceback is in {where}; "
+            "PRELN_DEBUG=1 shows it here)",
+            file=sys.stderr,
+        )
+        return 3
+
+
+def _keep_traceback(args: argparse.Namespace) -> Path:
+    """Write the current exception's traceback into the run folder the command worked on (the
+    cache folder otherwise); return the file."""
+    import time
+    import traceback
+
+    from .data.tokenizer import default_cache_dir
+
+    folder = next((Path(v) for v in (getattr(args, "out", None), getattr(args, "run", None)) if v), None)
+    if folder is None or not folder.is_dir():
+        folder = default_cache_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"crash-{time.strftime('%Y%m%d-%H%M%S')}.log"
+        path.write_text(traceback.format_exc())
+        return path
+    except OSError:
+        return Path("(unwritable: " + str(folder) + ")")
 
 
 if __name__ == "__main__":

@@ -309,6 +309,10 @@ def validate(cfg: RunConfig) -> None:
             f"data.max_tokens must hold at least one longest example (>= data.max_len={d.max_len})",
         ),
         (d.batch_size_multiple >= 1, "data.batch_size_multiple must be >= 1"),
+        (
+            d.max_train_examples >= 0 and d.max_valid_examples >= 0,
+            "data.max_train_examples / max_valid_examples must be >= 0 (0 = all)",
+        ),
         (0 < d.mask_prob < 1, "data.mask_prob must be in (0, 1)"),
         (0 < d.valid_fraction < 1, "data.valid_fraction must be in (0, 1)"),
         (o.lr > 0, "optim.lr must be > 0"),

@@ -50,27 +50,11 @@ class RunFolder:
                 f"{self.path} holds files that are not a run's ({', '.join(foreign[:3])}"
                 f"{', ...' if len(foreign) > 3 else ''}); give --out a new or empty folder, or a run folder"
             )
-        self.path.mkdir(parents=True, exist_ok=True)
-        f = open(self.path / ".lock", "a+")
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "?"
-            f.close()
-            raise ConfigError(
-                f"{self.path} is being written by another preln process (PID {holder}); "
-                "wait for it to end, or use another --out folder"
-            ) from None
-        f.truncate(0)
-        f.write(f"{os.getpid()}\n")
-        f.flush()
-        self._lock = f
+        self._lock = hold_lock(self.path)
 
     def unlock(self) -> None:
         if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            self._lock.close()
+            release_lock(self._lock)
             self._lock = None
 
     @property
@@ -156,6 +140,32 @@ class RunFolder:
         """The records of ``metrics.jsonl``; a line still being written is left out, so another
         process may read a live run."""
         return [row for _, row in self._rows()]
+
+
+def hold_lock(folder: Path):
+    """An exclusive OS lock (flock) on ``folder/.lock``, held until :func:`release_lock` or the
+    process's end (kill -9 included); a second holder is refused, naming the first one's PID."""
+    folder.mkdir(parents=True, exist_ok=True)
+    f = open(folder / ".lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise ConfigError(
+            f"{folder} is being written by another preln process (PID {holder}); "
+            "wait for it to end, or use another --out folder"
+        ) from None
+    f.truncate(0)
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+def release_lock(f) -> None:
+    fcntl.flock(f, fcntl.LOCK_UN)
+    f.close()
 
 
 def _run_file(name: str) -> bool:

@@ -23,6 +23,7 @@ import shutil
 import tarfile
 import tempfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 from sacremoses import MosesTokenizer
@@ -78,8 +79,8 @@ def _iwslt_root(path: Path, work: Path) -> Path:
         try:
             with tarfile.open(path) as tar:
                 tar.extractall(work, filter="data")
-        except (tarfile.TarError, OSError) as e:
-            raise CorpusError(f"{path}: not a readable .tgz archive ({e})") from None
+        except (tarfile.TarError, OSError, EOFError, zlib.error) as e:  # EOFError, zlib.error: truncated
+            raise CorpusError(f"{path}: not a readable .tgz archive ({e or type(e).__name__})") from None
         path = work
     hits = sorted(path.rglob("train.tags.de-en.de"))
     if not hits:
@@ -162,22 +163,34 @@ def prepare_iwslt14(source: Path | None, out: Path, src: str = "de", tgt: str = 
 def prepare_multi30k(out: Path, source: Path | None = None) -> dict:
     """Multi30k task 1 raw files into ``out``: copied from a local folder, else downloaded from the
     dataset's public repository. Line counts are checked (29,000 / 1,014 / 1,000)."""
-    out.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, n in MULTI30K_LINES.items():
         for lang in ("de", "en"):
             name = f"{split}.{lang}"
             dest = out / f"{name}.gz"
+            # a file is checked before it lands in ``out``: a damaged source leaves no damaged copy
             if source is not None:
                 found = source / f"{name}.gz"
                 if not found.is_file():
                     raise CorpusError(f"missing {found}")
+                counts[name] = _check_lines(found, n)
+                out.mkdir(parents=True, exist_ok=True)
                 if found.resolve() != dest.resolve():
                     shutil.copyfile(found, dest)
-            elif not dest.is_file():
-                download(MULTI30K_URL.format(name=name), dest)
-            got = len(read_lines(dest))
-            if got != n:
-                raise CorpusError(f"{dest}: {got} lines, expected {n} (a damaged or different file)")
-            counts[name] = got
+            else:
+                out.mkdir(parents=True, exist_ok=True)
+                if not dest.is_file():
+                    download(MULTI30K_URL.format(name=name), dest)
+                try:
+                    counts[name] = _check_lines(dest, n)
+                except CorpusError:
+                    dest.unlink()
+                    raise
     return counts
+
+
+def _check_lines(path: Path, n: int) -> int:
+    got = len(read_lines(path))
+    if got != n:
+        raise CorpusError(f"{path}: {got} lines, expected {n} (a damaged or different file)")
+    return got
