@@ -14,6 +14,7 @@ from pathlib import Path
 from . import __version__, config
 from .config import ConfigError
 from .data import CorpusError
+from .decode import LENPEN, MAX_LEN_A, MAX_LEN_B
 
 EPILOG = """Data: corpora are read from a path, never downloaded by `train`. data.path in the
 config (or --data) is used as given if it exists, else looked up under $PRELN_DATA_ROOT
@@ -186,15 +187,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 def _decode_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", metavar="RUN_DIR", help="a translation run folder (from preln train)")
     p.add_argument("--beam", type=int, default=5, help="beam size; 1 = greedy (default 5)")
-    p.add_argument("--lenpen", type=float, default=1.0, help="length penalty (default 1, fairseq-generate's)")
+    p.add_argument("--lenpen", type=float, default=LENPEN, help="length penalty (default 1, fairseq-generate's)")
     p.add_argument(
         "--max-len-a",
         type=float,
-        default=0.0,
+        default=MAX_LEN_A,
         metavar="A",
         help="at most A * source length + B tokens a hypothesis (fairseq-generate; default A 0, B 200)",
     )
-    p.add_argument("--max-len-b", type=int, default=200, metavar="B", help="see --max-len-a (default 200)")
+    p.add_argument("--max-len-b", type=int, default=MAX_LEN_B, metavar="B", help="see --max-len-a (default 200)")
     p.add_argument(
         "--average",
         type=int,

@@ -20,6 +20,7 @@ from .model import Seq2Seq
 _BANNED = (PAD, BOS, MASK)  # never generated
 MIN_LEN = 1  # fairseq-generate --min-len: </s> is banned before this many tokens
 MAX_LEN_A, MAX_LEN_B = 0.0, 200  # fairseq-generate --max-len-a / --max-len-b
+LENPEN = 1.0  # fairseq-generate --lenpen
 
 
 def _step_logprobs(model: Seq2Seq, tokens: Tensor, memory: Tensor, mask: Tensor, cache) -> Tensor:
@@ -84,7 +85,7 @@ def beam_search(
     model: Seq2Seq,
     src: Tensor,  # (B, S)
     beam: int = 5,
-    lenpen: float = 1.0,
+    lenpen: float = LENPEN,
     max_len_a: float = MAX_LEN_A,
     max_len_b: int = MAX_LEN_B,
     use_cache: bool = True,

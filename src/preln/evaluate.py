@@ -30,7 +30,7 @@ from .config import RunConfig
 from .data.batching import pad, token_batches
 from .data.datasets import read_pairs
 from .data.tokenizer import EOS, PAD, Tokenizer
-from .decode import MAX_LEN_A, MAX_LEN_B, beam_search, greedy
+from .decode import LENPEN, MAX_LEN_A, MAX_LEN_B, beam_search, greedy
 from .model import Seq2Seq
 from .runs import RunFolder, load_run
 
@@ -40,7 +40,7 @@ def translate(
     tok: Tokenizer,
     lines: list[str],
     beam: int = 5,
-    lenpen: float = 1.0,
+    lenpen: float = LENPEN,
     max_tokens: int = 4000,
     progress: bool = False,
     max_len_a: float = MAX_LEN_A,
@@ -61,9 +61,9 @@ def translate(
     ids = [s[: limit - 1] + [EOS] for s in encoded]
     batches = token_batches([(len(s),) for s in ids], max(max_tokens // beam, limit))  # beams multiply it
     out: list[list[int]] = [[] for _ in lines]
+    limits = {"max_len_a": max_len_a, "max_len_b": max_len_b}
     for batch in tqdm(batches, desc="translate", unit="batch", disable=not progress):
         src = pad([ids[i] for i in batch], PAD).to(device)
-        limits = {"max_len_a": max_len_a, "max_len_b": max_len_b}
         hyps = greedy(model, src, **limits) if beam == 1 else beam_search(model, src, beam, lenpen, **limits)
         for i, h in zip(batch, hyps):
             out[i] = h
@@ -130,7 +130,7 @@ def evaluate_run(
     run_dir: str | Path,
     splits: tuple[str, ...] = ("valid", "test"),
     beam: int = 5,
-    lenpen: float = 1.0,
+    lenpen: float = LENPEN,
     average: int = 1,
     limit: int = 0,
     max_len_a: float = MAX_LEN_A,

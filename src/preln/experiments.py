@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from . import config
 from .config import ConfigError
+from .decode import LENPEN, MAX_LEN_A, MAX_LEN_B
 from .runs import RunFolder
 
 
@@ -177,8 +178,8 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
             raise ConfigError(f"{p}: {key!r} is not a condition of this study (has {', '.join(names)})")
     paper = (raw.get("paper_setting", ""), raw.get("paper_corpus", ""))
     decode = tuple(str(x) for x in pre.get("evaluate", []))
-    flags = decode[::2]
-    if len(decode) % 2 or not set(flags) <= {"--lenpen", "--max-len-a", "--max-len-b", "--limit"}:
+    allowed = {"--" + k.replace("_", "-") for k in _decode_settings(1, ()) if k != "beam"}
+    if len(decode) % 2 or not set(decode[::2]) <= allowed:
         raise ConfigError(
             f"{p}: [preset.{preset}] evaluate: pairs of --lenpen/--max-len-a/--max-len-b/--limit and a value"
         )
@@ -225,7 +226,7 @@ def _needed(step: str, folder: Path, expect: dict | None = None) -> bool:
 
 def _decode_settings(beam: int, flags: tuple[str, ...]) -> dict:
     """What ``preln evaluate`` records in bleu.json for these flags (its defaults otherwise)."""
-    out = {"beam": beam, "lenpen": 1.0, "max_len_a": 0.0, "max_len_b": 200, "limit": 0}
+    out = {"beam": beam, "lenpen": LENPEN, "max_len_a": MAX_LEN_A, "max_len_b": MAX_LEN_B, "limit": 0}
     for flag, value in zip(flags[::2], flags[1::2]):
         key = flag.lstrip("-").replace("-", "_")
         out[key] = int(value) if key in ("limit", "max_len_b") else float(value)

@@ -168,6 +168,10 @@ def release_lock(f) -> None:
     f.close()
 
 
+def _warn(msg: str) -> None:
+    print(f"[preln] {msg}", file=sys.stderr)
+
+
 def _run_file(name: str) -> bool:
     return name in RUN_FILES or any(fnmatch.fnmatch(name, p) for p in RUN_PATTERNS)
 
@@ -176,8 +180,7 @@ def load_run(run_dir: str | Path, which: str = "last") -> tuple[RunConfig, nn.Mo
     """A run's config, model and tokenizer; ``which`` = "last" or "best" checkpoint."""
     run = Path(run_dir)
     cfg = config.load(run / "config.toml")
-    warn = lambda msg: print(f"[preln] {msg}", file=sys.stderr)  # noqa: E731
-    path = run / "checkpoints" / "best" if which == "best" else checkpoint.newest_good(run / "checkpoints", warn)
+    path = run / "checkpoints" / "best" if which == "best" else checkpoint.newest_good(run / "checkpoints", _warn)
     if path is None or not (path / "model.safetensors").is_file():
         raise FileNotFoundError(f"{run}: no {which} checkpoint")
     tok = Tokenizer(run / "spm.model")
