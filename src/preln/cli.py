@@ -34,10 +34,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = _load(args)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    clean = False
     try:
         res = train(cfg, out)
+        clean = True
     finally:
-        distributed.shutdown()
+        distributed.shutdown(clean)
     if os.environ.get("RANK", "0") == "0":
         print(f"run folder: {out}")
     return 0 if res["status"] == "completed" else 1

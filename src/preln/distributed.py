@@ -94,8 +94,13 @@ def wrap(model: nn.Module, mode: str, d: Dist, device: torch.device, find_unused
     return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused)
 
 
-def shutdown() -> None:
+def shutdown(clean: bool = True) -> None:
+    """Leave the process group. After a clean run every rank first meets at a barrier: a rank
+    that tears gloo down while another still uses it can abort (seen once in CI: "terminate
+    called without an active exception"). After an error no barrier: the others may never come."""
     if dist.is_available() and dist.is_initialized():
+        if clean:
+            dist.barrier()
         dist.destroy_process_group()
 
 
