@@ -1,12 +1,12 @@
 import json
 import math
-from dataclasses import replace
 
 import torch
 from tqdm import tqdm
 
-from preln import analysis, config
+from preln import config
 from preln.cli import main
+from preln.lab import analysis
 from preln.model import build_model
 
 from .conftest import ROOT, require_data
@@ -33,7 +33,7 @@ def tiny_analysis(**kw) -> analysis.AnalysisConfig:
         lemma_d=64,
         lemma_layers=3,
         lemma_seeds=2,
-        data=run,
+        base=run,
     )
     return analysis.AnalysisConfig(**{**base, **kw})
 
@@ -104,7 +104,7 @@ def test_loglog_slope_recovers_a_power_law():
 
 def test_synthetic_fallback_is_labelled(tmp_path):
     a = tiny_analysis()
-    a = replace(a, data=replace(a.data, data=replace(a.data.data, path=str(tmp_path / "none"))))
+    a = config.override(a, [f"base.data.path='{tmp_path / 'none'}'"])
     data, vocab, source = analysis.load_batches(a)
     assert data is None and source.startswith("SYNTHETIC")
     batches = analysis.take_batches(data, vocab, 2, 300)
@@ -171,7 +171,7 @@ def test_analyze_cli_writes_json_figures_and_summary(tmp_path, capsys):
 
 
 def test_t_interval_and_verdicts_use_the_seed_spread():
-    from preln.predictions import _top_bottom, t_interval
+    from preln.lab.predictions import _top_bottom, t_interval
 
     m, lo, hi = t_interval([1.0, 2.0, 3.0])
     assert m == 2.0 and math.isclose(hi - m, 4.303 * 1.0 / math.sqrt(3), rel_tol=1e-3)
@@ -183,7 +183,7 @@ def test_t_interval_and_verdicts_use_the_seed_spread():
 
 
 def test_tightness_is_information_not_a_prediction():
-    from preln.predictions import predictions
+    from preln.lab.predictions import predictions
 
     res = {"width": {"theory_slope": 1.2, "post": {"fit": {"slope": 0.7, "ci95": [0.6, 0.8]}}}}
     rows = predictions(res)

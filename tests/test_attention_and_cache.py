@@ -65,19 +65,24 @@ def test_incremental_decoding_equals_full(norm, positions):
 
 
 def test_reorder_cache_selects_rows():
+    """As beam search uses it: K beams per sentence (memory rows equal within a sentence), beams
+    reordered within their sentence; the self-attention caches follow, the cross caches stay."""
     torch.manual_seed(0)
     model = Seq2Seq(tiny("pre")).double().eval()
-    src = torch.randint(5, 40, (2, 4))
-    tgt = torch.randint(5, 40, (2, 3))
+    src = torch.randint(5, 40, (2, 4)).repeat_interleave(2, 0)  # 2 sentences x 2 beams
+    tgt = torch.randint(5, 40, (4, 3))
     with torch.no_grad():
         memory, mask = model.encode(src)
         cache = model.new_cache()
         model.decode(tgt[:, :2], memory, mask, cache)
-        idx = torch.tensor([1, 1, 0])
+        cross = [{k: v.clone() for k, v in layer["cross"].items()} for layer in cache]
+        idx = torch.tensor([1, 1, 3, 2])
         model.reorder_cache(cache, idx)
-        step = model.decode(tgt[idx, 2:], memory[idx], mask[idx], cache)
-        full = model(src[idx], tgt[idx])
+        step = model.decode(tgt[idx, 2:], memory, mask, cache)
+        full = model(src, tgt[idx])
         torch.testing.assert_close(step[:, 0], full[:, 2], rtol=0, atol=1e-10)
+        for before, layer in zip(cross, cache):
+            assert all(torch.equal(before[k], layer["cross"][k]) for k in before)
 
 
 def test_tied_embeddings_and_pad_row():

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from preln import experiments, report
 from preln.cli import main
 from preln.config import ConfigError
+from preln.lab import execute, report, studies
 
 from .conftest import ROOT, require_data
 
@@ -42,7 +42,7 @@ metric = "test_bleu"
 
 ANALYSIS = """
 title = "tiny analysis"
-kind = "analysis"
+steps = ["analyze"]
 [preset.quick]
 analysis = "cpu"
 set = ["seeds=1", "batches=1", "warmup_updates=2", "depths=[2,3,4]", "depth_seeds=2", "widths=[16,24,32]",
@@ -54,17 +54,17 @@ set = ["seeds=1", "batches=1", "warmup_updates=2", "depths=[2,3,4]", "depth_seed
 def test_study_expansion_and_errors(tmp_path):
     p = tmp_path / "s.toml"
     p.write_text(STUDY)
-    study = experiments.load_study(p, "quick", ROOT)
+    study = studies.load_study(p, "quick", ROOT)
     assert [r.folder for r in study.runs] == ["pre-s1", "post-warmup-s1", "norm=post,lr=1000000.0-s1"]
     assert "schedule.warmup=3" in study.runs[1].overrides and "train.seed=1" in study.runs[1].overrides
     with pytest.raises(ConfigError, match="no \\[preset.paper\\]"):
-        experiments.load_study(p, "paper", ROOT)
+        studies.load_study(p, "paper", ROOT)
     p.write_text(STUDY.replace('name = "pre"\n', 'name = "pre"\nset = ["model.norm=\'mid\'"]\n'))
     with pytest.raises(ConfigError, match="condition 'pre'.*model.norm"):
-        experiments.load_study(p, "quick", ROOT)
+        studies.load_study(p, "quick", ROOT)
     p.write_text(STUDY.replace('condition = "pre"', 'condition = "nope"'))
     with pytest.raises(ConfigError, match="'nope' is not a condition"):
-        experiments.load_study(p, "quick", ROOT)
+        studies.load_study(p, "quick", ROOT)
 
 
 def test_grid_prefix_labels_and_per_preset_values(tmp_path):
@@ -83,7 +83,7 @@ set = ["optim.name='sgd'"]
 "schedule.warmup" = { quick = [0, 4], paper = [0, 500], labels = ["none", "long"] }
 """
     )
-    quick = experiments.load_study(p, "quick", ROOT)
+    quick = studies.load_study(p, "quick", ROOT)
     names = sorted({r.condition for r in quick.runs})
     assert names == [
         "sgd,lr=0.001,warmup=long",
@@ -94,22 +94,22 @@ set = ["optim.name='sgd'"]
     assert len(quick.runs) == 8 and {r.group for r in quick.runs} == {"sgd"}
     run = next(r for r in quick.runs if r.condition == "sgd,lr=0.005,warmup=long")
     assert "optim.name='sgd'" in run.overrides and "schedule.warmup=4" in run.overrides
-    paper = experiments.load_study(p, "paper", ROOT)
+    paper = studies.load_study(p, "paper", ROOT)
     assert "schedule.warmup=500" in next(r for r in paper.runs if r.condition.endswith("long")).overrides
     p.write_text(p.read_text().replace('labels = ["none", "long"]', 'labels = ["none"]'))
     with pytest.raises(ConfigError, match="1 labels for 2 values"):
-        experiments.load_study(p, "quick", ROOT)
+        studies.load_study(p, "quick", ROOT)
 
 
 def test_shipped_studies_load():
     for name in ("fig2", "fig3", "fig4"):
         for preset in ("quick", "paper", "smoke"):
-            experiments.load_study(ROOT / "studies" / f"{name}.toml", preset, ROOT)
-    fig2 = experiments.load_study(ROOT / "studies" / "fig2.toml", "paper", ROOT)
+            studies.load_study(ROOT / "studies" / f"{name}.toml", preset, ROOT)
+    fig2 = studies.load_study(ROOT / "studies" / "fig2.toml", "paper", ROOT)
     assert len({r.condition for r in fig2.runs}) == 12  # {Adam, SGD} x 2 lr x 3 warm-ups
-    fig2 = experiments.load_study(ROOT / "studies" / "fig2.toml", "quick", ROOT)
+    fig2 = studies.load_study(ROOT / "studies" / "fig2.toml", "quick", ROOT)
     assert len({r.condition for r in fig2.runs}) == 9  # quick: SGD at one lr only
-    fig4 = {p: experiments.load_study(ROOT / "studies" / "fig4.toml", p, ROOT) for p in ("quick", "paper")}
+    fig4 = {p: studies.load_study(ROOT / "studies" / "fig4.toml", p, ROOT) for p in ("quick", "paper")}
     assert len(fig4["quick"].runs) == 9 and len(fig4["paper"].runs) == 12  # RAdam: paper (and smoke) only
     assert "post-radam-nowarmup" not in {r.condition for r in fig4["quick"].runs}
 
@@ -257,17 +257,17 @@ def test_gpus_are_handed_out_one_per_process(tmp_path, monkeypatch):
         def poll(self):
             return 0
 
-    monkeypatch.setattr(experiments.subprocess, "Popen", FakeProc)
-    monkeypatch.setattr(experiments.os, "cpu_count", lambda: 8)
-    jobs = [experiments.Job(f"a{i}", tmp_path / f"a{i}", 1, analyze=["analyze", f"j{i}"]) for i in range(5)]
-    res = experiments.execute(jobs, 2, gpus=["3", "5"], poll_s=0)
+    monkeypatch.setattr(execute.subprocess, "Popen", FakeProc)
+    monkeypatch.setattr(execute.os, "cpu_count", lambda: 8)
+    jobs = [studies.Job(f"a{i}", tmp_path / f"a{i}", 1, [("analyze", ["analyze", f"j{i}"])]) for i in range(5)]
+    res = execute.execute(jobs, 2, gpus=["3", "5"], poll_s=0)
     assert res == {f"a{i}": "done" for i in range(5)}
     assert [s[0] for s in seen] == [f"j{i}" for i in range(5)]
     assert {s[1] for s in seen} == {"3", "5"} and all(s[2] == "4" for s in seen)
     with pytest.raises(ConfigError, match="needs as many GPUs"):
-        experiments.execute(jobs, 2, gpus=["0"])
+        execute.execute(jobs, 2, gpus=["0"])
     with pytest.raises(ConfigError, match="use 1..8"):
-        experiments.execute(jobs, 9)
+        execute.execute(jobs, 9)
 
 
 def test_claims_compare_the_papers_bleu_in_its_convention_and_say_where_the_corpus_differs(tmp_path):
@@ -301,15 +301,15 @@ def test_claims_compare_the_papers_bleu_in_its_convention_and_say_where_the_corp
 def test_a_partial_or_differently_decoded_evaluation_does_not_pass_for_the_studys(tmp_path):
     run = tmp_path / "r"
     _fake_run(run, [(50, 5.0)])
-    expect = experiments._decode_settings(5, ("--max-len-a", "1.2", "--max-len-b", "10"))
+    expect = studies.decode_settings(5, ("--max-len-a", "1.2", "--max-len-b", "10"))
     assert expect == {"beam": 5, "lenpen": 1.0, "max_len_a": 1.2, "max_len_b": 10, "limit": 0}
-    assert experiments._needed("evaluate", run, expect)  # the fake bleu.json records no settings
+    assert studies.needed("evaluate", run, expect)  # the fake bleu.json records no settings
     done = {**expect, "splits": {"test": {"tok_lc": 1.0}}}
     (run / "bleu.json").write_text(json.dumps(done))
-    assert not experiments._needed("evaluate", run, expect)
+    assert not studies.needed("evaluate", run, expect)
     for changed in ({"limit": 3}, {"beam": 1}, {"splits": {"valid": {}}}):
         (run / "bleu.json").write_text(json.dumps({**done, **changed}))
-        assert experiments._needed("evaluate", run, expect), changed
+        assert studies.needed("evaluate", run, expect), changed
 
 
 def test_evaluate_refuses_bad_flags_before_any_work(tmp_path, capsys):

@@ -83,7 +83,7 @@ def test_prepare_multi30k_from_a_local_folder(tmp_path):
 
 def test_prepared_iwslt_trains_as_a_parallel_corpus(tmp_path):
     from preln import config
-    from preln.train import train
+    from preln.fit import train
 
     out = tmp_path / "iw"
     prepare_iwslt14(make_archive(tmp_path, n=120), out)

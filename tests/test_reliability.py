@@ -11,8 +11,9 @@ import torch
 
 from preln import checkpoint, config
 from preln.cli import main
-from preln.runs import load_run
-from preln.train import Trainer, train
+from preln.evaluate import load_run
+from preln.fit import fit, train
+from preln.train import Trainer
 
 from .conftest import ROOT, require_data
 
@@ -70,7 +71,7 @@ def test_kill_during_checkpoint_write_leaves_the_previous_one_loadable(tmp_path)
 import os, signal
 import safetensors.torch as st
 from preln import checkpoint, config
-from preln.train import train
+from preln.fit import train
 real = st.save_file
 calls = []
 def dying_save(tensors, path, *a, **k):
@@ -164,7 +165,8 @@ def test_checkpoint_weights_of_another_architecture_are_refused(tmp_path):
 def test_warmup_longer_than_the_run_is_legal_but_warned(tmp_path, capsys):
     require_data("multi30k")
     cfg = config.load(TINY, ["train.max_updates=3", "schedule.warmup=100", "train.progress=false"])
-    assert Trainer(cfg, tmp_path / "r").run()["status"] == "completed"
+    with Trainer(cfg, tmp_path / "r") as trainer:
+        assert fit(trainer)["status"] == "completed"
     assert "never reached" in capsys.readouterr().err
 
 
@@ -225,15 +227,15 @@ def test_a_torn_last_metrics_line_does_not_block_resume(tmp_path):
     ],
 )
 def test_study_files_refuse_unknown_keys_and_unsafe_names(tmp_path, edit, message):
-    from preln import experiments
     from preln.config import ConfigError
+    from preln.lab import studies
 
     text = (ROOT / "studies" / "fig4.toml").read_text()
     assert edit[0] in text
     p = tmp_path / "s.toml"
     p.write_text(text.replace(edit[0], edit[1], 1))
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        experiments.load_study(p, "quick", ROOT)
+        studies.load_study(p, "quick", ROOT)
 
 
 def test_a_crash_records_failed_not_running(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from preln import report
+from preln.lab import report
 
 from .test_experiments import _fake_study
 

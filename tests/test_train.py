@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from preln import config
-from preln.runs import load_run
-from preln.train import train
+from preln.evaluate import load_run
+from preln.fit import train
 
 from .conftest import ROOT, require_data
 

@@ -1,3 +1,3 @@
 """preln: Transformers with the place of layer normalization as one switch."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

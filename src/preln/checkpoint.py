@@ -167,6 +167,14 @@ def load(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
     return model_state, opt_state, meta
 
 
+def check_vocabulary(path: Path, tokenizer_sha256: str, tokenizer_file: Path) -> None:
+    """Refuse checkpoint ``path`` if it was trained with another tokenizer than the one whose
+    SHA-256 is given (checkpoints that did not record one are accepted)."""
+    recorded = json.loads((path / "trainer.json").read_text()).get("tokenizer_sha256")
+    if recorded not in (None, tokenizer_sha256):
+        raise ValueError(f"{path}: checkpoint was trained with another vocabulary than {tokenizer_file}")
+
+
 def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
     """Element-wise mean of the model weights of several checkpoints (fairseq's
     average_checkpoints), accumulated in float64."""

@@ -1,7 +1,9 @@
-"""Command line: ``preln train | config``.
+"""Command line: ``preln train | analyze | reproduce | report | prepare | translate | evaluate |
+config``. Each ``cmd_*`` parses its arguments, makes one library call and prints the result.
 
-Errors a user can fix (bad config, missing corpus, wrong checkpoint) are printed as one line
-``preln: error: ...`` with exit status 2, never as a traceback.
+Exit codes are ``process.Exit``: errors a user can fix (bad config, missing corpus, wrong
+checkpoint) are one line ``preln: error: ...`` with status 2, never a traceback; a diverged run
+(or a failed run of a grid) is 1; a bug is 3 with its traceback kept in a ``crash-*.log``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from . import __version__, config
 from .config import ConfigError
 from .data import CorpusError
 from .decode import LENPEN, MAX_LEN_A, MAX_LEN_B
+from .process import Exit
 
 EPILOG = """Data: corpora are read from a path, never downloaded by `train`. data.path in the
 config (or --data) is used as given if it exists, else looked up under $PRELN_DATA_ROOT
@@ -24,13 +27,13 @@ config (or --data) is used as given if it exists, else looked up under $PRELN_DA
 def _load(args: argparse.Namespace) -> config.RunConfig:
     overrides = list(args.set)
     if getattr(args, "data", None):
-        overrides.append(f"data.path={config._toml_value(args.data)}")
+        overrides.append(f"data.path={config.toml_value(args.data)}")
     return config.load(args.config, overrides)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from . import distributed
-    from .train import train  # torch import deferred so `--help` is instant
+    from .fit import train  # torch import deferred so `--help` is instant
 
     cfg = _load(args)
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
@@ -42,26 +45,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         distributed.shutdown(clean)
     if os.environ.get("RANK", "0") == "0":
         print(f"run folder: {out}")
-    return 0 if res["status"] == "completed" else 1
+    return Exit.OK if res["status"] == "completed" else Exit.DIVERGED
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    import json
+    from .lab import analyze
 
-    from . import analysis, analysis_report
-
-    a = analysis.with_overrides(analysis.preset(args.preset), args.set, args.data)
-    parts = tuple(p.strip() for p in args.only.split(",")) if args.only else analysis.PARTS
-    unknown = set(parts) - set(analysis.PARTS)
-    if unknown:
-        raise ConfigError(f"--only: unknown part(s) {', '.join(sorted(unknown))} (parts: {', '.join(analysis.PARTS)})")
     out = Path(args.out)
-    res = analysis.run_analysis(a, out, parts)
-    (out / "analysis.json").write_text(json.dumps(res, indent=1))
-    written = analysis_report.write_analysis_report(out)
+    written = analyze(args.preset, args.set, out, args.only, args.data)
     print((out / "summary.md").read_text())
-    print("wrote " + ", ".join(str(p) for p in [out / "analysis.json", *written]))
-    return 0
+    print("wrote " + ", ".join(str(p) for p in written))
+    return Exit.OK
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
@@ -74,7 +68,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     limits = {"max_len_a": args.max_len_a, "max_len_b": args.max_len_b}
     for hyp in translate(model, tok, lines, args.beam, args.lenpen, progress=len(lines) > 100, **limits):
         print(hyp)
-    return 0
+    return Exit.OK
 
 
 def _read_input(path: str | None) -> list[str]:
@@ -113,7 +107,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             f"{r['sentences']} sentences, {res['checkpoint']}"
         )
     print(f"wrote {Path(args.run) / 'bleu.json'}")
-    return 0
+    return Exit.OK
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -130,60 +124,30 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         info = prepare_multi30k(out, source)
     print(json.dumps(info, indent=1))
     print(f"prepared {out}: train with --data {out}")
-    return 0
+    return Exit.OK
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from . import experiments
-    from .runs import hold_lock, release_lock
+    from .lab import execute, reproduce
 
-    root = Path(__file__).resolve().parents[2] if not args.root else Path(args.root)
-    out = Path(args.out or f"runs/reproduce-{args.preset}")
-    paths = [root / "studies" / f"{n}.toml" if "/" not in n else Path(n) for n in args.studies.split(",")]
-    studies = [experiments.load_study(p, args.preset, root) for p in paths]
-    lock = hold_lock(out)  # one `reproduce` per runs folder (each run folder has its own lock too)
-    try:
-        return _reproduce(args, root, out, studies)
-    finally:
-        release_lock(lock)
-
-
-def _reproduce(args: argparse.Namespace, root: Path, out: Path, studies: list) -> int:
-    import time
-
-    from . import experiments, report
-
-    jobs = experiments.plan(studies, out, args.beam)
-    nruns = sum(len(s.runs) for s in studies)
-    print(
-        f"[preln] {len(studies)} studies, {nruns} runs + {sum(s.kind == 'analysis' for s in studies)} analyses; "
-        f"{len(jobs)} to do, {args.jobs} at a time -> {out}",
-        file=sys.stderr,
-    )
-    t0 = time.time()
     gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else None
+    out = Path(args.out) if args.out else None
+    root = Path(args.root) if args.root else None
     try:
-        results = experiments.execute(jobs, args.jobs if not gpus or args.jobs > 1 else len(gpus), gpus)
-    except experiments.RunFailed as e:
+        md, page = reproduce(args.preset, args.studies, out, args.jobs, gpus, args.beam, root)
+    except execute.RunFailed as e:
         print(f"preln: error: {e}", file=sys.stderr)
-        return 1
-    finally:  # interrupted invocations count toward the wall time too
-        if jobs:
-            experiments.record_invocation(out, root, args.preset, studies, args.jobs, t0)
-    if jobs:
-        counts = {k: list(results.values()).count(k) for k in sorted(set(results.values()))}
-        print(f"[preln] {len(jobs)} jobs in {time.time() - t0:.0f} s: {counts}", file=sys.stderr)
-    md, page = report.write_report(out)
+        return Exit.GRID_FAILED
     print(f"report: {page} (and {md})")
-    return 0
+    return Exit.OK
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from . import report
+    from .lab import report
 
     md, page = report.write_report(Path(args.runs))
     print(f"report: {md} and {page}")
-    return 0
+    return Exit.OK
 
 
 def _decode_args(p: argparse.ArgumentParser) -> None:
@@ -209,7 +173,7 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_config(args: argparse.Namespace) -> int:
     print(config.dumps(_load(args)), end="")
-    return 0
+    return Exit.OK
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -352,10 +316,10 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("PRELN_DEBUG"):
             raise
         print(f"preln: error: {e}", file=sys.stderr)
-        return 2
+        return Exit.USAGE
     except KeyboardInterrupt:
         print("preln: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
-        return 130
+        return Exit.INTERRUPTED
     except Exception as e:  # a bug: one line for the user, the traceback kept in a file for the report
         if os.environ.get("PRELN_DEBUG"):
             raise
@@ -365,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
             "PRELN_DEBUG=1 shows it here)",
             file=sys.stderr,
         )
-        return 3
+        return Exit.BUG
 
 
 def _keep_traceback(args: argparse.Namespace) -> Path:

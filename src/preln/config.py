@@ -241,6 +241,7 @@ def _build(cls: type, data: Any, path: str) -> Any:
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=v"`` -> (["a", "b"], v): v in TOML syntax, or a bare word as a string."""
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected section.key=value")
     key, raw = item.split("=", 1)
@@ -270,6 +271,15 @@ def from_dict(data: dict) -> RunConfig:
     return cfg
 
 
+def override(obj: Any, items: list[str]) -> Any:
+    """A copy of the config dataclass ``obj`` (a RunConfig, an AnalysisConfig, ...) with
+    ``section.key=value`` items applied, type-checked like a loaded file; a RunConfig is validated."""
+    new = _build(type(obj), apply_overrides(to_dict(obj), list(items)), "")
+    if isinstance(new, RunConfig):
+        validate(new)
+    return new
+
+
 def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Load a TOML config file, apply ``--set`` overrides, validate."""
     p = Path(path)
@@ -284,7 +294,7 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
 
 def validate(cfg: RunConfig) -> None:
     """Value checks that types cannot express."""
-    m, d, o, s, t = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.train
+    m, d, o, s, t = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.train  # d: the data section
     checks = [
         (m.d_model > 0, "model.d_model must be > 0"),
         (m.n_heads > 0 and m.d_model % m.n_heads == 0, "model.d_model must divide by n_heads"),
@@ -361,7 +371,8 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def _toml_value(v: Any) -> str:
+def toml_value(v: Any) -> str:
+    """A config value as TOML text (what ``--set`` and config.toml read back)."""
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
@@ -369,7 +380,7 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, str):
         return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
     if isinstance(v, (list, tuple)):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {v!r} to TOML")
 
 
@@ -378,7 +389,7 @@ def dumps(cfg: RunConfig) -> str:
     lines = []
     for section, values in to_dict(cfg).items():
         lines.append(f"[{section}]")
-        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
         lines.append("")
     return "\n".join(lines)
 

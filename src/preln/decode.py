@@ -120,7 +120,7 @@ def beam_search(
         tokens = torch.cat([tokens[index], torch.tensor(new_tok, device=dev)[:, None]], 1)
         scores = torch.tensor(new_scores, device=dev).view(B, K)
         if cache is not None:  # beams move only within their sentence: the memory's K/V stay put
-            model.reorder_cache(cache, index, include_cross=False)
+            model.reorder_cache(cache, index)
         if all(len(f) >= K for f in finished):
             break
     return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]

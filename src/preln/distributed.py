@@ -76,15 +76,15 @@ def init(device_type: str) -> Dist:
     return Dist(rank, world, local)
 
 
-def wrap(model: nn.Module, mode: str, d: Dist, device: torch.device, find_unused: bool) -> nn.Module:
+def wrap(model: nn.Module, mode: str, ctx: Dist, device: torch.device, find_unused: bool) -> nn.Module:
     """DDP (replicated weights, all-reduced gradients) or FSDP (sharded, ``fully_shard`` per layer)."""
-    if not d.active:
+    if not ctx.active:
         return model
     if mode == "fsdp":
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
 
-        mesh = init_device_mesh(device.type, (d.world,))
+        mesh = init_device_mesh(device.type, (ctx.world,))
         for stack in (getattr(model, "encoder", None), getattr(model, "decoder", None)):
             if stack is not None:
                 for layer in stack.layers:
@@ -131,7 +131,7 @@ def _canonical(module: nn.Module) -> list[str]:
     ]
 
 
-def full_state(module: nn.Module, opt: torch.optim.Optimizer, d: Dist) -> tuple[dict, dict] | None:
+def full_state(module: nn.Module, opt: torch.optim.Optimizer, ctx: Dist) -> tuple[dict, dict] | None:
     """(model state, optimizer state) as a single process holds them; under FSDP gathered to
     rank 0 (a collective: every rank calls it; ranks > 0 get None)."""
     keys = _canonical(module)
@@ -142,7 +142,7 @@ def full_state(module: nn.Module, opt: torch.optim.Optimizer, d: Dist) -> tuple[
 
     opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
     msd, osd = get_model_state_dict(module, options=opts), get_optimizer_state_dict(module, opt, options=opts)
-    if not d.main:
+    if not ctx.main:
         return None
     ids = {fqn: i for i, fqn in enumerate(fqn for g in osd["param_groups"] for fqn in g["params"])}
     groups = [{**g, "params": [ids[f] for f in g["params"]]} for g in osd["param_groups"]]

@@ -23,16 +23,17 @@ from pathlib import Path
 import sacrebleu
 import torch
 from sacremoses import MosesTokenizer
+from torch import nn
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, config
 from .config import RunConfig
 from .data.batching import pad, token_batches
 from .data.datasets import read_pairs
 from .data.tokenizer import EOS, PAD, Tokenizer
 from .decode import LENPEN, MAX_LEN_A, MAX_LEN_B, beam_search, greedy
-from .model import Seq2Seq
-from .runs import RunFolder, load_run
+from .model import Seq2Seq, build_model
+from .runs import RunFolder
 
 
 def translate(
@@ -111,6 +112,26 @@ def looks_pretokenized(refs: list[str]) -> bool:
     """Moses-escaped entities in over 1% of the lines: text that ``data.pretokenized`` should mark."""
     hits = sum(1 for r in refs if "&apos;" in r or "&quot;" in r or " @-@ " in r)
     return hits > 0.01 * max(len(refs), 1)
+
+
+def load_run(run_dir: str | Path, which: str = "last") -> tuple[RunConfig, nn.Module, Tokenizer]:
+    """A run's config, model and tokenizer; ``which`` = "last" or "best" checkpoint."""
+    run = Path(run_dir)
+    cfg = config.load(run / "config.toml")
+    path = run / "checkpoints" / "best" if which == "best" else checkpoint.newest_good(run / "checkpoints", _warn)
+    if path is None or not (path / "model.safetensors").is_file():
+        raise FileNotFoundError(f"{run}: no {which} checkpoint")
+    tok = Tokenizer(run / "spm.model")
+    if len(tok) != cfg.model.vocab_size:
+        raise ValueError(f"{run}: tokenizer has {len(tok)} pieces but the model {cfg.model.vocab_size}")
+    checkpoint.check_vocabulary(path, tok.sha256(), tok.path)
+    model = build_model(cfg.model, PAD)
+    checkpoint.load_weights(path, model)
+    return cfg, model, tok
+
+
+def _warn(msg: str) -> None:
+    print(f"[preln] {msg}", file=sys.stderr)
 
 
 def load_for_eval(run_dir: Path, average: int = 1, which: str = "last") -> tuple[RunConfig, Seq2Seq, Tokenizer, str]:

@@ -290,13 +290,13 @@ class Seq2Seq(nn.Module):
         return [{"self": {}, "cross": {}} for _ in self.decoder.layers]
 
     @staticmethod
-    def reorder_cache(cache: list[dict[str, Cache]], index: Tensor, include_cross: bool = True) -> None:
-        """Select batch rows of every cached tensor in place (beam search)."""
+    def reorder_cache(cache: list[dict[str, Cache]], index: Tensor) -> None:
+        """Select batch rows of the self-attention caches in place (beam search). The cross-attention
+        caches are not reordered: beams only move within their sentence, whose rows are equal."""
         for layer in cache:
-            for name, part in layer.items():
-                if name == "self" or include_cross:
-                    for k in part:
-                        part[k] = part[k].index_select(0, index)
+            part = layer["self"]
+            for k in part:
+                part[k] = part[k].index_select(0, index)
 
 
 class MaskedLM(nn.Module):

@@ -14,16 +14,11 @@ import fnmatch
 import json
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
-from torch import nn
-
 from . import checkpoint, config
 from .config import ConfigError, RunConfig
-from .data.tokenizer import PAD, Tokenizer
-from .model import build_model
 
 RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
 # What a run folder may hold besides its own files: logs of `preln reproduce`, evaluation outputs,
@@ -77,6 +72,12 @@ class RunFolder:
                 f"{self.path} holds a run with another config; cannot resume it with: {'; '.join(changed)}. "
                 "Use another --out folder."
             )
+
+    def open(self, cfg: RunConfig, tokenizer_file: Path) -> None:
+        """Make the folder ready for ``cfg``: check that a run it holds may be resumed with it, then
+        write config.toml and spm.model (see ``check_resumable`` and ``prepare``)."""
+        self.check_resumable(cfg)
+        self.prepare(cfg, tokenizer_file)
 
     def prepare(self, cfg: RunConfig, tokenizer_file: Path) -> None:
         """Write config.toml and spm.model; a log without a checkpoint is kept under a new name."""
@@ -168,27 +169,5 @@ def release_lock(f) -> None:
     f.close()
 
 
-def _warn(msg: str) -> None:
-    print(f"[preln] {msg}", file=sys.stderr)
-
-
 def _run_file(name: str) -> bool:
     return name in RUN_FILES or any(fnmatch.fnmatch(name, p) for p in RUN_PATTERNS)
-
-
-def load_run(run_dir: str | Path, which: str = "last") -> tuple[RunConfig, nn.Module, Tokenizer]:
-    """A run's config, model and tokenizer; ``which`` = "last" or "best" checkpoint."""
-    run = Path(run_dir)
-    cfg = config.load(run / "config.toml")
-    path = run / "checkpoints" / "best" if which == "best" else checkpoint.newest_good(run / "checkpoints", _warn)
-    if path is None or not (path / "model.safetensors").is_file():
-        raise FileNotFoundError(f"{run}: no {which} checkpoint")
-    tok = Tokenizer(run / "spm.model")
-    if len(tok) != cfg.model.vocab_size:
-        raise ValueError(f"{run}: tokenizer has {len(tok)} pieces but the model {cfg.model.vocab_size}")
-    recorded = json.loads((path / "trainer.json").read_text()).get("tokenizer_sha256")
-    if recorded not in (None, tok.sha256()):
-        raise ValueError(f"{path}: checkpoint was trained with another vocabulary than {tok.path}")
-    model = build_model(cfg.model, PAD)
-    checkpoint.load_weights(path, model)
-    return cfg, model, tok

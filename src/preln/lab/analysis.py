@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-import typing
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +27,15 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import config
-from .config import ModelConfig, RunConfig
-from .data import Batch, CorpusError, load_data, resolve_path
-from .data.batching import pad
-from .data.tokenizer import BOS, EOS, PAD
-from .model import EncoderLayer, Stack, build_model
+from .. import config
+from ..config import ModelConfig, RunConfig
+from ..data import Batch, CorpusError, load_data, resolve_path
+from ..data.batching import pad
+from ..data.tokenizer import BOS, EOS, PAD
+from ..fit import fit
+from ..model import EncoderLayer, Stack, build_model
+from ..train import Trainer, compute_loss
 from .predictions import predictions
-from .train import Trainer, compute_loss
 
 MATRIX = {"q_proj": "WQ", "k_proj": "WK", "v_proj": "WV", "out_proj": "WO", "w1": "W1", "w2": "W2"}
 _NAME = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.(?:(self_attn|cross_attn)\.(\w+)|ffn\.(w1|w2))\.weight$")
@@ -74,8 +74,9 @@ class AnalysisConfig:
     lemma_tokens: int = 64
     """Positions per sequence in the theory setting (uniform attention averages over them)."""
     lemma_batch: int = 16
-    data: RunConfig = field(default_factory=RunConfig)
-    """Corpus and tokenizer settings (data section); the model section is derived from above."""
+    base: RunConfig = field(default_factory=RunConfig)
+    """The run settings the measured models start from: corpus and tokenizer (``base.data``), and
+    the trainer's for the warm-up runs; the model section is derived from the fields above."""
 
 
 def preset(name: str) -> AnalysisConfig:
@@ -101,19 +102,12 @@ def preset(name: str) -> AnalysisConfig:
 
 
 def with_overrides(a: AnalysisConfig, items: list[str], data_path: str | None = None) -> AnalysisConfig:
-    """``key=value`` overrides (TOML values) of AnalysisConfig fields, type-checked."""
-    hints = typing.get_type_hints(AnalysisConfig)
-    changes = {}
-    for item in items:
-        keys, value = config._parse_override(item)
-        name = ".".join(keys)
-        if name not in hints or name == "data":
-            known = ", ".join(f.name for f in fields(AnalysisConfig) if f.name != "data")
-            raise config.ConfigError(f"analyze --set {name}: unknown key (known: {known})")
-        changes[name] = config._coerce(value, hints[name], name)
-    a = replace(a, **changes)
-    if data_path:
-        a = replace(a, data=replace(a.data, data=replace(a.data.data, path=data_path)))
+    """``key=value`` overrides (TOML values) of AnalysisConfig fields (``base.data.path=...``
+    for the run settings), type-checked; ``data_path`` sets the corpus."""
+    try:
+        a = config.override(a, [*items, *([f"base.data.path={config.toml_value(data_path)}"] if data_path else [])])
+    except config.ConfigError as e:
+        raise config.ConfigError(f"analyze --set {e}") from None
     check(a)
     return a
 
@@ -336,10 +330,10 @@ def loglog_slope(xs: list[float], ys: list[list[float]], n_boot: int = 2000, see
 def load_batches(a: AnalysisConfig) -> tuple[object | None, int, str]:
     """The corpus as batches-to-be (or None with a synthetic vocabulary) and a description."""
     try:
-        data, tok = load_data(replace(a.data, train=replace(a.data.train, seed=1)))
-        return data, len(tok), f"{a.data.data.corpus} corpus at {resolve_path(a.data.data.path).resolve()}"
+        data, tok = load_data(replace(a.base, train=replace(a.base.train, seed=1)))
+        return data, len(tok), f"{a.base.data.corpus} corpus at {resolve_path(a.base.data.path).resolve()}"
     except (CorpusError, FileNotFoundError) as e:
-        return None, a.data.data.vocab_size, f"SYNTHETIC random tokens (no corpus: {e})"
+        return None, a.base.data.vocab_size, f"SYNTHETIC random tokens (no corpus: {e})"
 
 
 def take_batches(data, vocab: int, n: int, max_tokens: int) -> list[Batch]:
@@ -369,12 +363,12 @@ def after_warmup(a: AnalysisConfig, batches: list[Batch], vocab: int, folder: Pa
     tables = []
     for s in range(a.warmup_seeds):
         cfg = replace(
-            a.data,
+            a.base,
             model=model_config(a, 0, norm="post"),
-            optim=replace(a.data.optim, name="adam", lr=a.warmup_lr, betas=(0.9, 0.98)),
-            schedule=replace(a.data.schedule, kind="inverse_sqrt", warmup=a.warmup_updates, timescale=0),
+            optim=replace(a.base.optim, name="adam", lr=a.warmup_lr, betas=(0.9, 0.98)),
+            schedule=replace(a.base.schedule, kind="inverse_sqrt", warmup=a.warmup_updates, timescale=0),
             train=replace(
-                a.data.train,
+                a.base.train,
                 seed=s,
                 max_updates=a.warmup_updates,
                 log_every=10,
@@ -385,8 +379,8 @@ def after_warmup(a: AnalysisConfig, batches: list[Batch], vocab: int, folder: Pa
                 label_smoothing=0.1,
             ),
         )
-        trainer = Trainer(cfg, folder / f"warmup-post-seed{s}")
-        trainer.run()
+        with Trainer(cfg, folder / f"warmup-post-seed{s}") as trainer:
+            fit(trainer)
         tables.append(layer_table(expected_gradient_norms(trainer.model, batches)))
         bar.update(1)
     return mean_std(tables)
@@ -469,7 +463,7 @@ def run_analysis(a: AnalysisConfig, out: Path, parts: tuple[str, ...] = PARTS) -
         "preset": a.preset,
         "data": source,
         "synthetic": data is None,
-        "settings": config.to_dict(replace(a, data=None)) | {"data": config.to_dict(a.data.data)},
+        "settings": {k: v for k, v in config.to_dict(a).items() if k != "base"} | {"data": config.to_dict(a.base.data)},
         "vocab": vocab,
         "tokens_per_batch": [b.ntokens for b in batches],
     }

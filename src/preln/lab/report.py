@@ -25,7 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .runs import RunFolder  # noqa: E402
+from ..runs import RunFolder  # noqa: E402
 
 INF = math.inf
 
@@ -46,7 +46,7 @@ def study_results(sdir: Path) -> dict:
     """{"meta": study.json, "conditions": {name: [run dict per seed]}} from the run folders."""
     meta = json.loads((sdir / "study.json").read_text())
     by_cond: dict[str, list[dict]] = {}
-    for r in meta["runs"]:
+    for r in training_jobs(meta):
         folder = sdir / r["folder"]
         run = RunFolder(folder, writer=False)
         valid = [x for x in run.metrics() if x.get("kind") == "valid" and {"update", "valid_nll"} <= x.keys()]
@@ -70,6 +70,20 @@ def study_results(sdir: Path) -> dict:
             }
         )
     return {"meta": meta, "conditions": by_cond}
+
+
+def training_jobs(meta: dict) -> list[dict]:
+    """The jobs of a ``study.json`` that train a model (a ``study.json`` written before 0.2 lists
+    them as ``runs``)."""
+    jobs = meta.get("jobs", [{**r, "steps": ["train"]} for r in meta.get("runs", [])])
+    return [j for j in jobs if "train" in j["steps"]]
+
+
+def _analysis_folders(sdir: Path, meta: dict) -> list[Path]:
+    """The folders of a study's ``analyze`` steps (a pre-0.2 ``study.json``: the study folder, if
+    it holds an analysis)."""
+    jobs = meta.get("jobs", [{"folder": "", "steps": ["analyze"]}] if (sdir / "analysis.json").is_file() else [])
+    return [sdir / j["folder"] for j in jobs if "analyze" in j["steps"]]
 
 
 def _scale(folder: Path) -> str:
@@ -267,7 +281,8 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
             f"**{ratio}**"
             + (f", 95% seed-bootstrap interval [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
             + (f" ({sp['boot_misses']:.0%} of resamples never reached it)" if sp["boot_misses"] else "")
-            + ". The paper: epoch 9 / epoch 15 = 0.60."
+            + ". "
+            + "".join(f"The paper: {c['paper']}." for c in meta.get("claims", []) if c.get("metric") == "speed_ratio")
             + (
                 f" `{a}` was already below the target at its first validation (update "
                 f"{sp['conditions'][a]['mean_curve']}), so the measured ratio is an upper bound (validate more often "
@@ -277,54 +292,67 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
             ),
         ]
     if meta.get("claims"):
-        lines += [
-            "",
-            "The paper's numbers next to ours: BLEU in the paper's convention (tokenized, lowercased); where the "
-            "corpus or scale differs (the row says so), compare directions and orderings, not values.",
-            "",
-            "| the paper says | paper (its setting) | measured here | shows here? | measured at |",
-            "|---|---|---|---|---|",
-        ]
-        paper_at, paper_corpus = meta.get("paper_setting", ""), meta.get("paper_corpus", "")
-        for c in meta["claims"]:
-            runs = res["conditions"].get(c.get("condition", ""), []) or next(iter(res["conditions"].values()), [])
-            here = next((r["scale"] for r in runs if r.get("scale")), "")
-            other = paper_corpus and here and paper_corpus.lower() not in here.lower()
-            differs = " — **another corpus and scale than the paper's**" if other else ""
-            paper = c.get("paper", "") + (f" ({paper_at})" if paper_at else "")
-            value, shows = _claim_value(c, res, sp), _shows(c, res)
-            lines.append(f"| {c['text']} | {paper} | {value} | {shows} | {here}{differs} |")
+        lines += _claims_table(res, sp)
     return "\n".join(lines + [""]), (sp or {}).get("target")
 
 
+def _claims_table(res: dict, sp: dict | None) -> list[str]:
+    """The paper's claims beside the measured values, with where each was measured."""
+    meta = res["meta"]
+    lines = [
+        "",
+        "The paper's numbers next to ours: BLEU in the paper's convention (tokenized, lowercased); where the "
+        "corpus or scale differs (the row says so), compare directions and orderings, not values.",
+        "",
+        "| the paper says | paper (its setting) | measured here | shows here? | measured at |",
+        "|---|---|---|---|---|",
+    ]
+    paper_at, paper_corpus = meta.get("paper_setting", ""), meta.get("paper_corpus", "")
+    for c in meta["claims"]:
+        runs = res["conditions"].get(c.get("condition", ""), []) or next(iter(res["conditions"].values()), [])
+        here = next((r["scale"] for r in runs if r.get("scale")), "")
+        other = paper_corpus and here and paper_corpus.lower() not in here.lower()
+        differs = " — **another corpus and scale than the paper's**" if other else ""
+        paper = c.get("paper", "") + (f" ({paper_at})" if paper_at else "")
+        value, shows = _claim_value(c, res, sp), _shows(c, res)
+        lines.append(f"| {c['text']} | {paper} | {value} | {shows} | {here}{differs} |")
+    return lines
+
+
 def write_report(out: Path) -> tuple[Path, Path]:
-    """``report.md`` and ``report.html`` for every study folder under ``out`` (an analysis
-    study's ``summary.md`` is included with its figures)."""
+    """``report.md`` and ``report.html`` for every study folder under ``out``: the sections of
+    its training runs and of its analyses (each ``summary.md`` with its figures)."""
     if not out.is_dir():
         raise FileNotFoundError(f"no runs folder {out}")
     parts, images = ["# preln report", "", *_header(out), ""], {}
     for sdir in sorted(p for p in out.iterdir() if (p / "study.json").is_file()):
         meta = json.loads((sdir / "study.json").read_text())
-        if meta.get("kind") == "analysis":
-            if (sdir / "summary.md").is_file():
-                text = (sdir / "summary.md").read_text().replace("](", f"]({sdir.name}/").splitlines()
-                parts.append("\n".join([f"## {meta['title']}", *text[1:], ""]))
-                images.update({f"{sdir.name}/{p.name}": p for p in sdir.glob("*.png")})
-            else:
-                parts += [f"## {meta['title']}", "", "(not run yet)", ""]
-            continue
-        res = study_results(sdir)
-        text, target = study_markdown(sdir.name, res)
-        png = out / f"{sdir.name}_curves.png"
-        plot_curves(res, png, target)
-        images[png.name] = png
-        parts.append(text)
+        for folder in _analysis_folders(sdir, meta):
+            parts.append(_analysis_section(out, folder, meta["title"], images))
+        if training_jobs(meta):
+            res = study_results(sdir)
+            text, target = study_markdown(sdir.name, res)
+            png = out / f"{sdir.name}_curves.png"
+            plot_curves(res, png, target)
+            images[png.name] = png
+            parts.append(text)
     if not images and not any(p.startswith("## ") for p in parts):
         raise FileNotFoundError(f"{out}: no study folders (study.json) to report on")
     md = "\n".join(parts)
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(_html(md, images))
     return out / "report.md", out / "report.html"
+
+
+def _analysis_section(out: Path, folder: Path, title: str, images: dict[str, Path]) -> str:
+    """An analysis's ``summary.md`` under the study's title, its figures' paths made relative to
+    ``out``."""
+    if not (folder / "summary.md").is_file():
+        return "\n".join([f"## {title}", "", "(not run yet)", ""])
+    rel = folder.relative_to(out).as_posix()
+    text = (folder / "summary.md").read_text().replace("](", f"]({rel}/").splitlines()
+    images.update({f"{rel}/{p.name}": p for p in folder.glob("*.png")})
+    return "\n".join([f"## {title}", *text[1:], ""])
 
 
 def _header(out: Path) -> list[str]:

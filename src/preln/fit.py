@@ -1,0 +1,196 @@
+"""The training loop's policy: epochs, when to validate, save and log, the run's status, a
+graceful stop, greedy BLEU at epoch ends. The mechanics it drives (one update, validation,
+checkpoints) are the ``Trainer``'s (``train.py``).
+
+``train(cfg, out)`` is the library's one call to train a run folder (resuming it if it holds a
+checkpoint); ``preln train`` calls it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .config import RunConfig
+from .data.datasets import read_pairs
+from .evaluate import bleu, translate
+from .process import Interrupts
+from .train import Diverged, Trainer
+
+
+class StopRequested(Exception):
+    """Ctrl-C or SIGTERM arrived; raised between updates so the checkpoint is consistent."""
+
+
+@dataclass
+class Meter:
+    """Sums over the updates since the last log line."""
+
+    loss: float = 0.0
+    nll: float = 0.0
+    ntokens: int = 0
+    grad_norm: float = 0.0
+    updates: int = 0
+    seconds: float = 0.0  # in training steps (batching included; validation, checkpoints excluded)
+
+
+def train(cfg: RunConfig, out: str | Path) -> dict:
+    """Train ``cfg`` into run folder ``out`` (resuming if it holds a checkpoint); returns the
+    final status: {"status": "completed", "valid_loss", ...} or {"status": "diverged", "reason"}."""
+    with Trainer(cfg, Path(out)) as trainer:
+        return fit(trainer)
+
+
+def fit(t: Trainer) -> dict:
+    """Train to max_updates / max_epochs; returns the final validation results."""
+    c = t.cfg
+    t.log(t.describe())
+    for note in t.data.notes:
+        t.log(note)
+    done = t.folder.status()
+    if t.state.update >= t.max_updates and done and done["status"] == "completed":
+        t.log(f"{t.folder.path} is already complete (update {t.state.update})")
+        return done
+    t.write_status("running")
+    bar = tqdm(
+        total=t.max_updates,
+        initial=t.state.update,
+        disable=not (c.train.progress and t.dist.main),
+        desc=f"{c.model.norm}-LN",
+        unit="upd",
+        dynamic_ncols=True,
+        mininterval=0.5 if sys.stderr.isatty() else 15,
+    )
+    ended = _train_loop(t, bar)
+    if ended is not None:
+        return ended
+    res = validate_and_log(t, with_bleu=True)
+    t.save()
+    t.write_status("completed", **res)
+    t.log(
+        f"done: update {t.state.update}, valid loss {res['valid_loss']:.4f}, "
+        f"valid nll {res['valid_nll']:.4f} (ppl {res['valid_ppl']:.2f})"
+    )
+    return {"status": "completed", **res}
+
+
+def _train_loop(t: Trainer, bar: tqdm) -> dict | None:
+    """The loop with its endings: None when it ran to the end, else the final result."""
+    stop = Interrupts(lambda signum: t.log("stopping after this update (again to abort without a checkpoint)"))
+    try:
+        with stop:
+            while t.state.update < t.max_updates and not _run_epoch(t, bar, stop):
+                pass
+    except Diverged as e:
+        t.log(f"diverged: {e}")
+        t.folder.write_metrics({"kind": "diverged", "update": t.state.update + 1, "epoch": t.state.epoch})
+        t.write_status("diverged", reason=str(e))
+        return {"status": "diverged", "reason": str(e)}
+    except StopRequested:
+        t.save()
+        t.write_status("interrupted")
+        t.log(f"checkpoint saved at update {t.state.update}")
+        raise KeyboardInterrupt from None
+    except KeyboardInterrupt:
+        t.write_status("interrupted")
+        raise
+    except Exception as e:  # a crash must not leave "running" behind
+        t.write_status("failed", reason=f"{type(e).__name__}: {e}"[:500])
+        raise
+    finally:
+        bar.close()
+    return None
+
+
+def _run_epoch(t: Trainer, bar: tqdm, stop: Interrupts) -> bool:
+    """Train from the current position to the epoch's end or max_updates; True when done."""
+    nb = t.data.num_batches()
+    if t.state.next_batch >= nb:  # the previous epoch is finished: start the next one
+        t.state.epoch, t.state.next_batch = t.state.epoch + 1, 0
+    m = Meter()
+    while t.state.next_batch < nb:
+        start = time.perf_counter()
+        batches = t.update_batches()
+        lr = t.lr(t.state.update + 1)
+        loss, nll, ntok, gnorm = t.train_step(batches, lr)
+        m.seconds += time.perf_counter() - start
+        t.state.update, t.state.next_batch = t.state.update + 1, t.state.next_batch + t.batches_per_update
+        m.loss, m.nll, m.ntokens = m.loss + loss * ntok, m.nll + nll * ntok, m.ntokens + ntok
+        m.grad_norm, m.updates = m.grad_norm + gnorm, m.updates + 1
+        bar.update(1)
+        if t.state.update % t.cfg.train.log_every == 0:
+            _log_train(t, m, lr, bar)
+            m = Meter()
+        if t.state.update >= t.max_updates:
+            return True
+        _after_update(t, end_of_epoch=t.state.next_batch >= nb)
+        if t.dist.any(stop.requested):
+            raise StopRequested
+    return False
+
+
+def _after_update(t: Trainer, end_of_epoch: bool) -> None:
+    c, u = t.cfg.train, t.state.update
+    if (c.valid_every and u % c.valid_every == 0) or end_of_epoch:
+        validate_and_log(t, with_bleu=end_of_epoch)
+    if (c.save_every and u % c.save_every == 0) or (not c.save_every and end_of_epoch):
+        t.save()
+
+
+def validate_and_log(t: Trainer, with_bleu: bool = False) -> dict:
+    """Validate, log the result, keep the best checkpoint as ``checkpoints/best``."""
+    res = t.validate()
+    if with_bleu:
+        res.update(valid_bleu(t))
+    improved = t.state.best_valid is None or res["valid_loss"] < t.state.best_valid
+    if improved:
+        t.state.best_valid = res["valid_loss"]
+    t.folder.write_metrics({"kind": "valid", "update": t.state.update, "epoch": t.state.epoch, **res})
+    t.log(
+        f"update {t.state.update} epoch {t.state.epoch}: valid loss {res['valid_loss']:.4f} "
+        f"nll {res['valid_nll']:.4f} ppl {res['valid_ppl']:.2f}" + (" (best)" if improved else "")
+    )
+    if improved:
+        t.save(name="best")
+    return res
+
+
+def valid_bleu(t: Trainer) -> dict:
+    """Greedy BLEU on the valid split (rank 0 decodes; not under FSDP, whose weights are sharded)."""
+    if t.cfg.model.task != "translation" or not t.cfg.train.valid_bleu:
+        return {}
+    if t.dist.active and t.cfg.train.parallel == "fsdp":
+        return {}
+    res = {}
+    if t.dist.main:
+        src, ref, _ = read_pairs(t.cfg, "valid")
+        n = t.cfg.data.max_valid_examples or len(src)
+        # a monitoring signal: greedy, at most 1.2 * src + 10 tokens, so that an untrained model's
+        # epoch end stays cheap; `preln evaluate` decodes as fairseq-generate does
+        hyps = translate(t.module.eval(), t.tok, src[:n], beam=1, max_len_a=1.2, max_len_b=10)
+        scores = bleu(hyps, ref[:n], t.cfg.data.tgt_lang, t.cfg.data.pretokenized)
+        res = {"valid_bleu_greedy_tok_lc": scores["tok_lc"]}
+        if "sacrebleu" in scores:
+            res["valid_bleu_greedy"] = scores["sacrebleu"]
+    t.dist.barrier()
+    return res
+
+
+def _log_train(t: Trainer, m: Meter, lr: float, bar: tqdm) -> None:
+    rec = {
+        "kind": "train",
+        "update": t.state.update,
+        "epoch": t.state.epoch,
+        "loss": m.loss / m.ntokens,
+        "nll": m.nll / m.ntokens,
+        "lr": lr,
+        "grad_norm": m.grad_norm / m.updates,
+        "tokens_per_s": m.ntokens / m.seconds,
+        "ntokens": m.ntokens,
+    }
+    t.folder.write_metrics(rec)
+    bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{rec['tokens_per_s']:.0f}", refresh=False)

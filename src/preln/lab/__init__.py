@@ -1,0 +1,85 @@
+"""The experiments wing, above the library: studies (grids of runs from ``studies/*.toml``),
+their execution, the analysis at initialization, the paper's predictions, and the reports,
+which read run folders' files only.
+
+``analyze`` and ``reproduce`` are the library calls behind ``preln analyze`` and ``preln
+reproduce``; the modules are imported when called, so that ``import preln.lab`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+"""Where ``studies/`` and ``configs/`` are (the source checkout)."""
+
+
+def analyze(preset: str, overrides: list[str], out: Path, parts: str | None = None, data: str | None = None):
+    """``preln analyze``: measure, write ``analysis.json``, the figures and ``summary.md`` into
+    ``out``; returns the written files. ``parts``: comma-separated subset of ``analysis.PARTS``."""
+    import json
+
+    from ..config import ConfigError
+    from . import analysis, analysis_report
+
+    a = analysis.with_overrides(analysis.preset(preset), overrides, data)
+    chosen = tuple(p.strip() for p in parts.split(",")) if parts else analysis.PARTS
+    unknown = set(chosen) - set(analysis.PARTS)
+    if unknown:
+        raise ConfigError(f"--only: unknown part(s) {', '.join(sorted(unknown))} (parts: {', '.join(analysis.PARTS)})")
+    res = analysis.run_analysis(a, out, chosen)
+    (out / "analysis.json").write_text(json.dumps(res, indent=1))
+    return [out / "analysis.json", *analysis_report.write_analysis_report(out)]
+
+
+def reproduce(
+    preset: str,
+    studies: str,
+    out: Path | None = None,
+    jobs: int = 1,
+    gpus: list[str] | None = None,
+    beam: int = 5,
+    root: Path | None = None,
+) -> tuple[Path, Path]:
+    """``preln reproduce``: expand the studies (comma-separated names under ``root/studies`` or
+    paths) for ``preset``, run what is not done into ``out``, write the report; returns
+    (report.md, report.html). Raises ``execute.RunFailed`` when a run of the grid fails."""
+    from ..runs import hold_lock, release_lock
+    from .studies import load_study
+
+    root = root or ROOT
+    out = out or Path(f"runs/reproduce-{preset}")
+    paths = [root / "studies" / f"{n}.toml" if "/" not in n else Path(n) for n in studies.split(",")]
+    loaded = [load_study(p, preset, root) for p in paths]
+    lock = hold_lock(out)  # one `reproduce` per runs folder (each run folder has its own lock too)
+    try:
+        return _reproduce(preset, loaded, out, jobs, gpus, beam, root)
+    finally:
+        release_lock(lock)
+
+
+def _reproduce(preset: str, studies: list, out: Path, jobs: int, gpus, beam: int, root: Path) -> tuple[Path, Path]:
+    from . import execute, report
+    from .studies import plan
+
+    todo = plan(studies, out, beam)
+    nruns = sum(len(s.runs) for s in studies)
+    nother = sum(len(s.jobs) - len(s.runs) for s in studies)
+    at_once = jobs if not gpus or jobs > 1 else len(gpus)
+    print(
+        f"[preln] {len(studies)} studies, {nruns} runs + {nother} analyses; "
+        f"{len(todo)} to do, {at_once} at a time -> {out}",
+        file=sys.stderr,
+    )
+    t0 = time.time()
+    try:
+        results = execute.execute(todo, at_once, gpus)
+    finally:  # interrupted invocations count toward the wall time too
+        if todo:
+            execute.record_invocation(out, root, preset, studies, jobs, t0)
+    if todo:
+        counts = {k: list(results.values()).count(k) for k in sorted(set(results.values()))}
+        print(f"[preln] {len(todo)} jobs in {time.time() - t0:.0f} s: {counts}", file=sys.stderr)
+    return report.write_report(out)

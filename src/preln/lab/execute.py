@@ -1,0 +1,251 @@
+"""Running a study's jobs: subprocesses (``preln train``, ``evaluate``, ``analyze``) at most
+``jobs`` at a time, each with ``cpus // jobs`` threads (or one GPU each), a progress bar over
+all of them, interrupts passed on gracefully, and a record of each invocation for the report.
+
+A diverged run is a result (its exit code ``Exit.DIVERGED``) and the rest goes on; any other
+failure stops the grid with the failing command's log. Rerunning skips finished steps
+(``studies.needed``) and resumes interrupted runs (the trainer does).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tqdm import tqdm
+
+from ..config import ConfigError
+from ..process import Exit, Interrupts
+from .studies import Job, Study, last_update, needed, run_status
+
+
+def _child_setup() -> None:
+    """In the child: die with the parent (a killed `reproduce` must not leave orphans writing
+    into run folders), via Linux's PR_SET_PDEATHSIG = 1, SIGTERM (graceful stop in train)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class RunFailed(RuntimeError):
+    """A command of the grid failed (not diverged): a bug or a setup problem; its log's tail."""
+
+
+def _tail(path: Path, n: int = 3) -> str:
+    try:
+        lines = [ln for ln in path.read_text(errors="replace").replace("\r", "\n").splitlines() if ln.strip()]
+    except OSError:
+        return ""
+    return "\n".join(lines[-n:])
+
+
+class _Slot:
+    def __init__(self, job: Job, threads: int, gpu: str | None = None):
+        self.job, self.threads, self.gpu, self.started = job, threads, gpu, time.time()
+        self.steps = list(job.steps)
+        self.trains = any(step == "train" for step, _ in job.steps)
+        self.proc: subprocess.Popen | None = None
+
+    def next_step(self) -> bool:
+        """Start the next command; False when there is none (or the run diverged)."""
+        while self.steps:
+            step, argv = self.steps.pop(0)
+            if not needed(step, self.job.folder, self.job.expect):
+                continue
+            self.job.folder.mkdir(parents=True, exist_ok=True)
+            env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
+            if self.gpu is not None:
+                env["CUDA_VISIBLE_DEVICES"] = self.gpu
+            log = open(self.job.folder / f"{step}.log", "a")
+            cmd = [sys.executable, "-m", "preln", *argv]
+            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, preexec_fn=_child_setup)
+            log.close()
+            self.step = step
+            return True
+        return False
+
+
+def execute(
+    jobs: list[Job], jobs_at_once: int = 1, gpus: list[str] | None = None, poll_s: float = 1.0
+) -> dict[str, str]:
+    """Run the jobs, ``jobs_at_once`` subprocesses at a time (with ``gpus``: one GPU each, via
+    CUDA_VISIBLE_DEVICES), with one progress bar over all of them (weighted by updates). A
+    diverged run is recorded and the rest goes on; a failing command stops the others gracefully
+    and raises RunFailed with its log. Ctrl-C / SIGTERM: the children finish their update and
+    checkpoint, then this raises KeyboardInterrupt (rerun to resume).
+    Returns {job name: "completed" | "diverged" | "done"}."""
+    cpus = os.cpu_count() or 1
+    if jobs_at_once < 1 or jobs_at_once > cpus:
+        raise ConfigError(f"--jobs {jobs_at_once}: use 1..{cpus} (the CPU cores; more processes would thrash)")
+    if gpus is not None and len(gpus) < jobs_at_once:
+        raise ConfigError(f"--jobs {jobs_at_once} needs as many GPUs, --gpus lists {len(gpus)}")
+    pool = _Pool(jobs, jobs_at_once, max(1, cpus // jobs_at_once), gpus)
+    try:
+        with Interrupts(_stop_children) as stop:
+            try:
+                while pool.pending or pool.running:
+                    pool.start(stop.requested)
+                    pool.poll(stop.requested)
+                    if stop.requested and not pool.running:
+                        raise KeyboardInterrupt
+                    _show(pool.bar, pool.finished, pool.running)
+                    time.sleep(poll_s)
+            except KeyboardInterrupt:
+                if not stop.requested or pool.running:  # a second interrupt: abort
+                    for slot in pool.running:
+                        slot.proc.kill()
+                raise
+    finally:
+        pool.bar.close()
+    return pool.results
+
+
+class _Pool:
+    """The jobs waiting, the slots running, the results so far."""
+
+    def __init__(self, jobs: list[Job], at_once: int, threads: int, gpus: list[str] | None) -> None:
+        self.pending, self.running, self.results, self.finished = list(jobs), [], {}, 0
+        self.at_once, self.threads, self.gpus, self.free_gpus = at_once, threads, gpus, list(gpus or [])
+        total = sum(j.size for j in jobs)
+        self.bar = tqdm(total=total, desc="reproduce", unit="upd", dynamic_ncols=True, smoothing=0.05)
+
+    def start(self, stopping: bool) -> None:
+        while self.pending and len(self.running) < self.at_once and not stopping:
+            slot = _Slot(self.pending.pop(0), self.threads, self.free_gpus.pop(0) if self.gpus else None)
+            if slot.next_step():
+                self.running.append(slot)
+            else:
+                self.release(slot)
+
+    def poll(self, stopping: bool) -> None:
+        """Collect the commands that ended: start the job's next step, or finish the job."""
+        for slot in list(self.running):
+            rc = slot.proc.poll()
+            if rc is None:
+                continue
+            if rc == Exit.INTERRUPTED or stopping:
+                self.running.remove(slot)
+                continue
+            if rc not in (Exit.OK, Exit.DIVERGED) or (rc == Exit.DIVERGED and slot.step != "train"):
+                self.running.remove(slot)
+                _terminate(self.running)
+                log = slot.job.folder / f"{slot.step}.log"
+                raise RunFailed(f"{slot.job.name}: `preln {slot.step}` failed (exit {rc}); {log}:\n{_tail(log)}")
+            if not slot.next_step():
+                self.running.remove(slot)
+                self.release(slot)
+
+    def release(self, slot: _Slot) -> None:
+        self.free_gpus.extend([slot.gpu] if slot.gpu is not None else [])
+        self.results[slot.job.name] = _finish(slot, self.bar)
+        self.finished += slot.job.size
+
+
+def _show(bar: tqdm, finished: int, running: list[_Slot]) -> None:
+    live = {s.job.name: min(last_update(s.job.folder), s.job.size) if s.trains else 0 for s in running}
+    bar.n = finished + sum(live.values())
+    bar.set_postfix_str(" ".join(f"{n}@{u}" for n, u in live.items()), refresh=False)
+    interval = 1.0 if sys.stderr.isatty() else 30.0  # a log file gets a line every 30 s, not every second
+    if time.time() - getattr(bar, "_shown", 0.0) >= interval:
+        bar.refresh()
+        bar._shown = time.time()
+
+
+def _finish(slot: _Slot, bar: tqdm) -> str:
+    status = run_status(slot.job.folder) if slot.trains else "done"
+    msg = f"{slot.job.name}: {status} in {time.time() - slot.started:.0f} s"
+    if (slot.job.folder / "bleu.json").is_file():
+        test = json.loads((slot.job.folder / "bleu.json").read_text())["splits"].get("test", {})
+        if "sacrebleu" in test:
+            msg += f", test sacreBLEU {test['sacrebleu']:.2f}"
+        msg += f", tok-lc BLEU {test.get('tok_lc', float('nan')):.2f}"
+    bar.write(f"[preln] {msg}", file=sys.stderr)
+    return status or "missing"
+
+
+def _stop_children(signum: int) -> None:
+    """The first Ctrl-C / SIGTERM: no new jobs; the children stop gracefully (a terminal's Ctrl-C
+    reaches them itself, SIGTERM is passed on) and checkpoint."""
+    print("\n[preln] stopping: runs finish their update and checkpoint (again to abort)", file=sys.stderr)
+    if signum == signal.SIGTERM:
+        for pid in _children():
+            os.kill(pid, signal.SIGTERM)
+
+
+def _terminate(running: list[_Slot], timeout: float = 120.0) -> None:
+    """Graceful stop (SIGTERM: finish the update, checkpoint), then wait."""
+    for s in running:
+        s.proc.terminate()
+    for s in running:
+        try:
+            s.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            s.proc.kill()
+
+
+def _children() -> list[int]:
+    try:
+        me = os.getpid()
+        return [int(p) for p in Path(f"/proc/{me}/task/{me}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _machine() -> str:
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    gpu = f", {torch.cuda.get_device_name()}" if torch.cuda.is_available() else ""
+    return f"{os.cpu_count()} cores ({cpu}){gpu}, {platform.system()}, torch {torch.__version__}"
+
+
+def _commit(root: Path) -> str:
+    try:
+        r = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "-uno"], capture_output=True, text=True
+        )
+    except OSError:
+        return "unknown"
+    return (r.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")) or "unknown"
+
+
+def record_invocation(out: Path, root: Path, preset: str, studies: list[Study], jobs: int, started: float) -> None:
+    """Append this ``reproduce`` invocation (what, where, when, how long) to ``OUT/reproduce.json``,
+    which the report's header reads: a rerun that resumes adds a line, so the wall time of a
+    reference run is the sum over its invocations."""
+    from .. import __version__
+
+    path = out / "reproduce.json"
+    try:
+        history = json.loads(path.read_text()).get("invocations", [])
+    except (OSError, ValueError):
+        history = []
+    history.append(
+        {
+            "preln": __version__,
+            "commit": _commit(root),
+            "preset": preset,
+            "studies": [s.name for s in studies],
+            "jobs": jobs,
+            "machine": _machine(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+            "seconds": round(time.time() - started),
+        }
+    )
+    path.write_text(json.dumps({"invocations": history}, indent=1) + "\n")

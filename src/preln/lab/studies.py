@@ -1,0 +1,312 @@
+"""Studies (``studies/*.toml``): parse, expand for a preset, and plan what is left to do.
+
+A study file names a base config per preset, seeds, and conditions: explicit ``[[condition]]``
+tables and/or ``[[grid]]`` tables whose factors expand to their cartesian product. Every value
+is a ``--set`` override, so any config key can be a factor.
+
+A study is a list of jobs, each a list of steps run in order in one folder: ``steps = ["train",
+"evaluate"]`` (the default: one job per condition and seed in ``OUT/<study>/<condition>-s<seed>``,
+``preln train`` then test BLEU by ``preln evaluate`` for translation runs) or ``steps =
+["analyze"]`` (one job in ``OUT/<study>``: ``preln analyze`` with the preset's ``analysis``
+preset and ``set``). What each step runs and when it is done is written once, in ``command``
+and ``needed``; ``execute.py`` runs the jobs, skipping the steps whose results exist.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import config
+from ..config import ConfigError
+from ..decode import LENPEN, MAX_LEN_A, MAX_LEN_B
+from ..runs import RunFolder
+
+STEPS = ("train", "evaluate", "analyze")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """One job of a study, independent of where the study's folder is."""
+
+    steps: tuple[str, ...]
+    folder: str = ""
+    """Under the study's folder ("" = the study folder itself)."""
+    condition: str = ""
+    seed: int = 0
+    group: str = ""
+    """The grid (or "") the condition came from: the report draws one panel per group."""
+    config: str = ""
+    """train: the base config file."""
+    overrides: tuple[str, ...] = ()
+    """``--set`` items of its ``train`` or ``analyze`` step."""
+    analysis: str = ""
+    """analyze: the ``preln analyze`` preset."""
+    size: int = 1
+    """Weight in the progress display: updates (training) or ~ the analysis's time in updates."""
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    title: str
+    baseline: str | None
+    compare: tuple[str, ...]
+    jobs: tuple[JobSpec, ...]
+    claims: tuple[dict, ...] = field(default_factory=tuple)
+    """The paper's claims the report puts beside measured values (see studies/*.toml); a claim on a
+    condition left out of the preset reports "not run"."""
+    decode: tuple[str, ...] = ()
+    """Extra ``preln evaluate`` flags of the preset (``evaluate = ["--max-len-b", "10"]``)."""
+    paper: tuple[str, str] = ("", "")
+    """(the paper's setting in words, the paper's corpus name): the report says where ours differs."""
+
+    @property
+    def runs(self) -> tuple[JobSpec, ...]:
+        """The jobs that train a model."""
+        return tuple(j for j in self.jobs if "train" in j.steps)
+
+
+def _factor_values(p: Path, key: str, spec: object, preset: str) -> list[tuple[str, object]]:
+    """A factor is a list of values, or a table with one list per preset and optional ``labels``
+    (names shared across presets, e.g. warm-up none/short/long)."""
+    if isinstance(spec, list):
+        return [(str(v), v) for v in spec]
+    if isinstance(spec, dict) and preset in spec:
+        values, labels = spec[preset], spec.get("labels", [str(v) for v in spec[preset]])
+        if len(labels) != len(values):
+            raise ConfigError(f"{p}: grid factor {key!r}: {len(labels)} labels for {len(values)} values")
+        return list(zip(labels, values))
+    raise ConfigError(f"{p}: grid factor {key!r} needs a list or a table with a {preset!r} list")
+
+
+def _grid_conditions(p: Path, grids: list[dict], preset: str) -> list[dict]:
+    """Reserved keys of a grid: ``name`` (prefix of its conditions' names), ``set`` and
+    ``<preset>`` (overrides common to the grid); every dotted key is a factor."""
+    out = []
+    for grid in grids:
+        factors = {k: _factor_values(p, k, v, preset) for k, v in grid.items() if "." in k}
+        fixed = list(grid.get("set", [])) + list(grid.get(preset, []))
+        prefix = grid.get("name", "")
+        for combo in itertools.product(*factors.values()):
+            sets = fixed + [f"{k}={config.toml_value(v)}" for k, (_, v) in zip(factors, combo)]
+            parts = [f"{k.split('.')[-1]}={label}" for k, (label, _) in zip(factors, combo)]
+            out.append({"name": ",".join([prefix, *parts] if prefix else parts), "set": sets, "group": prefix})
+    return out
+
+
+STUDY_KEYS = {"title", "steps", "baseline", "compare", "paper_setting", "paper_corpus", "preset", "condition"}
+STUDY_KEYS |= {"grid", "claim"}
+PRESET_KEYS = {"config", "seeds", "set", "evaluate", "analysis"}
+CLAIM_KEYS = {"text", "paper", "condition", "metric", "better_than"}
+
+
+def _check_keys(p: Path, where: str, table: object, allowed: set[str], dotted: bool = False) -> None:
+    """Unknown keys in a study file are errors (a typo would otherwise silently change the grid)."""
+    if not isinstance(table, dict):
+        raise ConfigError(f"{p}: {where} must be a table")
+    for key in table:
+        if key not in allowed and not (dotted and "." in key):
+            raise ConfigError(f"{p}: {where}: unknown key {key!r} (known: {', '.join(sorted(allowed))})")
+
+
+def check_study_file(p: Path, raw: dict) -> None:
+    """The whole file's shape, for every preset: keys, and seeds as a list of integers."""
+    if "kind" in raw:  # study files before 0.2
+        raise ConfigError(f'{p}: `kind = "analysis"` is now `steps = ["analyze"]`')
+    _check_keys(p, "top level", raw, STUDY_KEYS)
+    steps = raw.get("steps", ["train", "evaluate"])
+    if steps not in (["train"], ["train", "evaluate"], ["analyze"]):
+        raise ConfigError(f'{p}: steps must be ["train", "evaluate"], ["train"] or ["analyze"], got {steps!r}')
+    presets = raw.get("preset", {})
+    _check_keys(p, "[preset]", presets, set(presets))
+    for name, pre in presets.items():
+        _check_keys(p, f"[preset.{name}]", pre, PRESET_KEYS)
+        seeds = pre.get("seeds", [1])
+        if not (
+            isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
+        ):
+            raise ConfigError(f"{p}: [preset.{name}] seeds must be a non-empty list of integers, got {seeds!r}")
+    for i, c in enumerate(raw.get("condition", []), 1):
+        _check_keys(p, f"[[condition]] #{i}", c, {"name", "set", "presets", *presets})
+        name = c.get("name")
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+            raise ConfigError(f"{p}: [[condition]] #{i}: name must be a folder-safe string, got {name!r}")
+    for i, g in enumerate(raw.get("grid", []), 1):
+        _check_keys(p, f"[[grid]] #{i}", g, {"name", "set", *presets}, dotted=True)
+    for i, c in enumerate(raw.get("claim", []), 1):
+        _check_keys(p, f"[[claim]] #{i}", c, CLAIM_KEYS)
+
+
+def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study:
+    """Expand a study file for ``preset``; every job's settings are loaded once to check them."""
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{p}: cannot read study file ({e})") from None
+    check_study_file(p, raw)
+    if preset not in raw.get("preset", {}):
+        raise ConfigError(f"{p}: no [preset.{preset}] (has {', '.join(raw.get('preset', {})) or 'none'})")
+    pre = raw["preset"][preset]
+    steps = tuple(raw.get("steps", ["train", "evaluate"]))
+    jobs, names = _train_jobs(p, raw, preset, steps, root) if "train" in steps else (_analysis_job(p, pre), [])
+    claims = tuple(raw.get("claim", []))
+    claimed = [x for c in claims for x in (c.get("condition"), c.get("better_than"))]
+    for key in [raw.get("baseline"), *raw.get("compare", []), *claimed]:
+        if key is not None and key not in names:
+            raise ConfigError(f"{p}: {key!r} is not a condition of this study (has {', '.join(names)})")
+    decode = tuple(str(x) for x in pre.get("evaluate", []))
+    allowed = {"--" + k.replace("_", "-") for k in decode_settings(1, ()) if k != "beam"}
+    if len(decode) % 2 or not set(decode[::2]) <= allowed:
+        raise ConfigError(
+            f"{p}: [preset.{preset}] evaluate: pairs of --lenpen/--max-len-a/--max-len-b/--limit and a value"
+        )
+    return Study(
+        p.stem,
+        raw.get("title", p.stem),
+        raw.get("baseline"),
+        tuple(raw.get("compare", [])),
+        jobs,
+        claims=claims,
+        decode=decode,
+        paper=(raw.get("paper_setting", ""), raw.get("paper_corpus", "")),
+    )
+
+
+def _analysis_job(p: Path, pre: dict) -> tuple[JobSpec, ...]:
+    from . import analysis
+
+    sets, name = tuple(pre.get("set", [])), pre.get("analysis", "cpu")
+    try:
+        analysis.with_overrides(analysis.preset(name), list(sets))
+    except (ConfigError, ValueError, KeyError) as e:
+        raise ConfigError(f"{p}: {e}") from None
+    return (JobSpec(("analyze",), overrides=sets, analysis=name, size=200),)
+
+
+def _train_jobs(p: Path, raw: dict, preset: str, steps: tuple[str, ...], root: Path | None):
+    """(a job per condition and seed, the condition names)."""
+    pre = raw["preset"][preset]
+    base = str((root or Path.cwd()) / pre["config"])
+    conditions = list(raw.get("condition", [])) + _grid_conditions(p, raw.get("grid", []), preset)
+    if not conditions:
+        raise ConfigError(f"{p}: no [[condition]] or [[grid]]")
+    names = [c["name"] for c in conditions]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"{p}: duplicate condition names")
+    jobs = []
+    for c in conditions:
+        if preset not in c.get("presets", [preset]):  # a condition may be left out of some presets
+            continue
+        overrides = tuple(pre.get("set", [])) + tuple(c.get("set", [])) + tuple(c.get(preset, []))
+        for seed in pre.get("seeds", [1]):
+            over = (*overrides, f"train.seed={seed}", "train.progress=false")
+            try:
+                cfg = config.load(base, list(over))
+            except ConfigError as e:
+                raise ConfigError(f"{p}: condition {c['name']!r}: {e}") from None
+            mine = tuple(s for s in steps if s != "evaluate" or cfg.model.task == "translation")
+            folder = f"{c['name']}-s{seed}"
+            size = cfg.train.max_updates or 1
+            jobs.append(JobSpec(mine, folder, c["name"], int(seed), c.get("group", ""), base, over, size=size))
+    return tuple(jobs), names
+
+
+def run_status(folder: Path) -> str | None:
+    return (RunFolder(folder, writer=False).status() or {}).get("status")
+
+
+def last_update(folder: Path) -> int:
+    """The newest update in a run's metrics (for the progress display)."""
+    rows = RunFolder(folder, writer=False).metrics()
+    return int(rows[-1].get("update", 0)) if rows else 0
+
+
+def needed(step: str, folder: Path, expect: dict | None = None) -> bool:
+    """Whether a step of a job still has to run (its result is not in the folder yet). An
+    evaluation counts only if ``bleu.json`` scored the test split with the settings ``expect``s
+    (a partial or differently decoded ``preln evaluate`` by hand does not pass for the study's)."""
+    if step == "analyze":
+        return not (folder / "analysis.json").is_file()
+    status = run_status(folder)
+    if step == "train":
+        return status not in ("completed", "diverged")
+    if status != "completed":  # evaluate
+        return False
+    try:
+        done = json.loads((folder / "bleu.json").read_text())
+    except (OSError, ValueError):
+        return True
+    same = all(done.get(k) == v for k, v in (expect or {}).items())
+    return not (same and "test" in done.get("splits", {}))
+
+
+def command(step: str, job: JobSpec, folder: Path, beam: int, decode: tuple[str, ...]) -> list[str]:
+    """The ``preln`` command line of one step of ``job``, run in ``folder``."""
+    sets = [x for o in job.overrides for x in ("--set", o)]
+    if step == "train":
+        return ["train", job.config, "--out", str(folder), *sets]
+    if step == "evaluate":
+        return ["evaluate", str(folder), "--splits", "test", "--beam", str(beam), *decode]
+    if step == "analyze":
+        return ["analyze", "--preset", job.analysis, "--out", str(folder), *sets]
+    raise ValueError(f"unknown step {step!r}")  # a bug: STEPS and this function disagree
+
+
+def decode_settings(beam: int, flags: tuple[str, ...]) -> dict:
+    """What ``preln evaluate`` records in bleu.json for these flags (its defaults otherwise)."""
+    out = {"beam": beam, "lenpen": LENPEN, "max_len_a": MAX_LEN_A, "max_len_b": MAX_LEN_B, "limit": 0}
+    for flag, value in zip(flags[::2], flags[1::2]):
+        key = flag.lstrip("-").replace("-", "_")
+        out[key] = int(value) if key in ("limit", "max_len_b") else float(value)
+    return out
+
+
+def write_study_json(study: Study, sdir: Path) -> None:
+    """What the report reads: the study's text, claims, and its jobs (folder, steps, condition...)."""
+    jobs = [
+        {"folder": j.folder, "steps": list(j.steps), "condition": j.condition, "group": j.group, "seed": j.seed}
+        | {"config": j.config, "overrides": list(j.overrides)}
+        for j in study.jobs
+    ]
+    meta = {"title": study.title, "baseline": study.baseline, "compare": list(study.compare)}
+    meta |= {"claims": list(study.claims), "paper_setting": study.paper[0], "paper_corpus": study.paper[1]}
+    meta |= {"jobs": jobs}
+    (sdir / "study.json").write_text(json.dumps(meta, indent=1))
+
+
+@dataclass
+class Job:
+    """One unit of work: commands run in order in ``folder``, each skipped where its result
+    already exists (``needed``)."""
+
+    name: str
+    folder: Path
+    size: int
+    """Updates (training) or ~ the analysis's time in updates: the progress display's weight."""
+    steps: list[tuple[str, list[str]]]
+    """(step, its ``preln`` command line)."""
+    expect: dict | None = None
+    """The decoding settings the evaluation must have recorded in ``bleu.json`` to count."""
+
+
+def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
+    """Write each study's ``study.json`` and return the jobs not yet finished."""
+    jobs = []
+    for study in studies:
+        sdir = out / study.name
+        sdir.mkdir(parents=True, exist_ok=True)
+        write_study_json(study, sdir)
+        expect = decode_settings(beam, study.decode)
+        for spec in study.jobs:
+            folder = sdir / spec.folder if spec.folder else sdir
+            if not any(needed(step, folder, expect) for step in spec.steps):
+                continue
+            steps = [(step, command(step, spec, folder, beam, study.decode)) for step in spec.steps]
+            name = f"{study.name}/{spec.folder}" if spec.folder else study.name
+            jobs.append(Job(name, folder, spec.size, steps, expect))
+    return jobs
