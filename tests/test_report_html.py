@@ -11,7 +11,7 @@ import pytest
 
 from preln.lab import report
 
-from .test_experiments import _fake_study
+from .test_lab import _fake_study
 
 PROBE = """<script>
 window.addEventListener('load', () => {

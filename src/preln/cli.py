@@ -222,7 +222,8 @@ def parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a setting, e.g. --set seeds=5 --set depths=[6,10,14] (see analysis.AnalysisConfig)",
+        help="override a setting, e.g. --set seeds=5 --set depths=[6,10,14] "
+        "(see preln.lab.analysis.AnalysisConfig; base.<section>.<key> for the run settings)",
     )
     p.add_argument("--only", metavar="PARTS", help="comma-separated subset of fig3,warmup,depth,width,lemma2")
     p.add_argument("--data", metavar="PATH", help="Multi30k-layout corpus folder (default multi30k)")
