@@ -53,7 +53,7 @@ def copy_norm(src: nn.LayerNorm, dst: nn.LayerNorm) -> None:
 
 
 def make_encoder_pair(norm: str):
-    ours = EncoderLayer(cfg(norm)).double()
+    ours = EncoderLayer(cfg(norm), norm).double()
     randomize_norms(ours)
     ref = nn.TransformerEncoderLayer(D, H, FF, dropout=0.0, batch_first=True, norm_first=norm == "pre").double()
     copy_common(ours, ref)
@@ -63,7 +63,7 @@ def make_encoder_pair(norm: str):
 
 
 def make_decoder_pair(norm: str):
-    ours = DecoderLayer(cfg(norm)).double()
+    ours = DecoderLayer(cfg(norm), norm).double()
     randomize_norms(ours)
     ref = nn.TransformerDecoderLayer(D, H, FF, dropout=0.0, batch_first=True, norm_first=norm == "pre").double()
     copy_common(ours, ref)
@@ -137,8 +137,8 @@ def test_stacks_match_torch(norm):
     passed as ``norm=`` only for Pre-LN, avoiding the double norm of pytorch#50086)."""
     torch.manual_seed(2)
     c = cfg(norm)
-    enc = Stack([EncoderLayer(c) for _ in range(3)], D, norm).double()
-    dec = Stack([DecoderLayer(c) for _ in range(3)], D, norm).double()
+    enc = Stack(EncoderLayer, c, 3).double()
+    dec = Stack(DecoderLayer, c, 3).double()
     assert (enc.final_norm is not None) == (norm == "pre")
     randomize_norms(enc)
     randomize_norms(dec)

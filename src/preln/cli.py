@@ -52,7 +52,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .lab import analyze
 
     out = Path(args.out)
-    written = analyze(args.preset, args.set, out, args.only, args.data)
+    written = analyze(args.preset, args.set, out, args.only, args.data, args.placements)
     print((out / "summary.md").read_text())
     print("wrote " + ", ".join(str(p) for p in written))
     return Exit.OK
@@ -226,6 +226,12 @@ def parser() -> argparse.ArgumentParser:
         "(see preln.lab.analysis.AnalysisConfig; base.<section>.<key> for the run settings)",
     )
     p.add_argument("--only", metavar="PARTS", help="comma-separated subset of fig3,warmup,depth,width,lemma2")
+    p.add_argument(
+        "--placements",
+        metavar="NORMS",
+        help="also measure these model.norm placements side by side (per-layer gradients, depth slopes, residual "
+        "stream), e.g. post,pre,sandwich,deepnorm,admin,rezero,mix",
+    )
     p.add_argument("--data", metavar="PATH", help="Multi30k-layout corpus folder (default multi30k)")
     p.add_argument("--out", metavar="DIR", default="runs/analysis", help="output folder (default runs/analysis)")
     p.set_defaults(func=cmd_analyze)

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-Placement = Literal["post", "pre"]
+Placement = Literal["post", "pre", "sandwich", "deepnorm", "admin", "rezero", "mix"]
+NormType = Literal["layernorm", "rmsnorm"]
 Task = Literal["translation", "mlm"]
 
 
@@ -29,8 +30,19 @@ class ModelConfig:
     task: Task = "translation"
     """``translation``: encoder-decoder; ``mlm``: encoder-only masked LM (BERT-style)."""
     norm: Placement = "pre"
-    """Where LayerNorm sits. ``post``: x = LN(x + F(x)) (Vaswani et al. 2017);
-    ``pre``: x = x + F(LN(x)) and one final LayerNorm per stack (Xiong et al. 2020)."""
+    """Where the normalization sits around each sub-layer F (``model.py`` has the equations):
+    ``post``: x = LN(x + F(x)) (Vaswani et al. 2017); ``pre``: x = x + F(LN(x)) and one final
+    LN per stack (Xiong et al. 2020); ``sandwich``: x = x + LN(F(LN(x))), final LN (Ding et al.
+    2021; Peri-LN, Kim et al. 2025); ``deepnorm``: x = LN(alpha x + F(x)) with value, output and
+    FFN weights scaled by beta at init (Wang et al. 2022); ``admin``: x = LN(omega * x + F(x)),
+    omega from a profiling pass at init (Liu et al. 2020); ``rezero``: x = x + a F(x), a = 0 at
+    init, no norm (Bachlechner et al. 2020); ``mix``: Post-LN in the first ceil(mix_ratio * L)
+    layers of each stack, Pre-LN in the rest, final LN (Li et al. 2024)."""
+    norm_type: NormType = "layernorm"
+    """``layernorm``, or ``rmsnorm`` (x / rms(x) * g, no centring, no bias: Zhang & Sennrich 2019,
+    LLaMA); for every placement that has a norm (not ``rezero``)."""
+    mix_ratio: float = 0.25
+    """``mix``: share of each stack's layers (rounded up) that are Post-LN."""
     d_model: int = 512
     n_heads: int = 4
     d_ffn: int = 1024
@@ -306,6 +318,11 @@ def validate(cfg: RunConfig) -> None:
             "model dropouts must be in [0, 1)",
         ),
         (m.vocab_size >= 0, "model.vocab_size must be >= 0"),
+        (0 <= m.mix_ratio <= 1, f"model.mix_ratio must be in [0, 1], got {m.mix_ratio}"),
+        (
+            m.norm != "rezero" or m.norm_type == "layernorm",
+            "model.norm_type does not apply to norm='rezero' (it has no norm); leave it at 'layernorm'",
+        ),
         (m.type_vocab_size >= 0 and m.num_classes >= 1, "model.type_vocab_size must be >= 0, num_classes >= 1"),
         (
             m.max_positions >= d.max_len,

@@ -1,25 +1,35 @@
-"""Transformer with the place of LayerNorm as one switch (``ModelConfig.norm``).
+"""Transformer with the place of normalization as one switch (``ModelConfig.norm``).
 
-Post-LN (Vaswani et al. 2017):   x_{l+1} = LN(x_l + F(x_l))
-Pre-LN  (Xiong et al. 2020):     x_{l+1} = x_l + F(LN(x_l)),  plus LN(x_L) after the last layer
+For each sub-layer F (attention or FFN) of a layer, with LN the norm (``model.norm_type``):
 
-The switch is read in exactly two places: :class:`Residual` (where each sub-layer's norm sits)
-and :class:`Stack` (the final LayerNorm exists iff Pre-LN). Everything else is shared, so a
-Post-LN and a Pre-LN model differ in nothing but these lines. The model knows nothing of
-training: no losses, no optimizers.
+post      (Vaswani et al. 2017)            x <- LN(x + F(x))
+pre       (Xiong et al. 2020)              x <- x + F(LN(x)),        final LN
+sandwich  (Ding et al. 2021; Peri-LN)      x <- x + LN(F(LN(x))),    final LN
+deepnorm  (Wang et al. 2022, DeepNet)      x <- LN(alpha x + F(x)),  V/O/FFN weights x beta at init
+admin     (Liu et al. 2020)                x <- LN(omega * x + F(x)), omega from a profiling pass
+rezero    (Bachlechner et al. 2020)        x <- x + a F(x),          a = 0 at init, no norm
+mix       (Li et al. 2024, Mix-LN)         post in the first ceil(r L) layers, pre after, final LN
+
+The switch is read in exactly two places: :class:`Residual` (the equation of one sub-layer) and
+:class:`Stack` (each layer's placement, DeepNorm's alpha and beta, and the final norm, which
+exists iff the last layer leaves the residual stream unnormalized). Everything else is shared, so
+models of two placements differ in nothing but these lines, and built from one seed they share
+every weight (DeepNorm's beta rescales some). The model knows nothing of training.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from .config import ModelConfig, Placement
+from .config import ModelConfig, NormType, Placement
 
 Cache = dict[str, Tensor]
 # Attention kernels on CUDA. cuDNN's is left out: with token-budget batches every batch has a new
@@ -38,6 +48,25 @@ class LayerNorm(nn.LayerNorm):
                 w, b = self.weight.float(), self.bias.float()
                 return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
         return super().forward(x)
+
+
+class RMSNorm(nn.Module):
+    """x / sqrt(mean(x^2) + eps) * g (Zhang & Sennrich 2019): no centring, no bias; statistics in
+    float32 under autocast, like :class:`LayerNorm`."""
+
+    def __init__(self, d: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.weight, self.eps = nn.Parameter(torch.ones(d)), eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16) or torch.is_autocast_enabled(x.device.type):
+            with torch.autocast(x.device.type, enabled=False):
+                return F.rms_norm(x.float(), (x.shape[-1],), self.weight.float(), self.eps)
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def make_norm(kind: NormType, d: int) -> nn.Module:
+    return LayerNorm(d) if kind == "layernorm" else RMSNorm(d)
 
 
 class Attention(nn.Module):
@@ -101,28 +130,48 @@ class FeedForward(nn.Module):
         return self.w2(self.dropout(self.act(self.w1(x))))
 
 
+LayerKind = Literal["post", "pre", "sandwich", "deepnorm", "admin", "rezero"]
+Role = Literal["encoder", "decoder", "encoder-only"]
+
+
 class Residual(nn.Module):
-    """A residual connection around one sub-layer, with its LayerNorm where ``placement`` says."""
+    """A residual connection around one sub-layer F, normalized as its layer's ``kind`` says."""
 
-    def __init__(self, d_model: int, placement: Placement, dropout: float) -> None:
+    def __init__(self, d_model: int, kind: LayerKind, dropout: float, norm_type: NormType, alpha: float = 1.0):
         super().__init__()
-        self.placement = placement
-        self.norm = LayerNorm(d_model)
+        self.kind, self.alpha = kind, alpha
+        self.norm = make_norm(norm_type, d_model) if kind != "rezero" else None
+        self.post_norm = make_norm(norm_type, d_model) if kind == "sandwich" else None
+        self.omega = nn.Parameter(torch.ones(d_model)) if kind == "admin" else None
+        self.gate = nn.Parameter(torch.zeros(())) if kind == "rezero" else None
         self.dropout = nn.Dropout(dropout)
+        self.profile: list[float] | None = None  # admin: Var[F(x)] recorded while profiling
 
-    def forward(self, x: Tensor, f) -> Tensor:
-        if self.placement == "pre":
+    def forward(self, x: Tensor, f: Callable[[Tensor], Tensor]) -> Tensor:
+        k = self.kind
+        if k == "pre":
             return x + self.dropout(f(self.norm(x)))  # x + F(LN(x))
-        return self.norm(x + self.dropout(f(x)))  # LN(x + F(x))
+        if k == "sandwich":
+            return x + self.dropout(self.post_norm(f(self.norm(x))))  # x + LN(F(LN(x)))
+        if k == "rezero":
+            return x + self.gate * self.dropout(f(x))  # x + a F(x)
+        y = f(x)
+        if k == "deepnorm":
+            return self.norm(self.alpha * x + self.dropout(y))  # LN(alpha x + F(x))
+        if k == "admin":
+            if self.profile is not None:
+                self.profile.append(float(y.detach().double().var()))
+            return self.norm(self.omega * x + self.dropout(y))  # LN(omega * x + F(x))
+        return self.norm(x + self.dropout(y))  # post: LN(x + F(x))
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, c: ModelConfig) -> None:
+    def __init__(self, c: ModelConfig, kind: LayerKind, alpha: float = 1.0) -> None:
         super().__init__()
         self.self_attn = Attention(c.d_model, c.n_heads, c.attention_dropout)
         self.ffn = FeedForward(c.d_model, c.d_ffn, c.activation, c.activation_dropout)
-        self.attn_res = Residual(c.d_model, c.norm, c.dropout)
-        self.ffn_res = Residual(c.d_model, c.norm, c.dropout)
+        self.attn_res = Residual(c.d_model, kind, c.dropout, c.norm_type, alpha)
+        self.ffn_res = Residual(c.d_model, kind, c.dropout, c.norm_type, alpha)
 
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         x = self.attn_res(x, lambda h: self.self_attn(h, mask=mask))
@@ -130,14 +179,14 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, c: ModelConfig) -> None:
+    def __init__(self, c: ModelConfig, kind: LayerKind, alpha: float = 1.0) -> None:
         super().__init__()
         self.self_attn = Attention(c.d_model, c.n_heads, c.attention_dropout)
         self.cross_attn = Attention(c.d_model, c.n_heads, c.attention_dropout)
         self.ffn = FeedForward(c.d_model, c.d_ffn, c.activation, c.activation_dropout)
-        self.self_res = Residual(c.d_model, c.norm, c.dropout)
-        self.cross_res = Residual(c.d_model, c.norm, c.dropout)
-        self.ffn_res = Residual(c.d_model, c.norm, c.dropout)
+        self.self_res = Residual(c.d_model, kind, c.dropout, c.norm_type, alpha)
+        self.cross_res = Residual(c.d_model, kind, c.dropout, c.norm_type, alpha)
+        self.ffn_res = Residual(c.d_model, kind, c.dropout, c.norm_type, alpha)
 
     def forward(
         self,
@@ -154,18 +203,58 @@ class DecoderLayer(nn.Module):
         return self.ffn_res(x, self.ffn)
 
 
-class Stack(nn.Module):
-    """N layers, then the final LayerNorm iff Pre-LN (Post-LN output is already normalized)."""
+def deepnorm_constants(role: Role, n_enc: int, n_dec: int) -> tuple[float, float]:
+    """DeepNet's (alpha, beta) (Wang et al. 2022, Table 1): N encoder and M decoder layers."""
+    N, M = n_enc, n_dec
+    if role == "encoder":
+        return 0.81 * (N**4 * M) ** (1 / 16), 0.87 * (N**4 * M) ** (-1 / 16)
+    if role == "decoder":
+        return (3 * M) ** (1 / 4), (12 * M) ** (-1 / 4)
+    return (2 * N) ** (1 / 4), (8 * N) ** (-1 / 4)
 
-    def __init__(self, layers: list[nn.Module], d_model: int, placement: Placement) -> None:
+
+def layer_kinds(norm: Placement, n: int, mix_ratio: float) -> list[LayerKind]:
+    """Each layer's placement: ``mix`` is Post-LN in the first ceil(mix_ratio * n), Pre-LN after."""
+    if norm == "mix":
+        n_post = math.ceil(mix_ratio * n)
+        return ["post"] * n_post + ["pre"] * (n - n_post)
+    return [norm] * n
+
+
+class Stack(nn.Module):
+    """n layers of ``layer`` (EncoderLayer or DecoderLayer) placed as ``c.norm`` says, then a
+    final norm iff the last layer leaves the residual stream unnormalized (pre, sandwich, mix)."""
+
+    def __init__(self, layer: type, c: ModelConfig, n: int, role: Role = "encoder-only") -> None:
         super().__init__()
-        self.layers = nn.ModuleList(layers)
-        self.final_norm = LayerNorm(d_model) if placement == "pre" else None
+        kinds = layer_kinds(c.norm, n, c.mix_ratio)
+        alpha, self.beta = deepnorm_constants(role, c.encoder_layers, c.decoder_layers)
+        if c.norm != "deepnorm":
+            alpha, self.beta = 1.0, None
+        self.layers = nn.ModuleList(layer(c, kind, alpha) for kind in kinds)
+        self.final_norm = make_norm(c.norm_type, c.d_model) if kinds and kinds[-1] in ("pre", "sandwich") else None
 
     def forward(self, x: Tensor, cache: list | None = None, **kw) -> Tensor:
         for i, layer in enumerate(self.layers):
             x = layer(x, **kw) if cache is None else layer(x, cache=cache[i], **kw)
         return self.final_norm(x) if self.final_norm is not None else x
+
+    def rescale_init(self, gains: dict[int, float]) -> None:
+        """DeepNorm: the value, output and FFN weights as if drawn with gain beta instead of the
+        gain they were drawn with (``gains``: id(weight) -> gain; absent = 1)."""
+        if self.beta is None:
+            return
+        with torch.no_grad():
+            for layer in self.layers:
+                attns = [m for m in (getattr(layer, "self_attn", None), getattr(layer, "cross_attn", None)) if m]
+                for w in [p for a in attns for p in (a.v_proj.weight, a.out_proj.weight)]:
+                    w.mul_(self.beta / gains.get(id(w), 1.0))
+                for w in (layer.ffn.w1.weight, layer.ffn.w2.weight):
+                    w.mul_(self.beta / gains.get(id(w), 1.0))
+
+    def residuals(self) -> list[Residual]:
+        """The sub-layers' residual connections in the order the forward pass runs them."""
+        return [m for layer in self.layers for m in layer.children() if isinstance(m, Residual)]
 
 
 def sinusoidal_table(n: int, d: int) -> Tensor:
@@ -214,10 +303,12 @@ def init_weights(model: nn.Module, scheme: str, d_model: int, pad_id: int) -> No
     three form), zero biases, N(0, d^-1/2) embeddings. ``bert``: N(0, 0.02) for weights and
     embeddings. LayerNorms: weight 1, bias 0."""
     qkv = {id(p) for m in model.modules() if isinstance(m, Attention) for p in (m.q_proj, m.k_proj, m.v_proj)}
+    gains = {}
     for m in model.modules():
         if isinstance(m, nn.Linear):
             if scheme == "xavier":
-                nn.init.xavier_uniform_(m.weight, gain=2**-0.5 if id(m) in qkv else 1.0)
+                gains[id(m.weight)] = 2**-0.5 if id(m) in qkv else 1.0
+                nn.init.xavier_uniform_(m.weight, gain=gains[id(m.weight)])
             else:
                 nn.init.normal_(m.weight, std=0.02)
             if m.bias is not None:
@@ -231,6 +322,8 @@ def init_weights(model: nn.Module, scheme: str, d_model: int, pad_id: int) -> No
     if tokens is not None:
         with torch.no_grad():
             tokens.weight[pad_id].zero_()
+    for stack in [m for m in model.modules() if isinstance(m, Stack)]:
+        stack.rescale_init(gains)  # DeepNorm's beta (bert init: N(0, 0.02) x beta, as torchscale)
 
 
 def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
@@ -254,8 +347,8 @@ class Seq2Seq(nn.Module):
         self.embed_tokens = token_embedding(c, pad_id)
         self.src_embed = Embeddings(self.embed_tokens, c)
         self.tgt_embed = Embeddings(self.embed_tokens, c)
-        self.encoder = Stack([EncoderLayer(c) for _ in range(c.encoder_layers)], c.d_model, c.norm)
-        self.decoder = Stack([DecoderLayer(c) for _ in range(c.decoder_layers)], c.d_model, c.norm)
+        self.encoder = Stack(EncoderLayer, c, c.encoder_layers, "encoder")
+        self.decoder = Stack(DecoderLayer, c, c.decoder_layers, "decoder")
         init_weights(self, c.init, c.d_model, pad_id)
 
     def encode(self, src: Tensor) -> tuple[Tensor, Tensor]:
@@ -307,7 +400,7 @@ class MaskedLM(nn.Module):
         self.config, self.pad_id = c, pad_id
         self.embed_tokens = token_embedding(c, pad_id)
         self.embed = Embeddings(self.embed_tokens, c, segments=True)
-        self.encoder = Stack([EncoderLayer(c) for _ in range(c.encoder_layers)], c.d_model, c.norm)
+        self.encoder = Stack(EncoderLayer, c, c.encoder_layers, "encoder-only")
         # MLM head (BERT): dense -> act -> LayerNorm -> tied decoder + bias.
         self.lm_dense = nn.Linear(c.d_model, c.d_model)
         self.lm_norm = LayerNorm(c.d_model)
@@ -338,3 +431,42 @@ class MaskedLM(nn.Module):
 
 def build_model(c: ModelConfig, pad_id: int = 0) -> Seq2Seq | MaskedLM:
     return Seq2Seq(c, pad_id) if c.task == "translation" else MaskedLM(c, pad_id)
+
+
+@torch.no_grad()
+def admin_init(model: nn.Module, run_forward: Callable[[], object]) -> dict:
+    """Admin's initialization (Liu et al. 2020, Sec. 4.2): with omega = 1, one forward pass
+    (``run_forward``, e.g. a training batch; call it in eval mode) records the output variance
+    Var[F_j(x_{j-1})] of every sub-layer of each stack; then omega_i = sqrt(sum_{j < i} Var[F_j]),
+    where the sum starts with the variance of the stack's input x_0 (the embeddings), as
+    Transformer-Clinic's profiling starts its running sum (so omega_1 > 0). Sets every omega in
+    place; returns the profile {stack: {"input_var", "sublayer_var", "omega"}} to keep with the run."""
+    stacks = {n: m for n, m in model.named_modules() if isinstance(m, Stack) and m.residuals()}
+    stacks = {n: m for n, m in stacks.items() if all(r.kind == "admin" for r in m.residuals())}
+    inputs: dict[str, float] = {}
+
+    def record_input(name: str):
+        def hook(module, args) -> None:  # a pre-hook that returns None leaves the input as it is
+            inputs.setdefault(name, float(args[0].double().var()))
+
+        return hook
+
+    hooks = [m.register_forward_pre_hook(record_input(n)) for n, m in stacks.items()]
+    for m in stacks.values():
+        for r in m.residuals():
+            r.omega.fill_(1.0)
+            r.profile = []
+    try:
+        run_forward()
+    finally:
+        for h in hooks:
+            h.remove()
+    profile = {}
+    for n, m in stacks.items():
+        variances, running, omegas = [r.profile[0] for r in m.residuals()], inputs[n], []
+        for r, v in zip(m.residuals(), variances):
+            omegas.append(math.sqrt(running))
+            r.omega.fill_(omegas[-1])
+            r.profile, running = None, running + v
+        profile[n] = {"input_var": inputs[n], "sublayer_var": variances, "omega": omegas}
+    return profile

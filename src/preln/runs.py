@@ -4,6 +4,7 @@ config.toml        the resolved config (vocabulary size filled in)
 spm.model          the tokenizer, so a checkpoint is never used with another vocabulary
 metrics.jsonl      one JSON object a line: {"kind": "train" | "valid" | "diverged", "update", ...}
 status.json        {"status": "running" | "completed" | "diverged" | "interrupted", "update", ...}
+admin_profile.json model.norm = "admin": the profiling pass that set the omegas (model.admin_init)
 checkpoints/       see checkpoint.py
 """
 
@@ -24,7 +25,8 @@ RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
 # What a run folder may hold besides its own files: logs of `preln reproduce`, evaluation outputs,
 # analysis warm-up runs. Anything else means --out points at someone's folder, not a run's.
 RUN_FILES = ("config.toml", "spm.model", "status.json", "checkpoints", ".lock", ".status.json.tmp", "bleu.json")
-RUN_PATTERNS = ("metrics*.jsonl", "*.log", "hyp.*", "warmup-post-seed*")
+RUN_FILES += ("admin_profile.json",)
+RUN_PATTERNS = ("metrics*.jsonl", "*.log", "hyp.*", "warmup-post-seed*", ".*.tmp")
 
 
 class RunFolder:
@@ -120,6 +122,14 @@ class RunFolder:
         if self.writer:
             with open(self.path / "metrics.jsonl", "a") as f:
                 f.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
+
+    def write_json(self, name: str, obj: object) -> None:
+        """A JSON file in the folder (rank 0 only), written whole or not at all."""
+        if self.writer:
+            self.path.mkdir(parents=True, exist_ok=True)
+            tmp = self.path / f".{name}.tmp"
+            tmp.write_text(json.dumps(obj, indent=1) + "\n")
+            tmp.replace(self.path / name)
 
     def write_status(self, status: str, **fields) -> None:
         if self.writer:

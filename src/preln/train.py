@@ -26,7 +26,7 @@ from .config import ConfigError, RunConfig
 from .data import Batch, load_data
 from .data.tokenizer import PAD
 from .losses import label_smoothed_nll
-from .model import build_model
+from .model import admin_init, build_model
 from .optim import build_optimizer
 from .runs import RunFolder
 
@@ -129,6 +129,8 @@ class Trainer:
         self.dist.barrier()
         torch.manual_seed(cfg.train.seed)
         self.module = build_model(self.cfg.model, PAD).to(self.device)
+        if cfg.model.norm == "admin" and resume_from is None:
+            self._admin_init()  # a resumed run gets its omegas from the checkpoint
         self.model = distributed.wrap(
             self.module, cfg.train.parallel, self.dist, self.device, find_unused=cfg.model.task == "mlm"
         )  # the unused pair classifier
@@ -152,6 +154,16 @@ class Trainer:
             self._resume(resume_from)
         elif ckpts:
             raise ValueError(f"{out}: every checkpoint is damaged; nothing to resume from (move them away to restart)")
+
+    def _admin_init(self) -> None:
+        """Admin's profiling pass on the first training batch (eval mode: no dropout, no RNG
+        drawn); the profile is kept in the run folder as ``admin_profile.json``."""
+        batch = self.data.batch("train", 1, 0).to(self.device)
+        self.module.eval()
+        profile = admin_init(self.module, lambda: compute_loss(self.module, batch, 0.0))
+        self.module.train()
+        self.folder.write_json("admin_profile.json", profile)
+        self.log(f"admin: omegas from a profiling pass on {batch.ntokens} target tokens (admin_profile.json)")
 
     def _resume(self, path: Path) -> None:
         checkpoint.check_vocabulary(path, self.tok.sha256(), self.tok.path)

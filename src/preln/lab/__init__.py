@@ -16,19 +16,33 @@ ROOT = Path(__file__).resolve().parents[3]
 """Where ``studies/`` and ``configs/`` are (the source checkout)."""
 
 
-def analyze(preset: str, overrides: list[str], out: Path, parts: str | None = None, data: str | None = None):
+def analyze(
+    preset: str,
+    overrides: list[str],
+    out: Path,
+    parts: str | None = None,
+    data: str | None = None,
+    placements: str | None = None,
+):
     """``preln analyze``: measure, write ``analysis.json``, the figures and ``summary.md`` into
-    ``out``; returns the written files. ``parts``: comma-separated subset of ``analysis.PARTS``."""
+    ``out``; returns the written files. ``parts``: comma-separated subset of ``analysis.PARTS``;
+    ``placements``: comma-separated ``model.norm`` values to measure side by side."""
     import json
 
     from ..config import ConfigError
     from . import analysis, analysis_report
 
+    if placements:
+        overrides = [*overrides, f"placements={[p.strip() for p in placements.split(',')]!r}"]
     a = analysis.with_overrides(analysis.preset(preset), overrides, data)
+    known = (*analysis.PARTS, "placements")
     chosen = tuple(p.strip() for p in parts.split(",")) if parts else analysis.PARTS
-    unknown = set(chosen) - set(analysis.PARTS)
+    unknown = set(chosen) - set(known)
     if unknown:
-        raise ConfigError(f"--only: unknown part(s) {', '.join(sorted(unknown))} (parts: {', '.join(analysis.PARTS)})")
+        raise ConfigError(f"--only: unknown part(s) {', '.join(sorted(unknown))} (parts: {', '.join(known)})")
+    if "placements" in chosen and not a.placements:
+        raise ConfigError("--only placements: name them with --placements, e.g. --placements post,pre,sandwich")
+    chosen = tuple(p for p in chosen if p != "placements")
     res = analysis.run_analysis(a, out, chosen)
     (out / "analysis.json").write_text(json.dumps(res, indent=1))
     return [out / "analysis.json", *analysis_report.write_analysis_report(out)]

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from .. import config
-from ..config import ModelConfig, RunConfig
+from ..config import ModelConfig, Placement, RunConfig
 from ..data import Batch, CorpusError, load_data, resolve_path
 from ..data.batching import pad
 from ..data.tokenizer import BOS, EOS, PAD
@@ -74,6 +74,9 @@ class AnalysisConfig:
     lemma_tokens: int = 64
     """Positions per sequence in the theory setting (uniform attention averages over them)."""
     lemma_batch: int = 16
+    placements: tuple[Placement, ...] = ()
+    """``model.norm`` values measured side by side (per-layer gradients, depth slopes, residual
+    stream; ``lab/placements.py``); empty = that part is off."""
     base: RunConfig = field(default_factory=RunConfig)
     """The run settings the measured models start from: corpus and tokenizer (``base.data``), and
     the trainer's for the warm-up runs; the model section is derived from the fields above."""
@@ -259,7 +262,7 @@ def theory_stack(norm: str, d: int, layers: int, seed: int) -> Stack:
     N(0, 2 / (fan_in + fan_out)), zero biases, FFN width d, LayerNorm without learned scale."""
     c = ModelConfig(norm=norm, d_model=d, n_heads=1, d_ffn=d, dropout=0.0, vocab_size=1)
     torch.manual_seed(seed)
-    stack = Stack([EncoderLayer(c) for _ in range(layers)], d, norm)
+    stack = Stack(EncoderLayer, c, layers)
     for m in stack.modules():
         if isinstance(m, nn.Linear):
             nn.init.xavier_normal_(m.weight)
@@ -467,6 +470,10 @@ def run_analysis(a: AnalysisConfig, out: Path, parts: tuple[str, ...] = PARTS) -
         "vocab": vocab,
         "tokens_per_batch": [b.ntokens for b in batches],
     }
+    if a.placements:
+        from . import placements  # it builds on this module's measurements
+
+        n += placements.work(a)
     bar = tqdm(total=n, desc="analyze", unit="model", dynamic_ncols=True)
     if "fig3" in parts or "warmup" in parts:
         res["fig3"] = fig3(a, batches, vocab, bar)
@@ -483,6 +490,8 @@ def run_analysis(a: AnalysisConfig, out: Path, parts: tuple[str, ...] = PARTS) -
             norm: lemma2_real(init_model(model_config(a, vocab, norm=norm), 0).eval(), batches[0])
             for norm in ("post", "pre")
         }
+    if a.placements:
+        res["placements"] = placements.measure(a, batches, depth_batches, vocab, bar)
     bar.close()
     res["predictions"] = predictions(res)
     return res

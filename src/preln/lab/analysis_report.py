@@ -10,11 +10,14 @@ import json
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 COLORS = {"post": "tab:red", "pre": "tab:blue", "after": "tab:orange"}
+PLACEMENT_COLORS = {"post": "tab:red", "pre": "tab:blue", "sandwich": "tab:green", "deepnorm": "tab:purple"}
+PLACEMENT_COLORS |= {"admin": "tab:brown", "rezero": "tab:gray", "mix": "tab:olive"}
 
 
 def _layer_axis(col_enc: dict, col_dec: dict) -> tuple[list[int], list[float], list[float]]:
@@ -122,6 +125,66 @@ def plot_lemma2(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_placements(res: dict, path: Path) -> None:
+    """One line per placement: W2 gradient per layer, last-layer W2 gradient vs depth, residual
+    stream growth."""
+    pl = res["placements"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.2))
+    for norm in pl["placements"]:
+        r, color = pl[norm], PLACEMENT_COLORS.get(norm)
+        x, m, _ = _layer_axis(r["layers"]["encoder"]["W2"], r["layers"]["decoder"]["W2"])
+        axes[0].plot(x, [v if v > 0 else float("nan") for v in m], marker="o", color=color, label=norm)
+        dec = r["depth"]["decoder"]
+        fit = dec["fit"]
+        slope = "slope n/a (zero gradient)" if fit is None else f"slope {fit['slope']:+.2f}"
+        axes[1].plot(pl["depths"], [v if v > 0 else float("nan") for v in dec["mean"]], marker="o", color=color)
+        axes[1].plot([], [], color=color, label=f"{norm}: {slope}")
+        enc = r["stream"]["encoder"]
+        axes[2].plot(range(len(enc)), enc, marker="o", color=color, label=norm)
+    L = len(pl[pl["placements"][0]]["layers"]["encoder"]["W2"]["mean"])
+    axes[0].axvline(L + 0.5, color="grey", lw=0.8, ls="--")
+    axes[0].set(yscale="log", xlabel=f"layer (1-{L} encoder, {L + 1}-{2 * L} decoder)", ylabel="||E[grad W2]||_F")
+    axes[0].set_title("FFN W2 expected-gradient norm per layer\n(at initialization)")
+    axes[1].set(xscale="log", yscale="log", xlabel="layers per stack", ylabel="||E[grad W2]||_F, last decoder layer")
+    axes[1].set_xticks(pl["depths"], [str(d) for d in pl["depths"]])
+    axes[1].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # label only the measured depths
+    axes[1].set_title("last W2 gradient vs depth\n(theory: Post-LN slope ~0, Pre-LN -1/2)")
+    axes[2].set(yscale="log", xlabel="layer l (encoder)", ylabel="E||x_l||^2 / d")
+    axes[2].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes[2].set_title("residual stream entering layer l\n(and leaving the last)")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def placements_markdown(res: dict) -> list[str]:
+    pl = res["placements"]
+    lines = [
+        "",
+        "Placements side by side at initialization (same model, batches and seeds): the FFN W2 gradient of the "
+        "last decoder layer over the first's, its log-log slope against depth with a 95% seed-bootstrap interval "
+        "(theory: Post-LN ~0, Pre-LN -1/2), and the residual stream E‖x_L‖² / d leaving the last layer.",
+        "",
+        "| placement | W2 grad, last / first decoder layer | depth slope, decoder | depth slope, encoder "
+        "| stream E‖x_L‖²/d encoder, decoder |",
+        "|---|---|---|---|---|",
+    ]
+    for norm in pl["placements"]:
+        r = pl[norm]
+        m = r["layers"]["decoder"]["W2"]["mean"]
+        ratio = f"{m[-1] / m[0]:.2f}" if m[0] > 0 else "n/a (zero gradient)"
+        fits = [r["depth"][s]["fit"] for s in ("decoder", "encoder")]
+        slopes = [
+            "n/a (zero gradient)" if f is None else f"{f['slope']:+.2f} [{f['ci95'][0]:+.2f}, {f['ci95'][1]:+.2f}]"
+            for f in fits
+        ]
+        streams = f"{r['stream']['encoder'][-1]:.3g}, {r['stream']['decoder'][-1]:.3g}"
+        lines.append(f"| {norm} | {ratio} | {slopes[0]} | {slopes[1]} | {streams} |")
+    return lines
+
+
 def summary_markdown(res: dict, figures: list[str]) -> str:
     lines = ["# preln analyze: gradients and hidden states at initialization", ""]
     lines.append(f"Data: {res['data']}. Preset `{res['preset']}`; settings in `analysis.json`.")
@@ -166,6 +229,8 @@ def summary_markdown(res: dict, figures: list[str]) -> str:
         lines += [
             f"| {d} | {w['post']['mean'][i]:.4g} | {w['pre']['mean'][i]:.4g} |" for i, d in enumerate(w["widths"])
         ]
+    if "placements" in res:
+        lines += placements_markdown(res)
     failed = [p for p in res["predictions"] if p["holds"] is False]
     if failed:
         lines += [
@@ -189,5 +254,8 @@ def write_analysis_report(folder: Path) -> list[Path]:
     if "lemma2_theory" in res:
         plot_lemma2(res, folder / "lemma2.png")
         figures.append("lemma2.png")
+    if "placements" in res:
+        plot_placements(res, folder / "placements.png")
+        figures.append("placements.png")
     (folder / "summary.md").write_text(summary_markdown(res, figures))
     return [folder / f for f in figures] + [folder / "summary.md"]

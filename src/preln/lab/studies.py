@@ -85,15 +85,17 @@ def _factor_values(p: Path, key: str, spec: object, preset: str) -> list[tuple[s
 
 def _grid_conditions(p: Path, grids: list[dict], preset: str) -> list[dict]:
     """Reserved keys of a grid: ``name`` (prefix of its conditions' names), ``set`` and
-    ``<preset>`` (overrides common to the grid); every dotted key is a factor."""
+    ``<preset>`` (overrides common to the grid); every dotted key is a factor. A factor key of
+    several keys joined by ``+`` sets them all to each value (``"model.encoder_layers+
+    model.decoder_layers" = [6, 12]``), named after the first."""
     out = []
     for grid in grids:
         factors = {k: _factor_values(p, k, v, preset) for k, v in grid.items() if "." in k}
         fixed = list(grid.get("set", [])) + list(grid.get(preset, []))
         prefix = grid.get("name", "")
         for combo in itertools.product(*factors.values()):
-            sets = fixed + [f"{k}={config.toml_value(v)}" for k, (_, v) in zip(factors, combo)]
-            parts = [f"{k.split('.')[-1]}={label}" for k, (label, _) in zip(factors, combo)]
+            sets = fixed + [f"{k}={config.toml_value(v)}" for ks, (_, v) in zip(factors, combo) for k in ks.split("+")]
+            parts = [f"{k.split('+')[0].split('.')[-1]}={label}" for k, (label, _) in zip(factors, combo)]
             out.append({"name": ",".join([prefix, *parts] if prefix else parts), "set": sets, "group": prefix})
     return out
 
