@@ -142,6 +142,21 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .lab import plots
+
+    runs = [Path(r) for r in args.runs]
+    missing = [str(r) for r in runs if not (r / "metrics.jsonl").is_file()]
+    if missing:
+        raise FileNotFoundError(f"not a run folder (no metrics.jsonl): {', '.join(missing)}")
+    if args.telemetry:
+        written = [plots.plot_telemetry(r, Path(args.out or r / "telemetry.png")) for r in runs[:1]]
+    else:
+        written = [plots.plot_runs(runs, args.metric, args.x, Path(args.out or runs[0] / f"{args.metric}.png"))]
+    print("wrote " + ", ".join(map(str, written)))
+    return Exit.OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .lab import report
 
@@ -270,6 +285,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=5, help="beam for test BLEU (default 5)")
     p.add_argument("--root", metavar="DIR", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser(
+        "plot",
+        help="curves of any run folders overlaid, or one run's telemetry as layer x update heatmaps",
+        description="One metric of metrics.jsonl for each run, labelled by the config values that differ "
+        "between them; with --telemetry, the FFN W2 gradient norm, its update ratio and the residual stream's RMS "
+        "per layer and update (train with --set train.telemetry_every=N).",
+    )
+    p.add_argument("runs", metavar="RUN_DIR", nargs="+")
+    p.add_argument("--metric", default="valid_nll", help="valid_nll (default), valid_loss, loss, lr, grad_norm, ...")
+    p.add_argument("--x", choices=["update", "epoch", "time"], default="update", help="x axis (default update)")
+    p.add_argument("--telemetry", action="store_true", help="heatmaps of the (first) run's telemetry.jsonl")
+    p.add_argument("--out", metavar="FILE", help="PNG (default RUN_DIR/<metric>.png or RUN_DIR/telemetry.png)")
+    p.set_defaults(func=cmd_plot)
     p = sub.add_parser("report", help="write report.md and report.html from a runs folder (files only)")
     p.add_argument("runs", metavar="RUNS_DIR")
     p.set_defaults(func=cmd_report)

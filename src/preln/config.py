@@ -176,6 +176,10 @@ class TrainConfig:
     valid_bleu: bool = True
     """Translation: also greedy-decode the valid split and report BLEU at each epoch's end and at
     the end of the run (``preln evaluate`` gives beam-search BLEU)."""
+    telemetry_every: int = 0
+    """Every N updates, per layer and weight matrix: gradient norm and update-to-weight ratio, and
+    the residual stream's RMS per layer, into ``telemetry.jsonl`` (``telemetry.py``); 0 = off.
+    Not under FSDP (sharded weights)."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """Under ``torchrun`` (WORLD_SIZE > 1): DDP (replicated weights) or FSDP (sharded weights)."""
 
@@ -366,6 +370,7 @@ def validate(cfg: RunConfig) -> None:
         (t.max_updates > 0 or t.max_epochs > 0, "set train.max_updates or train.max_epochs"),
         (t.update_freq >= 1, "train.update_freq must be >= 1"),
         (t.threads >= 0, "train.threads must be >= 0 (0 = torch's default)"),
+        (t.telemetry_every >= 0, "train.telemetry_every must be >= 0 (0 = off)"),
         (
             re.fullmatch(r"auto|cpu|cuda(:\d+)?", t.device) is not None,
             f"train.device: {t.device!r} is not one of 'auto', 'cpu', 'cuda', 'cuda:N'",

@@ -116,9 +116,13 @@ def _run_epoch(t: Trainer, bar: tqdm, stop: Interrupts) -> bool:
         start = time.perf_counter()
         batches = t.update_batches()
         lr = t.lr(t.state.update + 1)
-        loss, nll, ntok, gnorm = t.train_step(batches, lr)
+        probe = _telemetry_probe(t)
+        loss, nll, ntok, gnorm = t.train_step(batches, lr, probe)
         m.seconds += time.perf_counter() - start
         t.state.update, t.state.next_batch = t.state.update + 1, t.state.next_batch + t.batches_per_update
+        if probe is not None:
+            rec = {"update": t.state.update, "epoch": t.state.epoch, **probe.take()}
+            t.folder.write_metrics(rec, "telemetry.jsonl")
         m.loss, m.nll, m.ntokens = m.loss + loss * ntok, m.nll + nll * ntok, m.ntokens + ntok
         m.grad_norm, m.updates = m.grad_norm + gnorm, m.updates + 1
         bar.update(1)
@@ -131,6 +135,15 @@ def _run_epoch(t: Trainer, bar: tqdm, stop: Interrupts) -> bool:
         if t.dist.any(stop.requested):
             raise StopRequested
     return False
+
+
+def _telemetry_probe(t: Trainer):
+    """The telemetry, armed, when the coming update is one to measure (every telemetry_every)."""
+    every = t.cfg.train.telemetry_every
+    if t.telemetry is None or (t.state.update + 1) % every:
+        return None
+    t.telemetry.arm()
+    return t.telemetry
 
 
 def _after_update(t: Trainer, end_of_epoch: bool) -> None:

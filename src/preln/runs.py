@@ -3,6 +3,7 @@
 config.toml        the resolved config (vocabulary size filled in)
 spm.model          the tokenizer, so a checkpoint is never used with another vocabulary
 metrics.jsonl      one JSON object a line: {"kind": "train" | "valid" | "diverged", "update", ...}
+telemetry.jsonl    train.telemetry_every: per-layer gradient norms, update ratios, stream RMS
 status.json        {"status": "running" | "completed" | "diverged" | "interrupted", "update", ...}
 admin_profile.json model.norm = "admin": the profiling pass that set the omegas (model.admin_init)
 checkpoints/       see checkpoint.py
@@ -26,7 +27,7 @@ RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
 # analysis warm-up runs. Anything else means --out points at someone's folder, not a run's.
 RUN_FILES = ("config.toml", "spm.model", "status.json", "checkpoints", ".lock", ".status.json.tmp", "bleu.json")
 RUN_FILES += ("admin_profile.json",)
-RUN_PATTERNS = ("metrics*.jsonl", "*.log", "hyp.*", "warmup-post-seed*", ".*.tmp")
+RUN_PATTERNS = ("metrics*.jsonl", "telemetry*.jsonl", "*.png", "*.log", "hyp.*", "warmup-post-seed*", ".*.tmp")
 
 
 class RunFolder:
@@ -86,25 +87,27 @@ class RunFolder:
         if not self.writer:
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        metrics = self.path / "metrics.jsonl"
-        if metrics.exists() and not self.checkpoints:
-            metrics.replace(self.path / f"metrics.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+        for log in ("metrics", "telemetry"):
+            path = self.path / f"{log}.jsonl"
+            if path.exists() and not self.checkpoints:
+                path.replace(self.path / f"{log}.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
         (self.path / "config.toml").write_text(config.dumps(cfg))
         if tokenizer_file.resolve() != (self.path / "spm.model").resolve():
             shutil.copyfile(tokenizer_file, self.path / "spm.model")
 
     def truncate_metrics(self, update: int) -> None:
         """Drop log lines written after the checkpoint being resumed (they will be redone)."""
-        path = self.path / "metrics.jsonl"
-        if self.writer and path.exists():
-            keep = [ln for ln, row in self._rows() if row.get("update", 0) <= update]
-            path.write_text("".join(ln + "\n" for ln in keep))
+        for name in ("metrics.jsonl", "telemetry.jsonl"):
+            path = self.path / name
+            if self.writer and path.exists():
+                keep = [ln for ln, row in self._rows(name) if row.get("update", 0) <= update]
+                path.write_text("".join(ln + "\n" for ln in keep))
 
-    def _rows(self) -> list[tuple[str, dict]]:
-        """(line, record) of ``metrics.jsonl``; a line that is not a JSON object (torn by a crash
+    def _rows(self, name: str = "metrics.jsonl") -> list[tuple[str, dict]]:
+        """(line, record) of a JSON-lines log; a line that is not a JSON object (torn by a crash
         mid-write, or still being written by a live run) is left out."""
         try:
-            lines = (self.path / "metrics.jsonl").read_text(errors="replace").splitlines()
+            lines = (self.path / name).read_text(errors="replace").splitlines()
         except OSError:
             return []
         rows = []
@@ -117,10 +120,10 @@ class RunFolder:
                 rows.append((ln, row))
         return rows
 
-    def write_metrics(self, record: dict) -> None:
+    def write_metrics(self, record: dict, name: str = "metrics.jsonl") -> None:
         """Append one JSON line; ``time`` (Unix seconds) dates it, for wall-clock comparisons."""
         if self.writer:
-            with open(self.path / "metrics.jsonl", "a") as f:
+            with open(self.path / name, "a") as f:
                 f.write(json.dumps({**record, "time": round(time.time(), 3)}) + "\n")
 
     def write_json(self, name: str, obj: object) -> None:
@@ -147,10 +150,10 @@ class RunFolder:
         except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
             raise ValueError(f"{p}: not valid JSON ({e}); delete it and rerun to rebuild it") from None
 
-    def metrics(self) -> list[dict]:
-        """The records of ``metrics.jsonl``; a line still being written is left out, so another
-        process may read a live run."""
-        return [row for _, row in self._rows()]
+    def metrics(self, name: str = "metrics.jsonl") -> list[dict]:
+        """The records of ``metrics.jsonl`` (or ``telemetry.jsonl``); a line still being written is
+        left out, so another process may read a live run."""
+        return [row for _, row in self._rows(name)]
 
 
 def hold_lock(folder: Path):

@@ -29,6 +29,7 @@ from .losses import label_smoothed_nll
 from .model import admin_init, build_model
 from .optim import build_optimizer
 from .runs import RunFolder
+from .telemetry import Telemetry
 
 
 class Diverged(RuntimeError):
@@ -137,6 +138,9 @@ class Trainer:
         if self.dist.active:
             torch.manual_seed(cfg.train.seed * 1000 + self.dist.rank)  # distinct dropout masks per rank
         self.opt = build_optimizer(self.model, self.cfg.optim)
+        if cfg.train.telemetry_every and self.dist.active and cfg.train.parallel == "fsdp":
+            raise ConfigError("train.telemetry_every needs whole weights: not under FSDP (use DDP, or 0)")
+        self.telemetry = Telemetry(self.module) if cfg.train.telemetry_every else None
         self.batches_per_update = cfg.train.update_freq * self.dist.world  # all ranks together
         self.updates_per_epoch = math.ceil(self.data.num_batches() / self.batches_per_update)
         self.max_updates = cfg.train.max_updates or self.updates_per_epoch * cfg.train.max_epochs
@@ -206,8 +210,10 @@ class Trainer:
                 loss_sum, nll_sum = loss_sum + float(loss.detach()), nll_sum + float(nll)
         return loss_sum, nll_sum
 
-    def train_step(self, batches: list[Batch], lr: float) -> tuple[float, float, int, float]:
-        """One optimizer update over ``batches`` (all ranks' share); loss per target token."""
+    def train_step(self, batches: list[Batch], lr: float, probe=None) -> tuple[float, float, int, float]:
+        """One optimizer update over ``batches`` (all ranks' share); loss per target token.
+        ``probe`` (a ``telemetry.Telemetry``) sees the final gradients before the optimizer step
+        and the weights after it."""
         self.model.train()
         for g in self.opt.param_groups:
             g["lr"] = lr
@@ -224,8 +230,12 @@ class Trainer:
         if not math.isfinite(gnorm_v) and not self.scaler.is_enabled():
             raise Diverged(f"non-finite gradient norm ({gnorm_v}) at update {self.state.update + 1}")
         scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
+        if probe is not None:
+            probe.before_step()
         self.scaler.step(self.opt)
         self.scaler.update()
+        if probe is not None:
+            probe.after_step()
         if scale is not None and self.scaler.get_scale() < scale:
             self.state.fp16_skipped += 1  # fp16 overflow: the step was skipped; not divergence
         return loss_v / ntok, nll_v / ntok, ntok, gnorm_v

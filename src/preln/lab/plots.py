@@ -1,0 +1,112 @@
+"""``preln plot``: figures of plain run folders, from their files only.
+
+``plot_runs``: one metric of any runs overlaid (validation or training curves, lr, BLEU), each
+labelled by what differs between their configs. ``plot_telemetry``: layer x update heatmaps of
+``telemetry.jsonl`` (the FFN W2 gradient norm, its update-to-weight ratio, the residual stream's
+RMS), where Post-LN's large top-layer gradients at the start of training, and what warm-up does
+to them, can be seen.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.colors  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from .. import config  # noqa: E402
+from ..runs import RunFolder  # noqa: E402
+
+VALID = {"valid_loss", "valid_nll", "valid_ppl", "valid_bleu_greedy", "valid_bleu_greedy_tok_lc"}
+TRAIN = {"loss", "nll", "lr", "grad_norm", "tokens_per_s"}
+W2 = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.ffn\.w2\.weight$")
+
+
+def _labels(runs: list[Path]) -> list[str]:
+    """Each run by the config values that differ from the first run's (its folder name if none)."""
+    cfgs = [config.load(r / "config.toml") if (r / "config.toml").is_file() else None for r in runs]
+    labels = []
+    for run, cfg in zip(runs, cfgs):
+        diff = config.diff(cfgs[0], cfg) if cfg is not None and cfgs[0] is not None else []
+        keys = [d.split(":")[0] + "=" + d.split(" -> ")[-1] for d in diff if not d.startswith("train.seed")]
+        labels.append(f"{run.name}: {', '.join(keys)}" if keys else run.name)
+    return labels
+
+
+def plot_runs(runs: list[Path], metric: str, x: str, out: Path) -> Path:
+    """``metric`` (a key of metrics.jsonl's train or valid lines) against ``x`` (update, epoch or
+    time in minutes since the run's first line), one line per run."""
+    if metric not in VALID | TRAIN:
+        raise ValueError(f"--metric {metric!r}: one of {', '.join(sorted(VALID | TRAIN))}")
+    if x not in ("update", "epoch", "time"):
+        raise ValueError(f"--x {x!r}: one of update, epoch, time")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    kind = "valid" if metric in VALID else "train"
+    for run, label in zip(runs, _labels(runs)):
+        rows = [r for r in RunFolder(run, writer=False).metrics() if r.get("kind") == kind and metric in r]
+        if not rows:
+            raise ValueError(f"{run}: no {kind} lines with {metric!r} in metrics.jsonl")
+        t0 = rows[0].get("time", 0.0)
+        xs = [(r.get("time", t0) - t0) / 60 if x == "time" else r[x] for r in rows]
+        ax.plot(xs, [r[metric] for r in rows], marker="o" if kind == "valid" else None, ms=3, label=label)
+    ax.set_xlabel({"update": "update", "epoch": "epoch", "time": "minutes"}[x])
+    ax.set_ylabel(metric)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def _grid(rows: list[dict], field: str, pick) -> tuple[np.ndarray, list[str]]:
+    """(layers, updates) array of one telemetry field: encoder layers first, then decoder."""
+    keys = sorted({k for r in rows for k in pick(r[field])}, key=lambda k: (k[0] != "encoder", k[1]))
+    arr = np.array([[pick(r[field]).get(k, math.nan) for r in rows] for k in keys], dtype=float)
+    return arr, [f"{s[:3]} {i + 1}" for s, i in keys]
+
+
+def _w2(values: dict) -> dict:
+    out = {}
+    for name, v in values.items():
+        m = W2.match(name)
+        if m:
+            out[(m.group(1), int(m.group(2)))] = v
+    return out
+
+
+def _stream(values: dict) -> dict:
+    return {(stack, i): v for stack, vs in values.items() for i, v in enumerate(vs)}
+
+
+def plot_telemetry(run: Path, out: Path) -> Path:
+    rows = RunFolder(run, writer=False).metrics("telemetry.jsonl")
+    if not rows:
+        raise FileNotFoundError(f"{run}: no telemetry.jsonl lines (train with --set train.telemetry_every=N)")
+    updates = [r["update"] for r in rows]
+    panels = [
+        ("grad_norm", _w2, "FFN W2 gradient norm"),
+        ("update_ratio", _w2, "FFN W2 ||dw|| / ||w||"),
+        ("stream_rms", _stream, "residual stream RMS (entering layer l; last: leaving)"),
+    ]
+    fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
+    for ax, (field, pick, title) in zip(axes, panels):
+        arr, names = _grid(rows, field, pick)
+        positive = arr[np.isfinite(arr) & (arr > 0)]
+        norm = matplotlib.colors.LogNorm(positive.min(), positive.max()) if positive.size else None
+        im = ax.imshow(np.where(arr > 0, arr, np.nan), aspect="auto", origin="lower", norm=norm, cmap="viridis")
+        ticks = np.linspace(0, len(updates) - 1, min(len(updates), 8)).round().astype(int)
+        ax.set_xticks(ticks, [str(updates[i]) for i in ticks])
+        ax.set_yticks(range(len(names)), names, fontsize=7)
+        ax.set(xlabel="update", title=title)
+        fig.colorbar(im, ax=ax)
+    fig.suptitle(f"telemetry of {run.name}")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
