@@ -101,8 +101,29 @@ set = ["optim.name='sgd'"]
         studies.load_study(p, "quick", ROOT)
 
 
+def test_a_joined_factor_sets_every_key_it_names(tmp_path):
+    p = tmp_path / "d.toml"
+    p.write_text(
+        """
+steps = ["train"]
+[preset.quick]
+config = "configs/tiny-translation.toml"
+[[grid]]
+name = "depth"
+"model.norm" = ["post", "rezero"]
+"model.encoder_layers+model.decoder_layers" = [2, 5]
+"""
+    )
+    study = studies.load_study(p, "quick", ROOT)
+    run = next(r for r in study.runs if r.condition == "depth,norm=rezero,encoder_layers=5")
+    assert {"model.encoder_layers=5", "model.decoder_layers=5", "model.norm=\"rezero\""} <= set(run.overrides)
+    assert len(study.runs) == 4 and all(r.steps == ("train",) for r in study.runs)
+
+
 def test_shipped_studies_load():
-    for name in ("fig2", "fig3", "fig4"):
+    placements = studies.load_study(ROOT / "studies" / "placements.toml", "quick", ROOT)
+    assert len(placements.runs) == 7 * 2 * 2 + 7 * 3 * 2  # placement x warm-up, placement x depth; 2 seeds
+    for name in ("fig2", "fig3", "fig4", "placements"):
         for preset in ("quick", "paper", "smoke"):
             studies.load_study(ROOT / "studies" / f"{name}.toml", preset, ROOT)
     fig2 = studies.load_study(ROOT / "studies" / "fig2.toml", "paper", ROOT)

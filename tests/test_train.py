@@ -163,3 +163,30 @@ def test_sigterm_checkpoints_between_updates_and_resume_is_exact(tmp_path):
     assert subprocess.run([sys.executable, "-m", "preln", *args, "--out", str(run)], env=env).returncode == 0
     assert [r["loss"] for r in metrics(run)][-50:] == [r["loss"] for r in metrics(straight)][-50:]
     assert json.loads((run / "status.json").read_text())["status"] == "completed"
+
+
+def test_a_finished_run_can_be_extended_and_the_change_is_recorded(tmp_path, monkeypatch):
+    """Raising train.max_updates continues a completed run (as fairseq's larger --max-update does)
+    to the losses of a run that was that long from the start; what changed is in history.jsonl.
+    The corpus named by another spelling of its path is the same corpus. What changes the
+    computation stays refused, and so does a longer linear schedule (its decay depends on the end)."""
+    require_data("multi30k")
+    base = ["train.progress=false", "train.valid_bleu=false", "train.save_every=4"]
+    tiny = ROOT / "configs" / "tiny-translation.toml"
+    train(config.load(tiny, [*base, "train.max_updates=8"]), tmp_path / "straight")
+    train(config.load(tiny, [*base, "train.max_updates=4"]), tmp_path / "r")
+    from preln.data.corpus import resolve_path
+
+    absolute = str(resolve_path("multi30k").resolve())
+    res = train(config.load(tiny, [*base, "train.max_updates=8", f"data.path='{absolute}'"]), tmp_path / "r")
+    assert res["status"] == "completed"
+    assert [r["loss"] for r in metrics(tmp_path / "r")] == [r["loss"] for r in metrics(tmp_path / "straight")]
+    (line,) = [json.loads(x) for x in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
+    assert line["changed"] == ["train.max_updates: 4 -> 8"]
+    assert config.load(tmp_path / "r" / "config.toml").train.max_updates == 8
+    with pytest.raises(config.ConfigError, match="optim.lr"):
+        train(config.load(tiny, [*base, "train.max_updates=12", "optim.lr=0.01"]), tmp_path / "r")
+    lin = [*base, "schedule.kind='linear'"]
+    train(config.load(tiny, [*lin, "train.max_updates=4"]), tmp_path / "lin")
+    with pytest.raises(config.ConfigError, match="linear schedule decays to 0"):
+        train(config.load(tiny, [*lin, "train.max_updates=8"]), tmp_path / "lin")

@@ -206,12 +206,29 @@ def _config_args(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="preln",
-        description="Train Transformers with Post-LN or Pre-LN layer normalization "
-        "(Xiong et al. 2020, On Layer Normalization in the Transformer Architecture).",
+        description="Train Transformers with the place of the normalization as one switch (Post-LN, Pre-LN, "
+        "Sandwich, DeepNorm, Admin, ReZero, Mix-LN) and reproduce Xiong et al. 2020, On Layer Normalization in "
+        "the Transformer Architecture.",
         epilog=EPILOG,
     )
     ap.add_argument("--version", action="version", version=f"preln {__version__}")
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in (
+        _add_train,
+        _add_analyze,
+        _add_reproduce,
+        _add_plot,
+        _add_report,
+        _add_prepare,
+        _add_translate,
+        _add_evaluate,
+        _add_config,
+    ):
+        add(sub)
+    return ap
+
+
+def _add_train(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train a model from a config into a run folder (resumes if it has a checkpoint)",
@@ -223,6 +240,9 @@ def parser() -> argparse.ArgumentParser:
     _config_args(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<config name>)")
     p.set_defaults(func=cmd_train)
+
+
+def _add_analyze(sub) -> None:
     p = sub.add_parser(
         "analyze",
         help="gradient norms and hidden-state scales at initialization (the paper's Fig. 3, Theorem 1, Lemma 2)",
@@ -250,6 +270,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="PATH", help="Multi30k-layout corpus folder (default multi30k)")
     p.add_argument("--out", metavar="DIR", default="runs/analysis", help="output folder (default runs/analysis)")
     p.set_defaults(func=cmd_analyze)
+
+
+def _add_reproduce(sub) -> None:
     p = sub.add_parser(
         "reproduce",
         help="run the paper's studies (grids of runs from studies/*.toml), then write the report",
@@ -285,6 +308,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=int, default=5, help="beam for test BLEU (default 5)")
     p.add_argument("--root", metavar="DIR", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_reproduce)
+
+
+def _add_plot(sub) -> None:
     p = sub.add_parser(
         "plot",
         help="curves of any run folders overlaid, or one run's telemetry as layer x update heatmaps",
@@ -298,9 +324,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--telemetry", action="store_true", help="heatmaps of the (first) run's telemetry.jsonl")
     p.add_argument("--out", metavar="FILE", help="PNG (default RUN_DIR/<metric>.png or RUN_DIR/telemetry.png)")
     p.set_defaults(func=cmd_plot)
+
+
+def _add_report(sub) -> None:
     p = sub.add_parser("report", help="write report.md and report.html from a runs folder (files only)")
     p.add_argument("runs", metavar="RUNS_DIR")
     p.set_defaults(func=cmd_report)
+
+
+def _add_prepare(sub) -> None:
     p = sub.add_parser(
         "prepare",
         help="prepare a corpus: the IWSLT14 De-En recipe, or Multi30k",
@@ -313,6 +345,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--source", metavar="PATH", help="local archive or folder (default: download; needs network)")
     p.add_argument("--out", metavar="DIR", help="output folder (default data/iwslt14-de-en or data/multi30k)")
     p.set_defaults(func=cmd_prepare)
+
+
+def _add_translate(sub) -> None:
     p = sub.add_parser(
         "translate",
         help="translate lines (a file or stdin) with a trained run, to stdout",
@@ -322,6 +357,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--input", metavar="FILE", help="source text, one sentence a line (default stdin)")
     p.add_argument("--checkpoint", choices=["last", "best"], default="last", help="which checkpoint (default last)")
     p.set_defaults(func=cmd_translate)
+
+
+def _add_evaluate(sub) -> None:
     p = sub.add_parser(
         "evaluate",
         help="BLEU of a run on its corpus's valid/test splits (written to bleu.json)",
@@ -332,6 +370,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", default="valid,test", help="comma-separated (default valid,test)")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N sentences of each split")
     p.set_defaults(func=cmd_evaluate)
+
+
+def _add_config(sub) -> None:
     p = sub.add_parser(
         "config",
         help="print the resolved config (after --set) as TOML",
@@ -339,7 +380,6 @@ def parser() -> argparse.ArgumentParser:
     )
     _config_args(p)
     p.set_defaults(func=cmd_config)
-    return ap
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -310,8 +310,14 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
 
 def validate(cfg: RunConfig) -> None:
     """Value checks that types cannot express."""
-    m, d, o, s, t = cfg.model, cfg.data, cfg.optim, cfg.schedule, cfg.train  # d: the data section
-    checks = [
+    for ok, msg in _model_checks(cfg) + _training_checks(cfg):
+        if not ok:
+            raise ConfigError(msg)
+
+
+def _model_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    m, d = cfg.model, cfg.data  # d: the data section
+    return [
         (m.d_model > 0, "model.d_model must be > 0"),
         (m.n_heads > 0 and m.d_model % m.n_heads == 0, "model.d_model must divide by n_heads"),
         (m.d_ffn > 0, "model.d_ffn must be > 0"),
@@ -333,6 +339,12 @@ def validate(cfg: RunConfig) -> None:
             f"model.max_positions ({m.max_positions}) must be >= data.max_len ({d.max_len}): every token "
             "of the longest example needs a position",
         ),
+    ]
+
+
+def _training_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
+    d, o, s, t = cfg.data, cfg.optim, cfg.schedule, cfg.train
+    return [
         (d.vocab_size > 0, "data.vocab_size must be > 0"),
         (d.max_len > 1, "data.max_len must be > 1"),
         (
@@ -381,9 +393,6 @@ def validate(cfg: RunConfig) -> None:
             "train.log_every/keep_last must be > 0; valid_every/save_every >= 0",
         ),
     ]
-    for ok, msg in checks:
-        if not ok:
-            raise ConfigError(msg)
 
 
 # --------------------------------------------------------------------------- writing

@@ -4,6 +4,7 @@ config.toml        the resolved config (vocabulary size filled in)
 spm.model          the tokenizer, so a checkpoint is never used with another vocabulary
 metrics.jsonl      one JSON object a line: {"kind": "train" | "valid" | "diverged", "update", ...}
 telemetry.jsonl    train.telemetry_every: per-layer gradient norms, update ratios, stream RMS
+history.jsonl      what each resume changed (train.max_updates raised, intervals...), with its time
 status.json        {"status": "running" | "completed" | "diverged" | "interrupted", "update", ...}
 admin_profile.json model.norm = "admin": the profiling pass that set the omegas (model.admin_init)
 checkpoints/       see checkpoint.py
@@ -21,12 +22,17 @@ from pathlib import Path
 
 from . import checkpoint, config
 from .config import ConfigError, RunConfig
+from .data.corpus import CorpusError, resolve_path
 
 RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
+# How long a run trains and what it logs may change on resume (fairseq continues with a larger
+# --max-update too); the change is recorded in history.jsonl. Anything else changes what was computed.
+RESUME_MAY_EXTEND = {"train.max_updates", "train.max_epochs", "train.log_every", "train.valid_every"}
+RESUME_MAY_EXTEND |= {"train.save_every", "train.keep_last", "train.valid_bleu", "train.telemetry_every"}
 # What a run folder may hold besides its own files: logs of `preln reproduce`, evaluation outputs,
 # analysis warm-up runs. Anything else means --out points at someone's folder, not a run's.
 RUN_FILES = ("config.toml", "spm.model", "status.json", "checkpoints", ".lock", ".status.json.tmp", "bleu.json")
-RUN_FILES += ("admin_profile.json",)
+RUN_FILES += ("admin_profile.json", "history.jsonl")
 RUN_PATTERNS = ("metrics*.jsonl", "telemetry*.jsonl", "*.png", "*.log", "hyp.*", "warmup-post-seed*", ".*.tmp")
 
 
@@ -34,6 +40,7 @@ class RunFolder:
     def __init__(self, path: Path, writer: bool = True) -> None:
         self.path, self.writer = path, writer  # only one process (rank 0) writes
         self._lock = None
+        self.extended: list[str] = []  # the RESUME_MAY_EXTEND changes of this resume
 
     def lock(self) -> None:
         """Become the folder's one writer: an OS lock (flock) on ``.lock``, which the system drops
@@ -69,7 +76,14 @@ class RunFolder:
             )
         if not (old.is_file() and self.checkpoints):
             return
-        changed = [d for d in config.diff(config.load(old), cfg) if d.split(":")[0] not in RESUME_MAY_CHANGE]
+        before = config.load(old)
+        diffs = [d for d in config.diff(before, cfg) if not _same_corpus(d, before, cfg)]
+        self.extended = [d for d in diffs if d.split(":")[0] in RESUME_MAY_EXTEND]
+        changed = [d for d in diffs if d.split(":")[0] not in RESUME_MAY_CHANGE | RESUME_MAY_EXTEND]
+        length = {"train.max_updates", "train.max_epochs"} & {d.split(":")[0] for d in self.extended}
+        if length and cfg.schedule.kind == "linear" and not cfg.schedule.total:
+            fixed = "the linear schedule decays to 0 at the run's end: set schedule.total"
+            changed.append(f"{', '.join(sorted(length))} ({fixed})")
         if changed:
             raise ConfigError(
                 f"{self.path} holds a run with another config; cannot resume it with: {'; '.join(changed)}. "
@@ -92,6 +106,8 @@ class RunFolder:
             if path.exists() and not self.checkpoints:
                 path.replace(self.path / f"{log}.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
         (self.path / "config.toml").write_text(config.dumps(cfg))
+        if self.extended:  # what a resume changed, for whoever reads the run later
+            self.write_metrics({"changed": self.extended}, "history.jsonl")
         if tokenizer_file.resolve() != (self.path / "spm.model").resolve():
             shutil.copyfile(tokenizer_file, self.path / "spm.model")
 
@@ -180,6 +196,17 @@ def hold_lock(folder: Path):
 def release_lock(f) -> None:
     fcntl.flock(f, fcntl.LOCK_UN)
     f.close()
+
+
+def _same_corpus(change: str, a: RunConfig, b: RunConfig) -> bool:
+    """A ``data.path`` change that names the same corpus (spelled relative, absolute, via the
+    data root) is no change."""
+    if not change.startswith("data.path:"):
+        return False
+    try:
+        return resolve_path(a.data.path).resolve() == resolve_path(b.data.path).resolve()
+    except CorpusError:
+        return False
 
 
 def _run_file(name: str) -> bool:
