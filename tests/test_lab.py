@@ -116,7 +116,7 @@ name = "depth"
     )
     study = studies.load_study(p, "quick", ROOT)
     run = next(r for r in study.runs if r.condition == "depth,norm=rezero,encoder_layers=5")
-    assert {"model.encoder_layers=5", "model.decoder_layers=5", "model.norm=\"rezero\""} <= set(run.overrides)
+    assert {"model.encoder_layers=5", "model.decoder_layers=5", 'model.norm="rezero"'} <= set(run.overrides)
     assert len(study.runs) == 4 and all(r.steps == ("train",) for r in study.runs)
 
 

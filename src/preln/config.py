@@ -296,11 +296,26 @@ def override(obj: Any, items: list[str]) -> Any:
     return new
 
 
-def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
-    """Load a TOML config file, apply ``--set`` overrides, validate."""
+PRESETS = Path(__file__).resolve().parent / "configs"
+"""The shipped presets (``configs/*.toml`` in the package): ``preln train cpu-multi30k-pre``."""
+
+
+def find(path: str | Path) -> Path:
+    """A config file: ``path`` as given, else a shipped preset of that name (``cpu-multi30k-pre``)."""
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+    if p.is_file():
+        return p
+    preset = PRESETS / f"{p.name.removesuffix('.toml')}.toml"
+    if p.parent == Path(".") or p.parent == Path("configs"):
+        if preset.is_file():
+            return preset
+    names = ", ".join(sorted(q.stem for q in PRESETS.glob("*.toml")))
+    raise ConfigError(f"config file not found: {p} (shipped presets, usable by name: {names})")
+
+
+def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """Load a TOML config file (or a shipped preset by name), apply ``--set`` overrides, validate."""
+    p = find(path)
     try:
         data = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:

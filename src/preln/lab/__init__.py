@@ -12,8 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-"""Where ``studies/`` and ``configs/`` are (the source checkout)."""
+ROOT = Path(__file__).resolve().parents[1]
+"""Where the shipped ``studies/`` and ``configs/`` are: inside the package, so that an installed
+preln finds them from any directory (the checkout's top-level ``configs``, ``studies`` link here)."""
 
 
 def analyze(
@@ -57,8 +58,9 @@ def reproduce(
     beam: int = 5,
     root: Path | None = None,
 ) -> tuple[Path, Path]:
-    """``preln reproduce``: expand the studies (comma-separated names under ``root/studies`` or
-    paths) for ``preset``, run what is not done into ``out``, write the report; returns
+    """``preln reproduce``: expand the studies (comma-separated names of shipped studies, or paths
+    of study files whose ``config`` paths are relative to ``root``) for ``preset``, run what is
+    not done into ``out``, write the report; returns
     (report.md, report.html). Raises ``execute.RunFailed`` when a run of the grid fails."""
     from ..runs import hold_lock, release_lock
     from .studies import load_study
