@@ -58,7 +58,7 @@ def test_per_parameter_norms_root_sum_square_is_the_global_norm():
     params = [p for p in model.parameters()]
     total = [torch.zeros_like(p) for p in params]
     for b in batches:
-        from preln.train import compute_loss
+        from preln.trainer import compute_loss
 
         loss, _ = compute_loss(model, b, 0.1)
         for t, g in zip(total, torch.autograd.grad(loss / b.ntokens, params, allow_unused=True)):

@@ -161,12 +161,48 @@ def test_translate_and_evaluate_cli(tmp_path, capsys):
     assert main(["translate", str(run), "--input", str(src), "--beam", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 2
+    assert main(["translate", str(run), "--input", str(src), "--beam", "3", "--nbest", "3"]) == 0
+    nbest = [ln.split("\t") for ln in capsys.readouterr().out.splitlines()]
+    assert [int(n) for n, _, _ in nbest] == [1, 1, 1, 2, 2, 2]
+    for first in (0, 3):
+        scores = [float(s) for _, s, _ in nbest[first : first + 3]]
+        assert scores == sorted(scores, reverse=True) and all(s <= 0 for s in scores)
+    assert [nbest[0][2], nbest[3][2]] == out  # the best of the n equals the plain beam output
+    assert main(["translate", str(run), "--input", str(src), "--beam", "2", "--nbest", "3"]) == 2
     assert main(["evaluate", str(run), "--limit", "20", "--beam", "2"]) == 0
     scores = json.loads((run / "bleu.json").read_text())
     for split in ("valid", "test"):
         s = scores["splits"][split]
         assert s["sentences"] == 20 and "sacrebleu_signature" in s and "tok_lc" in s
         assert len((run / f"hyp.{split}.en").read_text().splitlines()) == 20
+
+
+def test_translate_streams_stdin_as_lines_arrive(tmp_path):
+    """A line written to an open pipe is translated before the pipe closes (a chunk ends when no
+    more input comes for 0.2 s)."""
+    import os
+    import select
+    import subprocess
+    import sys
+
+    require_data("multi30k")
+    run = tmp_path / "r"
+    train(config.load(ROOT / "configs" / "tiny-translation.toml", ["train.max_updates=2", "train.progress=false"]), run)
+    cmd = [sys.executable, "-m", "preln", "translate", str(run), "--beam", "2", "--max-len-b", "5"]
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        proc.stdin.write("ein hund läuft .\n".encode())
+        proc.stdin.flush()
+        ready = select.select([proc.stdout], [], [], 60)[0]
+        assert ready, "no translation while stdin is still open"
+        first = os.read(proc.stdout.fileno(), 1 << 16).decode()
+        assert first.endswith("\n") and first.count("\n") == 1
+        proc.stdin.write("zwei männer .\n".encode())
+        proc.stdin.close()
+        rest = proc.stdout.read().decode()
+        assert proc.wait(60) == 0 and rest.count("\n") == 1
+    finally:
+        proc.kill()
 
 
 def test_translate_warns_when_it_cuts_a_long_input(capsys):
@@ -185,3 +221,19 @@ def test_translate_warns_when_it_cuts_a_long_input(capsys):
     )
     assert translate(Seq2Seq(c).eval(), Tok(), ["a long line", "another"], beam=1, max_len_b=3) == ["x", "x"]
     assert "2 input line(s) longer than 14 tokens (model.max_positions) are cut" in capsys.readouterr().err
+
+
+def test_the_readmes_python_api_example_runs(tmp_path, monkeypatch, capsys):
+    require_data("multi30k")
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("### Python API") :]
+    start = section.index("```python") + len("```python")
+    code = section[start : section.index("```\n", start)]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 and out[0].startswith("[") and (tmp_path / "runs" / "api-demo" / "status.json").is_file()
+    import preln
+
+    assert {"RunConfig", "ModelConfig", "build_model", "train", "load_run", "translate"} <= set(preln.__all__)
+    assert callable(preln.train) and preln.train.__module__ == "preln.fit"

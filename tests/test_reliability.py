@@ -13,7 +13,7 @@ from preln import checkpoint, config
 from preln.cli import main
 from preln.evaluate import load_run
 from preln.fit import fit, train
-from preln.train import Trainer
+from preln.trainer import Trainer
 
 from .conftest import ROOT, require_data
 

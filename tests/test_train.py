@@ -85,7 +85,7 @@ def test_gradient_accumulation_equals_one_big_batch():
     """update_freq=2 over batches A, B gives the same gradient as the loss over A and B at once."""
     from preln.data import load_data
     from preln.model import build_model
-    from preln.train import compute_loss
+    from preln.trainer import compute_loss
 
     require_data("multi30k")
     cfg = config.load(ROOT / "configs" / "tiny-translation.toml")

@@ -59,32 +59,27 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from .evaluate import check_decoding, load_for_eval, translate
+    from .evaluate import check_decoding, load_for_eval, translate, translate_nbest
+    from .textio import read_lines, stdin_chunks
 
     check_decoding(args.beam, args.lenpen, args.max_len_a, args.max_len_b)
+    if args.nbest and not 1 <= args.nbest <= args.beam:
+        raise ValueError(f"--nbest must be in 1..--beam ({args.beam}), got {args.nbest}")
     _, model, tok, desc = load_for_eval(Path(args.run), args.average, args.checkpoint)
-    lines = _read_input(args.input)
-    print(f"[preln] translating {len(lines)} lines with the {desc}, beam {args.beam}", file=sys.stderr)
-    limits = {"max_len_a": args.max_len_a, "max_len_b": args.max_len_b}
-    for hyp in translate(model, tok, lines, args.beam, args.lenpen, progress=len(lines) > 100, **limits):
-        print(hyp)
+    print(f"[preln] translating with the {desc}, beam {args.beam}", file=sys.stderr)
+    limits = {"lenpen": args.lenpen, "max_len_a": args.max_len_a, "max_len_b": args.max_len_b}
+    chunks = [read_lines(args.input)] if args.input else stdin_chunks()
+    done = 0
+    for lines in chunks:
+        if not lines:
+            continue
+        if args.nbest:  # fairseq-interactive's H lines: input number, score, text
+            for i, hyps in enumerate(translate_nbest(model, tok, lines, args.beam, args.nbest, **limits), done + 1):
+                print("\n".join(f"{i}\t{score:.4f}\t{text}" for text, score in hyps), flush=True)
+        else:
+            print("\n".join(translate(model, tok, lines, args.beam, progress=len(lines) > 100, **limits)), flush=True)
+        done += len(lines)
     return Exit.OK
-
-
-def _read_input(path: str | None) -> list[str]:
-    """Lines of ``path`` or of stdin, as bytes decoded strictly: invalid UTF-8 names its line
-    (stdin's own decoding would pass lone surrogates on to the tokenizer)."""
-    raw = open(path, "rb").read() if path else sys.stdin.buffer.read()
-    lines = raw.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = []
-    for n, line in enumerate(lines, 1):
-        try:
-            out.append(line.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as e:
-            raise ValueError(f"{path or 'stdin'}: line {n} is not valid UTF-8 ({e.reason})") from None
-    return out
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -354,7 +349,16 @@ def _add_translate(sub) -> None:
         description="Beam-search (or greedy) translation, one output line per input line.",
     )
     _decode_args(p)
-    p.add_argument("--input", metavar="FILE", help="source text, one sentence a line (default stdin)")
+    p.add_argument(
+        "--input", metavar="FILE", help="source text, one sentence a line (default stdin, translated as lines arrive)"
+    )
+    p.add_argument(
+        "--nbest",
+        type=int,
+        default=0,
+        metavar="N",
+        help="print the N best of each line as 'line<TAB>score<TAB>text' (score: log-prob / length^lenpen)",
+    )
     p.add_argument("--checkpoint", choices=["last", "best"], default="last", help="which checkpoint (default last)")
     p.set_defaults(func=cmd_translate)
 

@@ -89,8 +89,11 @@ def beam_search(
     max_len_a: float = MAX_LEN_A,
     max_len_b: int = MAX_LEN_B,
     use_cache: bool = True,
-) -> list[list[int]]:
-    """The best finished hypothesis of each sentence (token ids without <s> and </s>)."""
+    nbest: int = 0,
+) -> list:
+    """The best finished hypothesis of each sentence (token ids without <s> and </s>); with
+    ``nbest`` > 0, each sentence's ``nbest`` best as (score, ids), best first: the score is the
+    hypothesis's log-probability (with </s>) over its length (with </s>) ** lenpen, fairseq's."""
     model.eval()
     B, K, dev = src.shape[0], beam, src.device
     memory, mask = model.encode(src)
@@ -123,6 +126,8 @@ def beam_search(
             model.reorder_cache(cache, index)
         if all(len(f) >= K for f in finished):
             break
+    if nbest:
+        return [sorted(f, key=lambda h: -h[0])[:nbest] for f in finished]
     return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]
 
 

@@ -49,7 +49,42 @@ def translate(
 ) -> list[str]:
     """Detokenized translations of ``lines``, in order; beam = 1 means greedy. Defaults are
     fairseq-generate's: lenpen 1, at most 0 * src_len + 200 tokens."""
-    device = next(model.parameters()).device
+    limits = {"max_len_a": max_len_a, "max_len_b": max_len_b}
+    decode = (lambda src: greedy(model, src, **limits)) if beam == 1 else None
+    decode = decode or (lambda src: beam_search(model, src, beam, lenpen, **limits))
+    return tok.decode(_batched(model, tok, lines, beam, max_tokens, progress, decode))
+
+
+def translate_nbest(
+    model: Seq2Seq,
+    tok: Tokenizer,
+    lines: list[str],
+    beam: int = 5,
+    nbest: int = 1,
+    lenpen: float = LENPEN,
+    max_tokens: int = 4000,
+    max_len_a: float = MAX_LEN_A,
+    max_len_b: int = MAX_LEN_B,
+) -> list[list[tuple[str, float]]]:
+    """For each line, its ``nbest`` (<= beam) best translations as (text, score), best first; the
+    score is fairseq's: log-probability over length ** lenpen. nbest 1 gives ``translate``'s text."""
+    if not 1 <= nbest <= beam:
+        raise ValueError(f"--nbest must be in 1..beam ({beam}), got {nbest}")
+    limits = {"max_len_a": max_len_a, "max_len_b": max_len_b}
+    hyps = _batched(
+        model,
+        tok,
+        lines,
+        beam,
+        max_tokens,
+        False,
+        lambda src: beam_search(model, src, beam, lenpen, **limits, nbest=nbest),
+    )
+    return [[(text, score) for text, (score, _) in zip(tok.decode([ids for _, ids in h]), h)] for h in hyps]
+
+
+def _batched(model: Seq2Seq, tok: Tokenizer, lines: list[str], beam: int, max_tokens: int, progress: bool, decode):
+    """``decode`` over token-budget batches of the encoded ``lines``; results in input order."""
     limit = model.config.max_positions - 1
     encoded = tok.encode(lines)
     long = sum(len(s) > limit - 1 for s in encoded)
@@ -61,14 +96,13 @@ def translate(
         )
     ids = [s[: limit - 1] + [EOS] for s in encoded]
     batches = token_batches([(len(s),) for s in ids], max(max_tokens // beam, limit))  # beams multiply it
-    out: list[list[int]] = [[] for _ in lines]
-    limits = {"max_len_a": max_len_a, "max_len_b": max_len_b}
+    device = next(model.parameters()).device
+    out: list = [[] for _ in lines]
     for batch in tqdm(batches, desc="translate", unit="batch", disable=not progress):
         src = pad([ids[i] for i in batch], PAD).to(device)
-        hyps = greedy(model, src, **limits) if beam == 1 else beam_search(model, src, beam, lenpen, **limits)
-        for i, h in zip(batch, hyps):
+        for i, h in zip(batch, decode(src)):
             out[i] = h
-    return tok.decode(out)
+    return out
 
 
 def bleu(hyps: list[str], refs: list[str], lang: str, pretokenized: bool = False) -> dict:

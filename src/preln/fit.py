@@ -1,6 +1,6 @@
 """The training loop's policy: epochs, when to validate, save and log, the run's status, a
 graceful stop, greedy BLEU at epoch ends. The mechanics it drives (one update, validation,
-checkpoints) are the ``Trainer``'s (``train.py``).
+checkpoints) are the ``Trainer``'s (``trainer.py``).
 
 ``train(cfg, out)`` is the library's one call to train a run folder (resuming it if it holds a
 checkpoint); ``preln train`` calls it.
@@ -19,7 +19,7 @@ from .config import RunConfig
 from .data.datasets import read_pairs
 from .evaluate import bleu, translate
 from .process import Interrupts
-from .train import Diverged, Trainer
+from .trainer import Diverged, Trainer
 
 
 class StopRequested(Exception):

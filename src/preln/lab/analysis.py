@@ -34,7 +34,7 @@ from ..data.batching import pad
 from ..data.tokenizer import BOS, EOS, PAD
 from ..fit import fit
 from ..model import EncoderLayer, Stack, build_model
-from ..train import Trainer, compute_loss
+from ..trainer import Trainer, compute_loss
 from .predictions import predictions
 
 MATRIX = {"q_proj": "WQ", "k_proj": "WK", "v_proj": "WV", "out_proj": "WO", "w1": "W1", "w2": "W2"}

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..data import Batch
 from ..data.tokenizer import PAD
 from ..model import Stack, admin_init
-from ..train import compute_loss
+from ..trainer import compute_loss
 from .analysis import (
     AnalysisConfig,
     expected_gradient_norms,
