@@ -103,3 +103,24 @@ def test_plot_draws_telemetry_heatmaps_and_overlaid_curves(tmp_path, capsys):
     assert main(["plot", str(tmp_path / "nothing")]) == 2
     # a resumed or extended run may still be trained in a folder that holds plots
     assert train(config.load(TINY, [*base, "train.valid_bleu=false"]), tmp_path / "pre")["status"] == "completed"
+
+
+def test_tensorboard_holds_the_metrics_and_the_telemetry(tmp_path):
+    require_data("multi30k")
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    sets = ["train.progress=false", "train.max_updates=6", "train.valid_every=3", "train.tensorboard=true"]
+    sets += ["train.telemetry_every=3"]
+    train(config.load(TINY, sets), tmp_path / "r")
+    (events,) = (tmp_path / "r" / "tensorboard").glob("events.out.tfevents.*")
+    acc = EventAccumulator(str(events.parent))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "train/grad_norm", "valid/valid_nll", "valid/valid_bleu_greedy"} <= tags
+    assert "telemetry/grad_norm/decoder.layers.1.ffn.w2.weight" in tags and "telemetry/stream_rms/encoder/0" in tags
+    logged = [(r["update"], r["loss"]) for r in rows(tmp_path / "r", "metrics.jsonl") if r["kind"] == "train"]
+    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in acc.Scalars("train/loss")] == logged
+    valid = [(r["update"], r["valid_nll"]) for r in rows(tmp_path / "r", "metrics.jsonl") if r["kind"] == "valid"]
+    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in acc.Scalars("valid/valid_nll")] == valid
+    assert [u for u, _ in valid] == [3, 6]

@@ -176,6 +176,9 @@ class TrainConfig:
     valid_bleu: bool = True
     """Translation: also greedy-decode the valid split and report BLEU at each epoch's end and at
     the end of the run (``preln evaluate`` gives beam-search BLEU)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files into ``RUN/tensorboard/`` (losses, lr, grad norm, tokens/s,
+    validation, BLEU, telemetry): ``tensorboard --logdir runs/``. Needs ``preln[tensorboard]``."""
     telemetry_every: int = 0
     """Every N updates, per layer and weight matrix: gradient norm and update-to-weight ratio, and
     the residual stream's RMS per layer, into ``telemetry.jsonl`` (``telemetry.py``); 0 = off.

@@ -19,6 +19,7 @@ from .config import RunConfig
 from .data.datasets import read_pairs
 from .evaluate import bleu, translate
 from .process import Interrupts
+from .tblog import TensorBoard
 from .trainer import Diverged, Trainer
 
 
@@ -47,7 +48,6 @@ def train(cfg: RunConfig, out: str | Path) -> dict:
 
 def fit(t: Trainer) -> dict:
     """Train to max_updates / max_epochs; returns the final validation results."""
-    c = t.cfg
     t.log(t.describe())
     for note in t.data.notes:
         t.log(note)
@@ -56,19 +56,14 @@ def fit(t: Trainer) -> dict:
         t.log(f"{t.folder.path} is already complete (update {t.state.update})")
         return done
     t.write_status("running")
-    bar = tqdm(
-        total=t.max_updates,
-        initial=t.state.update,
-        disable=not (c.train.progress and t.dist.main),
-        desc=f"{c.model.norm}-LN",
-        unit="upd",
-        dynamic_ncols=True,
-        mininterval=0.5 if sys.stderr.isatty() else 15,
-    )
-    ended = _train_loop(t, bar)
-    if ended is not None:
-        return ended
-    res = validate_and_log(t, with_bleu=True)
+    loop = _Loop(t)
+    try:
+        ended = loop.train()
+        if ended is not None:
+            return ended
+        res = loop.validate_and_log(with_bleu=True)
+    finally:
+        loop.close()
     t.save()
     t.write_status("completed", **res)
     t.log(
@@ -78,98 +73,141 @@ def fit(t: Trainer) -> dict:
     return {"status": "completed", **res}
 
 
-def _train_loop(t: Trainer, bar: tqdm) -> dict | None:
-    """The loop with its endings: None when it ran to the end, else the final result."""
-    stop = Interrupts(lambda signum: t.log("stopping after this update (again to abort without a checkpoint)"))
-    try:
-        with stop:
-            while t.state.update < t.max_updates and not _run_epoch(t, bar, stop):
-                pass
-    except Diverged as e:
-        t.log(f"diverged: {e}")
-        t.folder.write_metrics({"kind": "diverged", "update": t.state.update + 1, "epoch": t.state.epoch})
-        t.write_status("diverged", reason=str(e))
-        return {"status": "diverged", "reason": str(e)}
-    except StopRequested:
-        t.save()
-        t.write_status("interrupted")
-        t.log(f"checkpoint saved at update {t.state.update}")
-        raise KeyboardInterrupt from None
-    except KeyboardInterrupt:
-        t.write_status("interrupted")
-        raise
-    except Exception as e:  # a crash must not leave "running" behind
-        t.write_status("failed", reason=f"{type(e).__name__}: {e}"[:500])
-        raise
-    finally:
-        bar.close()
-    return None
+class _Loop:
+    """One ``fit``: the trainer, its progress bar, and where the logs go (the run folder's JSON
+    lines, and TensorBoard when ``train.tensorboard``)."""
 
+    def __init__(self, t: Trainer) -> None:
+        c = t.cfg
+        self.t = t
+        self.bar = tqdm(
+            total=t.max_updates,
+            initial=t.state.update,
+            disable=not (c.train.progress and t.dist.main),
+            desc=f"{c.model.norm}-LN",
+            unit="upd",
+            dynamic_ncols=True,
+            mininterval=0.5 if sys.stderr.isatty() else 15,
+        )
+        self.tb = TensorBoard(t.folder.path, t.state.update) if c.train.tensorboard and t.dist.main else None
 
-def _run_epoch(t: Trainer, bar: tqdm, stop: Interrupts) -> bool:
-    """Train from the current position to the epoch's end or max_updates; True when done."""
-    nb = t.data.num_batches()
-    if t.state.next_batch >= nb:  # the previous epoch is finished: start the next one
-        t.state.epoch, t.state.next_batch = t.state.epoch + 1, 0
-    m = Meter()
-    while t.state.next_batch < nb:
-        start = time.perf_counter()
-        batches = t.update_batches()
-        lr = t.lr(t.state.update + 1)
-        probe = _telemetry_probe(t)
-        loss, nll, ntok, gnorm = t.train_step(batches, lr, probe)
-        m.seconds += time.perf_counter() - start
-        t.state.update, t.state.next_batch = t.state.update + 1, t.state.next_batch + t.batches_per_update
-        if probe is not None:
-            rec = {"update": t.state.update, "epoch": t.state.epoch, **probe.take()}
-            t.folder.write_metrics(rec, "telemetry.jsonl")
-        m.loss, m.nll, m.ntokens = m.loss + loss * ntok, m.nll + nll * ntok, m.ntokens + ntok
-        m.grad_norm, m.updates = m.grad_norm + gnorm, m.updates + 1
-        bar.update(1)
-        if t.state.update % t.cfg.train.log_every == 0:
-            _log_train(t, m, lr, bar)
-            m = Meter()
-        if t.state.update >= t.max_updates:
-            return True
-        _after_update(t, end_of_epoch=t.state.next_batch >= nb)
-        if t.dist.any(stop.requested):
-            raise StopRequested
-    return False
+    def close(self) -> None:
+        self.bar.close()
+        if self.tb is not None:
+            self.tb.close()
 
+    def record(self, rec: dict, log: str = "metrics") -> None:
+        """One line of ``<log>.jsonl`` (and its numbers in TensorBoard, under the line's kind)."""
+        self.t.folder.write_metrics(rec, f"{log}.jsonl")
+        if self.tb is not None:
+            self.tb.scalars(rec.get("kind", log), rec, rec["update"])
 
-def _telemetry_probe(t: Trainer):
-    """The telemetry, armed, when the coming update is one to measure (every telemetry_every)."""
-    every = t.cfg.train.telemetry_every
-    if t.telemetry is None or (t.state.update + 1) % every:
+    def train(self) -> dict | None:
+        """The loop with its endings: None when it ran to the end, else the final result."""
+        t = self.t
+        stop = Interrupts(lambda signum: t.log("stopping after this update (again to abort without a checkpoint)"))
+        try:
+            with stop:
+                while t.state.update < t.max_updates and not self.run_epoch(stop):
+                    pass
+        except Diverged as e:
+            t.log(f"diverged: {e}")
+            self.record({"kind": "diverged", "update": t.state.update + 1, "epoch": t.state.epoch})
+            t.write_status("diverged", reason=str(e))
+            return {"status": "diverged", "reason": str(e)}
+        except StopRequested:
+            t.save()
+            t.write_status("interrupted")
+            t.log(f"checkpoint saved at update {t.state.update}")
+            raise KeyboardInterrupt from None
+        except KeyboardInterrupt:
+            t.write_status("interrupted")
+            raise
+        except Exception as e:  # a crash must not leave "running" behind
+            t.write_status("failed", reason=f"{type(e).__name__}: {e}"[:500])
+            raise
         return None
-    t.telemetry.arm()
-    return t.telemetry
 
+    def run_epoch(self, stop: Interrupts) -> bool:
+        """Train from the current position to the epoch's end or max_updates; True when done."""
+        t = self.t
+        nb = t.data.num_batches()
+        if t.state.next_batch >= nb:  # the previous epoch is finished: start the next one
+            t.state.epoch, t.state.next_batch = t.state.epoch + 1, 0
+        m = Meter()
+        while t.state.next_batch < nb:
+            start = time.perf_counter()
+            batches = t.update_batches()
+            lr = t.lr(t.state.update + 1)
+            probe = self.telemetry_probe()
+            loss, nll, ntok, gnorm = t.train_step(batches, lr, probe)
+            m.seconds += time.perf_counter() - start
+            t.state.update, t.state.next_batch = t.state.update + 1, t.state.next_batch + t.batches_per_update
+            if probe is not None:
+                self.record({"update": t.state.update, "epoch": t.state.epoch, **probe.take()}, "telemetry")
+            m.loss, m.nll, m.ntokens = m.loss + loss * ntok, m.nll + nll * ntok, m.ntokens + ntok
+            m.grad_norm, m.updates = m.grad_norm + gnorm, m.updates + 1
+            self.bar.update(1)
+            if t.state.update % t.cfg.train.log_every == 0:
+                self.log_train(m, lr)
+                m = Meter()
+            if t.state.update >= t.max_updates:
+                return True
+            self.after_update(end_of_epoch=t.state.next_batch >= nb)
+            if t.dist.any(stop.requested):
+                raise StopRequested
+        return False
 
-def _after_update(t: Trainer, end_of_epoch: bool) -> None:
-    c, u = t.cfg.train, t.state.update
-    if (c.valid_every and u % c.valid_every == 0) or end_of_epoch:
-        validate_and_log(t, with_bleu=end_of_epoch)
-    if (c.save_every and u % c.save_every == 0) or (not c.save_every and end_of_epoch):
-        t.save()
+    def telemetry_probe(self):
+        """The telemetry, armed, when the coming update is one to measure (every telemetry_every)."""
+        t = self.t
+        if t.telemetry is None or (t.state.update + 1) % t.cfg.train.telemetry_every:
+            return None
+        t.telemetry.arm()
+        return t.telemetry
 
+    def after_update(self, end_of_epoch: bool) -> None:
+        c, u = self.t.cfg.train, self.t.state.update
+        if (c.valid_every and u % c.valid_every == 0) or end_of_epoch:
+            self.validate_and_log(with_bleu=end_of_epoch)
+        if (c.save_every and u % c.save_every == 0) or (not c.save_every and end_of_epoch):
+            self.t.save()
 
-def validate_and_log(t: Trainer, with_bleu: bool = False) -> dict:
-    """Validate, log the result, keep the best checkpoint as ``checkpoints/best``."""
-    res = t.validate()
-    if with_bleu:
-        res.update(valid_bleu(t))
-    improved = t.state.best_valid is None or res["valid_loss"] < t.state.best_valid
-    if improved:
-        t.state.best_valid = res["valid_loss"]
-    t.folder.write_metrics({"kind": "valid", "update": t.state.update, "epoch": t.state.epoch, **res})
-    t.log(
-        f"update {t.state.update} epoch {t.state.epoch}: valid loss {res['valid_loss']:.4f} "
-        f"nll {res['valid_nll']:.4f} ppl {res['valid_ppl']:.2f}" + (" (best)" if improved else "")
-    )
-    if improved:
-        t.save(name="best")
-    return res
+    def validate_and_log(self, with_bleu: bool = False) -> dict:
+        """Validate, log the result, keep the best checkpoint as ``checkpoints/best``."""
+        t = self.t
+        res = t.validate()
+        if with_bleu:
+            res.update(valid_bleu(t))
+        improved = t.state.best_valid is None or res["valid_loss"] < t.state.best_valid
+        if improved:
+            t.state.best_valid = res["valid_loss"]
+        self.record({"kind": "valid", "update": t.state.update, "epoch": t.state.epoch, **res})
+        t.log(
+            f"update {t.state.update} epoch {t.state.epoch}: valid loss {res['valid_loss']:.4f} "
+            f"nll {res['valid_nll']:.4f} ppl {res['valid_ppl']:.2f}" + (" (best)" if improved else "")
+        )
+        if improved:
+            t.save(name="best")
+        return res
+
+    def log_train(self, m: Meter, lr: float) -> None:
+        t = self.t
+        rec = {
+            "kind": "train",
+            "update": t.state.update,
+            "epoch": t.state.epoch,
+            "loss": m.loss / m.ntokens,
+            "nll": m.nll / m.ntokens,
+            "lr": lr,
+            "grad_norm": m.grad_norm / m.updates,
+            "tokens_per_s": m.ntokens / m.seconds,
+            "ntokens": m.ntokens,
+        }
+        self.record(rec)
+        self.bar.set_postfix(
+            loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{rec['tokens_per_s']:.0f}", refresh=False
+        )
 
 
 def valid_bleu(t: Trainer) -> dict:
@@ -191,19 +229,3 @@ def valid_bleu(t: Trainer) -> dict:
             res["valid_bleu_greedy"] = scores["sacrebleu"]
     t.dist.barrier()
     return res
-
-
-def _log_train(t: Trainer, m: Meter, lr: float, bar: tqdm) -> None:
-    rec = {
-        "kind": "train",
-        "update": t.state.update,
-        "epoch": t.state.epoch,
-        "loss": m.loss / m.ntokens,
-        "nll": m.nll / m.ntokens,
-        "lr": lr,
-        "grad_norm": m.grad_norm / m.updates,
-        "tokens_per_s": m.ntokens / m.seconds,
-        "ntokens": m.ntokens,
-    }
-    t.folder.write_metrics(rec)
-    bar.set_postfix(loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{rec['tokens_per_s']:.0f}", refresh=False)

@@ -29,10 +29,11 @@ RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
 # --max-update too); the change is recorded in history.jsonl. Anything else changes what was computed.
 RESUME_MAY_EXTEND = {"train.max_updates", "train.max_epochs", "train.log_every", "train.valid_every"}
 RESUME_MAY_EXTEND |= {"train.save_every", "train.keep_last", "train.valid_bleu", "train.telemetry_every"}
+RESUME_MAY_EXTEND |= {"train.tensorboard"}
 # What a run folder may hold besides its own files: logs of `preln reproduce`, evaluation outputs,
 # analysis warm-up runs. Anything else means --out points at someone's folder, not a run's.
 RUN_FILES = ("config.toml", "spm.model", "status.json", "checkpoints", ".lock", ".status.json.tmp", "bleu.json")
-RUN_FILES += ("admin_profile.json", "history.jsonl")
+RUN_FILES += ("admin_profile.json", "history.jsonl", "tensorboard")
 RUN_PATTERNS = ("metrics*.jsonl", "telemetry*.jsonl", "*.png", "*.log", "hyp.*", "warmup-post-seed*", ".*.tmp")
 
 
