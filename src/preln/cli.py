@@ -152,6 +152,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_hf
+
+    out = export_hf(Path(args.run), Path(args.out))
+    print(f"wrote {out} (Transformers: from_pretrained({str(out)!r}); tokenize with {out / 'spm.model'})")
+    return Exit.OK
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .lab import report
 
@@ -213,6 +221,7 @@ def parser() -> argparse.ArgumentParser:
         _add_analyze,
         _add_reproduce,
         _add_plot,
+        _add_export,
         _add_report,
         _add_prepare,
         _add_translate,
@@ -319,6 +328,20 @@ def _add_plot(sub) -> None:
     p.add_argument("--telemetry", action="store_true", help="heatmaps of the (first) run's telemetry.jsonl")
     p.add_argument("--out", metavar="FILE", help="PNG (default RUN_DIR/<metric>.png or RUN_DIR/telemetry.png)")
     p.set_defaults(func=cmd_plot)
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="a masked-LM run as a Hugging Face Transformers model (Post-LN: BERT, Pre-LN: RoBERTa-PreLayerNorm)",
+        description="Write the run's last checkpoint as a Transformers model folder (config.json, "
+        "model.safetensors) with the run's spm.model; needs pip install 'preln[hf]'. Runs whose layers no "
+        "Transformers class computes exactly are refused with the reason.",
+    )
+    p.add_argument("run", metavar="RUN_DIR")
+    p.add_argument("out", metavar="OUT_DIR")
+    p.add_argument("--format", choices=["hf"], default="hf", help="hf: Hugging Face Transformers (default)")
+    p.set_defaults(func=cmd_export)
 
 
 def _add_report(sub) -> None:

@@ -1,0 +1,64 @@
+"""``preln export --format hf``: a masked-LM run loaded back by Transformers computes preln's logits
+(to 1e-5); what no Transformers class computes is refused. Skipped without transformers."""
+
+import pytest
+import torch
+
+from preln import config
+from preln.cli import main
+from preln.config import ModelConfig
+from preln.evaluate import load_run
+from preln.fit import train
+from preln.model import MaskedLM
+
+from .conftest import ROOT, require_data
+
+transformers = pytest.importorskip("transformers")
+
+
+def _ids(vocab: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(5, vocab, (3, 11), generator=g)
+    ids[1, 7:] = 0  # padding (id 0) at the end, as preln batches it
+    ids[2, 4:] = 0
+    return ids, ids != 0
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_an_exported_run_computes_prelns_logits(tmp_path, norm, capsys):
+    require_data("english-mix")
+    sets = [f"model.norm='{norm}'", "train.max_updates=8", "train.progress=false"]
+    train(config.load(ROOT / "configs" / "tiny-mlm.toml", sets), tmp_path / "run")
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "hf")]) == 0
+    _, ours, _ = load_run(tmp_path / "run")
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    expected = {"post": "BertForMaskedLM", "pre": "RobertaPreLayerNormForMaskedLM"}[norm]
+    assert type(hf).__name__ == expected and (tmp_path / "hf" / "spm.model").is_file()
+    ids, keep = _ids(ours.config.vocab_size)
+    with torch.no_grad():
+        mine = ours.eval()(ids, mlm_positions=keep)
+        theirs = hf(input_ids=ids, attention_mask=keep.long()).logits[keep]
+    torch.testing.assert_close(theirs, mine, rtol=0, atol=1e-5)
+    with torch.no_grad():  # the comparison can fail: a changed weight shows
+        hf.get_input_embeddings().weight[7] += 0.1
+        assert not torch.allclose(hf(input_ids=ids, attention_mask=keep.long()).logits[keep], mine, atol=1e-5)
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "hf")]) == 2  # not into a full folder
+    assert "is not empty" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        (dict(norm="sandwich"), "no Transformers class computes model.norm='sandwich'"),
+        (dict(norm_type="rmsnorm"), "norm_type='rmsnorm'"),
+        (dict(embed_scale=True), "embed_scale = false"),
+        (dict(norm="pre", activation="relu"), "MLM head is GELU"),
+    ],
+)
+def test_what_no_transformers_class_computes_is_refused(change, reason):
+    from preln.export import to_hf
+
+    base = dict(task="mlm", norm="post", vocab_size=50, d_model=16, n_heads=2, d_ffn=32, encoder_layers=1)
+    base |= dict(activation="gelu", positions="learned", max_positions=32, embed_layernorm=True, embed_scale=False)
+    with pytest.raises(config.ConfigError, match=reason):
+        to_hf(MaskedLM(ModelConfig(**{**base, **change})))
