@@ -159,6 +159,10 @@ def test_analyze_cli_writes_json_figures_and_summary(tmp_path, capsys):
     for key in ("fig3", "after_warmup", "depth", "width", "lemma2_theory", "lemma2_real", "predictions"):
         assert key in res
     assert not res["synthetic"]
+    from preln.data.corpus import data_root
+
+    assert res["data"] == "multi30k corpus at $PRELN_DATA_ROOT/multi30k"  # no absolute path of this machine
+    assert str(data_root().resolve()) not in (out / "summary.md").read_text()
     for f in ("fig3_layers.png", "fig3_depth_width.png", "lemma2.png", "summary.md"):
         assert (out / f).stat().st_size > 0
     summary = (out / "summary.md").read_text()

@@ -357,3 +357,17 @@ def test_report_skips_incomplete_metric_lines_and_bad_status_names_its_file(tmp_
     (tmp_path / "runs" / "s" / "pre-s1" / "status.json").write_bytes(b"\xff{")
     with pytest.raises(ValueError, match=r"pre-s1/status.json: not valid JSON"):
         RunFolder(tmp_path / "runs" / "s" / "pre-s1").status()
+
+
+def test_report_takes_plain_run_folders_too(tmp_path):
+    post = [(50, 6.0), (100, 5.0)]
+    _fake_run(tmp_path / "runs" / "a", post, bleu=11.0)
+    _fake_run(tmp_path / "runs" / "b", [(50, 5.5), (100, 4.5)])
+    text = report.write_report(tmp_path / "runs")[0].read_text()
+    assert "## Runs in runs" in text and "| a | 1 |" in text and "| b | 1 |" in text
+    assert (tmp_path / "runs" / "runs_curves.png").is_file()
+    single = report.write_report(tmp_path / "runs" / "a")[0].read_text()  # one run folder alone
+    assert "| a | 1 |" in single and "| b |" not in single
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no study folders"):
+        report.write_report(tmp_path / "empty")

@@ -34,7 +34,8 @@ RESUME_MAY_EXTEND |= {"train.tensorboard"}
 # analysis warm-up runs. Anything else means --out points at someone's folder, not a run's.
 RUN_FILES = ("config.toml", "spm.model", "status.json", "checkpoints", ".lock", ".status.json.tmp", "bleu.json")
 RUN_FILES += ("admin_profile.json", "history.jsonl", "tensorboard")
-RUN_PATTERNS = ("metrics*.jsonl", "telemetry*.jsonl", "*.png", "*.log", "hyp.*", "warmup-post-seed*", ".*.tmp")
+RUN_PATTERNS = ("metrics*.jsonl", "telemetry*.jsonl", "*.png", "report.*", "*.log", "hyp.*", "warmup-post-seed*")
+RUN_PATTERNS += (".*.tmp",)
 
 
 class RunFolder:

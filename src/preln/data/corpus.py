@@ -22,6 +22,15 @@ def data_root() -> Path:
     return Path(os.environ.get("PRELN_DATA_ROOT", DEFAULT_DATA_ROOT))
 
 
+def display_path(path: Path) -> str:
+    """A corpus path as a reader of a report can use it: under the data root as
+    ``$PRELN_DATA_ROOT/...``, never this machine's absolute path."""
+    full, root = path.resolve(), data_root().resolve()
+    if full.is_relative_to(root):
+        return f"$PRELN_DATA_ROOT/{full.relative_to(root).as_posix()}"
+    return path.name if path.is_absolute() else path.as_posix()
+
+
 def resolve_path(path: str) -> Path:
     """``path`` as given if it exists, else under ``$PRELN_DATA_ROOT`` (default ../shared/data)."""
     p = Path(path).expanduser()

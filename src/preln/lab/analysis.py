@@ -31,6 +31,7 @@ from .. import config
 from ..config import ModelConfig, Placement, RunConfig
 from ..data import Batch, CorpusError, load_data, resolve_path
 from ..data.batching import pad
+from ..data.corpus import display_path
 from ..data.tokenizer import BOS, EOS, PAD
 from ..fit import fit
 from ..model import EncoderLayer, Stack, build_model
@@ -334,7 +335,7 @@ def load_batches(a: AnalysisConfig) -> tuple[object | None, int, str]:
     """The corpus as batches-to-be (or None with a synthetic vocabulary) and a description."""
     try:
         data, tok = load_data(replace(a.base, train=replace(a.base.train, seed=1)))
-        return data, len(tok), f"{a.base.data.corpus} corpus at {resolve_path(a.base.data.path).resolve()}"
+        return data, len(tok), f"{a.base.data.corpus} corpus at {display_path(resolve_path(a.base.data.path))}"
     except (CorpusError, FileNotFoundError) as e:
         return None, a.base.data.vocab_size, f"SYNTHETIC random tokens (no corpus: {e})"
 

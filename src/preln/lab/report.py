@@ -42,9 +42,10 @@ def _mean_std(xs: list[float], digits: int = 2) -> str:
     return f"{m:.{digits}f} ± {sd:.{digits}f}" if len(xs) > 1 else f"{m:.{digits}f}"
 
 
-def study_results(sdir: Path) -> dict:
-    """{"meta": study.json, "conditions": {name: [run dict per seed]}} from the run folders."""
-    meta = json.loads((sdir / "study.json").read_text())
+def study_results(sdir: Path, meta: dict | None = None) -> dict:
+    """{"meta": study.json (or ``meta``), "conditions": {name: [run dict per seed]}} from the run
+    folders."""
+    meta = meta or json.loads((sdir / "study.json").read_text())
     by_cond: dict[str, list[dict]] = {}
     for r in training_jobs(meta):
         folder = sdir / r["folder"]
@@ -325,7 +326,8 @@ def write_report(out: Path) -> tuple[Path, Path]:
     if not out.is_dir():
         raise FileNotFoundError(f"no runs folder {out}")
     parts, images = ["# preln report", "", *_header(out), ""], {}
-    for sdir in sorted(p for p in out.iterdir() if (p / "study.json").is_file()):
+    study_dirs = sorted(p for p in out.iterdir() if (p / "study.json").is_file())
+    for sdir in study_dirs:
         meta = json.loads((sdir / "study.json").read_text())
         for folder in _analysis_folders(sdir, meta):
             parts.append(_analysis_section(out, folder, meta["title"], images))
@@ -336,12 +338,34 @@ def write_report(out: Path) -> tuple[Path, Path]:
             plot_curves(res, png, target)
             images[png.name] = png
             parts.append(text)
+    plain = None if study_dirs else plain_runs(out)
+    if plain is not None:  # run folders outside any study: one section of them all
+        res = study_results(out, plain)
+        text, _ = study_markdown(out.name, res)
+        png = out / f"{out.name}_curves.png"
+        plot_curves(res, png, None)
+        images[png.name] = png
+        parts.append(text)
     if not images and not any(p.startswith("## ") for p in parts):
-        raise FileNotFoundError(f"{out}: no study folders (study.json) to report on")
+        raise FileNotFoundError(f"{out}: no study folders (study.json) or run folders (metrics.jsonl) to report on")
     md = "\n".join(parts)
     (out / "report.md").write_text(md)
     (out / "report.html").write_text(_html(md, images))
     return out / "report.md", out / "report.html"
+
+
+def plain_runs(out: Path) -> dict | None:
+    """A study.json-like description of run folders outside any study: ``out`` itself if it is a
+    run folder, else its subfolders that are; None if there are none."""
+    runs = [p for p in sorted(out.iterdir()) if (p / "metrics.jsonl").is_file()]
+    runs = [out] if (out / "metrics.jsonl").is_file() else runs
+    if not runs:
+        return None
+    jobs = [
+        {"folder": "" if r == out else r.name, "condition": r.name, "seed": 1, "group": "", "steps": ["train"]}
+        for r in runs
+    ]
+    return {"title": f"Runs in {out.name}", "baseline": None, "compare": [], "claims": [], "jobs": jobs}
 
 
 def _analysis_section(out: Path, folder: Path, title: str, images: dict[str, Path]) -> str:
