@@ -371,3 +371,18 @@ def test_report_takes_plain_run_folders_too(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(FileNotFoundError, match="no study folders"):
         report.write_report(tmp_path / "empty")
+
+
+def test_curves_colour_by_lr_and_dash_by_warmup_across_panels():
+    styles = report.curve_styles(
+        {
+            "adam": ["adam,lr=0.0005,warmup=none", "adam,lr=0.0005,warmup=long", "adam,lr=0.001,warmup=none"],
+            "sgd": ["sgd,lr=0.005,warmup=none", "sgd,lr=0.001,warmup=long"],
+        }
+    )
+    assert styles["adam,lr=0.001,warmup=none"][0] == styles["sgd,lr=0.001,warmup=long"][0]  # same lr, same colour
+    assert styles["adam,lr=0.0005,warmup=none"][0] != styles["adam,lr=0.001,warmup=none"][0]
+    assert styles["adam,lr=0.0005,warmup=none"][1] != styles["adam,lr=0.0005,warmup=long"][1]  # warm-up: dashes
+    assert styles["sgd,lr=0.005,warmup=none"][2] == "lr=0.005, warmup=none"  # no repeated group name
+    plain = report.curve_styles({"": ["pre-nowarmup", "post-warmup"]})
+    assert plain == {"pre-nowarmup": ("C0", "-", "pre-nowarmup"), "post-warmup": ("C1", "-", "post-warmup")}

@@ -7,6 +7,7 @@ the width sweep), ``lemma2.png`` and ``summary.md``.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import matplotlib
@@ -65,6 +66,15 @@ def plot_depth_width(res: dict, path: Path) -> None:
                 label=f"{norm.capitalize()}-LN: slope {fit['slope']:+.2f} "
                 f"[{fit['ci95'][0]:+.2f}, {fit['ci95'][1]:+.2f}]",
             )
+            if part == "depth":  # Theorem 1's slopes, through the first measured mean
+                slope = {"post": 0.0, "pre": -0.5}[norm]
+                ys = [r["mean"][0] * (x / xs[0]) ** slope for x in xs]
+                ax.plot(xs, ys, ls="--", lw=1, color=COLORS[norm], label=f"theory: slope {slope:+.1f}")
+        if part == "width":  # the shape of Theorem 1's bound, d sqrt(ln d), through Post-LN's first mean
+            ref = [x * math.sqrt(math.log(x)) for x in xs]
+            first = res["width"]["post"]["mean"][0]
+            ys = [first * v / ref[0] for v in ref]
+            ax.plot(xs, ys, ls=":", color="grey", label=f"d sqrt(ln d): slope {res['width']['theory_slope']:+.2f}")
         ax.set_xscale("log")
         ax.set_yscale("log")
         if part == "depth":
@@ -75,13 +85,22 @@ def plot_depth_width(res: dict, path: Path) -> None:
             ax.set_title(
                 f"last decoder layer W2 gradient vs width\n(d sqrt(ln d): slope {res['width']['theory_slope']:+.2f})"
             )
-        ax.minorticks_off()  # log axes: label only the measured x values
-        ax.set_xticks(xs, [str(x) for x in xs])
+        log_axes(ax, xs)
         ax.set_ylabel("||E[grad W2]||_F")
         ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def log_axes(ax, xs: list) -> None:
+    """Readable log-log axes: the measured x values as x ticks, y ticks at 1, 2, 5 x 10^k with
+    plain numbers."""
+    ax.set_xticks(xs, [str(x) for x in xs])
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.yaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
+    ax.yaxis.set_minor_locator(matplotlib.ticker.NullLocator())
 
 
 def plot_lemma2(res: dict, path: Path) -> None:
@@ -146,8 +165,7 @@ def plot_placements(res: dict, path: Path) -> None:
     axes[0].set(yscale="log", xlabel=f"layer (1-{L} encoder, {L + 1}-{2 * L} decoder)", ylabel="||E[grad W2]||_F")
     axes[0].set_title("FFN W2 expected-gradient norm per layer\n(at initialization)")
     axes[1].set(xscale="log", yscale="log", xlabel="layers per stack", ylabel="||E[grad W2]||_F, last decoder layer")
-    axes[1].set_xticks(pl["depths"], [str(d) for d in pl["depths"]])
-    axes[1].xaxis.set_minor_locator(matplotlib.ticker.NullLocator())  # label only the measured depths
+    log_axes(axes[1], pl["depths"])
     axes[1].set_title("last W2 gradient vs depth\n(theory: Post-LN slope ~0, Pre-LN -1/2)")
     axes[2].set(yscale="log", xlabel="layer l (encoder)", ylabel="E||x_l||^2 / d")
     axes[2].xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))

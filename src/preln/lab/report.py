@@ -210,16 +210,19 @@ def plot_curves(res: dict, path: Path, target: float | None) -> None:
         groups.setdefault(runs[0]["group"], {})[cond] = runs
     fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.2), squeeze=False)
     finite = [v for runs in res["conditions"].values() for r in runs for _, v in r["curve"] if math.isfinite(v)]
+    styles = curve_styles({g: list(conds) for g, conds in groups.items()})
     for ax, (group, conds) in zip(axes[0], groups.items()):  # the study file's order
-        for i, (cond, runs) in enumerate(conds.items()):
+        for cond, runs in conds.items():
+            color, ls, label = styles[cond]
             for r in runs:
                 if r["curve"]:
-                    ax.plot(*zip(*r["curve"]), color=f"C{i}", alpha=0.3, lw=0.8)
+                    ax.plot(*zip(*r["curve"]), color=color, ls=ls, alpha=0.3, lw=0.8)
                 if r["status"] == "diverged" and r["curve"]:
-                    ax.plot(*r["curve"][-1], "x", color=f"C{i}", ms=8)
+                    ax.plot(*r["curve"][-1], "x", color=color, ms=8)
             mc = [(u, v) for u, v in mean_curve(runs) if math.isfinite(v)]
             if mc:
-                ax.plot(*zip(*mc), color=f"C{i}", lw=2, label=f"{cond} ({len(runs)} seed{'s' * (len(runs) > 1)})")
+                seeds = f"{len(runs)} seed{'s' * (len(runs) > 1)}"
+                ax.plot(*zip(*mc), color=color, ls=ls, lw=2, label=f"{label} ({seeds})")
         if target is not None:
             ax.axhline(target, color="grey", ls="--", lw=0.8, label="target (baseline's best mean)")
         if finite:
@@ -231,6 +234,23 @@ def plot_curves(res: dict, path: Path, target: float | None) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def curve_styles(groups: dict[str, list[str]]) -> dict[str, tuple[str, str, str]]:
+    """(colour, line style, legend label) per condition, over all panels. Grid conditions
+    (``group,k1=v1,k2=v2``): colour by every factor but the last (Fig. 2: the peak lr, the same
+    colour for the same lr in every panel), line style by the last (the warm-up), the label without
+    the group's name. Other conditions: a colour each, solid."""
+    factors = {c: c.split(",")[1:] if g and c.startswith(g + ",") else [] for g, conds in groups.items() for c in conds}
+    if not all(len(f) >= 2 for f in factors.values()):
+        return {c: (f"C{i % 10}", "-", c) for i, c in enumerate(factors)}
+    colors = list(dict.fromkeys(",".join(f[:-1]) for f in factors.values()))
+    lines = list(dict.fromkeys(f[-1] for f in factors.values()))
+    dashes = ["-", "--", ":", "-."]
+    return {
+        c: (f"C{colors.index(','.join(f[:-1])) % 10}", dashes[lines.index(f[-1]) % 4], ", ".join(f))
+        for c, f in factors.items()
+    }
 
 
 def _bleu_by_update(runs: list[dict]) -> str:
