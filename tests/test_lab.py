@@ -386,3 +386,20 @@ def test_curves_colour_by_lr_and_dash_by_warmup_across_panels():
     assert styles["sgd,lr=0.005,warmup=none"][2] == "lr=0.005, warmup=none"  # no repeated group name
     plain = report.curve_styles({"": ["pre-nowarmup", "post-warmup"]})
     assert plain == {"pre-nowarmup": ("C0", "-", "pre-nowarmup"), "post-warmup": ("C1", "-", "post-warmup")}
+
+
+def test_the_report_opens_with_a_summary_and_the_headline_study(tmp_path):
+    post = [([(50, 6.0), (100, 5.0)], "completed")]
+    pre = [([(50, 5.0), (100, 4.0)], "completed")]
+    _fake_study(tmp_path / "runs" / "b-headline", {"post": post, "pre": pre})  # its claim: speed_ratio
+    _fake_study(tmp_path / "runs" / "a-other", {"post": post, "pre": pre})
+    meta = json.loads((tmp_path / "runs" / "a-other" / "study.json").read_text())
+    meta["title"], meta["claims"] = (
+        "other",
+        [{"text": "pre NLL", "paper": "lower", "condition": "pre"} | {"metric": "final_nll", "better_than": "post"}],
+    )
+    (tmp_path / "runs" / "a-other" / "study.json").write_text(json.dumps(meta))
+    text = report.write_report(tmp_path / "runs")[0].read_text()
+    summary = text[text.index("## Summary") : text.index("## fake")]
+    assert "| fake | speed |" in summary and "| other | pre NLL | lower | 4.00 nats | yes" in summary
+    assert text.index("## fake") < text.index("## other")  # the speed claim's study (the headline) first

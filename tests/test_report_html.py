@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from preln.lab import report
+from preln.lab import markdown, report
 
 from .test_lab import _fake_study
 
@@ -58,3 +58,18 @@ def test_report_html_renders_with_its_images_in_headless_chromium(tmp_path):
     cmd[cmd.index("--dump-dom")] = f"--screenshot={shot}"
     subprocess.run([*cmd[:-1], "--window-size=1200,900", cmd[-1]], capture_output=True, timeout=120)
     assert shot.stat().st_size > 10_000  # a rendered page, not a blank one
+
+
+def test_a_pipe_inside_a_cell_does_not_split_it():
+    """Markdown cells escape '|' (E||x||^2), the HTML has as many cells in every row as the header."""
+    md = "\n".join(
+        [
+            "| claim | theory | holds |",
+            "|---|---|---|",
+            f"| {markdown.cell('Lemma 2: E||x_l||^2 = 1.5 d')} | {markdown.cell('a|b')} | yes |",
+        ]
+    )
+    page = markdown.to_html(md, {})
+    rows = re.findall(r"<tr>(.*?)</tr>", page)
+    assert [r.count("<td>") for r in rows] == [3, 3]
+    assert "E||x_l||^2 = 1.5 d" in page and "a|b" in page

@@ -16,6 +16,8 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .markdown import cell  # noqa: E402
+
 COLORS = {"post": "tab:red", "pre": "tab:blue", "after": "tab:orange"}
 PLACEMENT_COLORS = {"post": "tab:red", "pre": "tab:blue", "sandwich": "tab:green", "deepnorm": "tab:purple"}
 PLACEMENT_COLORS |= {"admin": "tab:brown", "rezero": "tab:gray", "mix": "tab:olive"}
@@ -218,7 +220,7 @@ def summary_markdown(res: dict, figures: list[str]) -> str:
     ]
     for p in res["predictions"]:
         verdict = {True: "yes", False: "**no**", None: "(information)"}[p["holds"]]
-        lines.append(f"| {p['claim']} | {p['theory']} | {p['measured']} | {verdict} |")
+        lines.append(f"| {cell(p['claim'])} | {cell(p['theory'])} | {cell(p['measured'])} | {verdict} |")
     if "depth" in res:
         lines += [
             "",

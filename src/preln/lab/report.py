@@ -12,8 +12,6 @@ measured values.
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 import random
@@ -26,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..runs import RunFolder  # noqa: E402
+from .markdown import cell, to_html  # noqa: E402
 
 INF = math.inf
 
@@ -288,7 +287,8 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
             per = ", ".join("never" if u is None else str(u) for u in c["per_seed"])
             upd = f"{c['mean_curve'] if c['mean_curve'] is not None else 'never'} ({per})"
         lines.append(
-            f"| {cond} | {len(runs) - missing}{f' (+{missing} not run)' if missing else ''} | {', '.join(div) or 0} "
+            f"| {cell(cond)} | {len(runs) - missing}{f' (+{missing} not run)' if missing else ''} "
+            f"| {', '.join(div) or 0} "
             f"| {_mean_std(final)} | {_mean_std(best)} | {_bleu_by_update(runs)} | {_mean_std(b1)} | "
             f"{_mean_std(b2)} | {upd} |"
         )
@@ -319,25 +319,64 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
 
 def _claims_table(res: dict, sp: dict | None) -> list[str]:
     """The paper's claims beside the measured values, with where each was measured."""
-    meta = res["meta"]
-    lines = [
+    return [
         "",
         "The paper's numbers next to ours: BLEU in the paper's convention (tokenized, lowercased); where the "
         "corpus or scale differs (the row says so), compare directions and orderings, not values.",
         "",
         "| the paper says | paper (its setting) | measured here | shows here? | measured at |",
         "|---|---|---|---|---|",
+        *[f"| {' | '.join(row)} |" for row in claim_rows(res, sp)],
     ]
+
+
+def claim_rows(res: dict, sp: dict | None) -> list[list[str]]:
+    """Per claim: the claim, the paper's value and setting, ours, whether it shows, the scale."""
+    meta = res["meta"]
     paper_at, paper_corpus = meta.get("paper_setting", ""), meta.get("paper_corpus", "")
-    for c in meta["claims"]:
+    rows = []
+    for c in meta.get("claims", []):
         runs = res["conditions"].get(c.get("condition", ""), []) or next(iter(res["conditions"].values()), [])
         here = next((r["scale"] for r in runs if r.get("scale")), "")
         other = paper_corpus and here and paper_corpus.lower() not in here.lower()
         differs = " — **another corpus and scale than the paper's**" if other else ""
         paper = c.get("paper", "") + (f" ({paper_at})" if paper_at else "")
         value, shows = _claim_value(c, res, sp), _shows(c, res)
-        lines.append(f"| {c['text']} | {paper} | {value} | {shows} | {here}{differs} |")
-    return lines
+        rows.append([cell(c["text"]), cell(paper), cell(value), shows, cell(here) + differs])
+    return rows
+
+
+def _summary(studies: list[tuple[str, dict]], analyses: list[tuple[str, Path]]) -> list[str]:
+    """The report's first section: every claim of every study in one table, and the analyses'
+    predictions counted (the sections below have the details)."""
+    rows = [[cell(title), *row] for title, res in studies for row in claim_rows(res, speed(res))]
+    lines = ["## Summary", ""]
+    if rows:
+        lines += [
+            "| study | the paper says | paper (its setting) | measured here | shows here? | measured at |",
+            "|---|---|---|---|---|---|",
+            *[f"| {' | '.join(r)} |" for r in rows],
+            "",
+        ]
+    for title, folder in analyses:
+        try:
+            preds = json.loads((folder / "analysis.json").read_text()).get("predictions", [])
+        except (OSError, ValueError):
+            continue
+        held = sum(p["holds"] is True for p in preds)
+        judged = sum(p["holds"] is not None for p in preds)
+        lines.append(f"- {title}: {held} of {judged} predictions hold by their 95% intervals (details below).")
+    return lines + [""] if len(lines) > 2 else []
+
+
+def _headline_first(study_dirs: list[Path]) -> list[Path]:
+    """Studies with a speed claim (Fig. 4, the paper's headline) first, then by name."""
+
+    def key(sdir: Path) -> tuple[bool, str]:
+        claims = json.loads((sdir / "study.json").read_text()).get("claims", [])
+        return (not any(c.get("metric") == "speed_ratio" for c in claims), sdir.name)
+
+    return sorted(study_dirs, key=key)
 
 
 def write_report(out: Path) -> tuple[Path, Path]:
@@ -345,14 +384,17 @@ def write_report(out: Path) -> tuple[Path, Path]:
     its training runs and of its analyses (each ``summary.md`` with its figures)."""
     if not out.is_dir():
         raise FileNotFoundError(f"no runs folder {out}")
-    parts, images = ["# preln report", "", *_header(out), ""], {}
-    study_dirs = sorted(p for p in out.iterdir() if (p / "study.json").is_file())
+    parts, images = [], {}
+    study_dirs = _headline_first([p for p in out.iterdir() if (p / "study.json").is_file()])
+    studies, analyses = [], []
     for sdir in study_dirs:
         meta = json.loads((sdir / "study.json").read_text())
         for folder in _analysis_folders(sdir, meta):
             parts.append(_analysis_section(out, folder, meta["title"], images))
+            analyses.append((meta["title"], folder))
         if training_jobs(meta):
             res = study_results(sdir)
+            studies.append((meta["title"], res))
             text, target = study_markdown(sdir.name, res)
             png = out / f"{sdir.name}_curves.png"
             plot_curves(res, png, target)
@@ -368,9 +410,9 @@ def write_report(out: Path) -> tuple[Path, Path]:
         parts.append(text)
     if not images and not any(p.startswith("## ") for p in parts):
         raise FileNotFoundError(f"{out}: no study folders (study.json) or run folders (metrics.jsonl) to report on")
-    md = "\n".join(parts)
+    md = "\n".join(["# preln report", "", *_header(out), "", *_summary(studies, analyses), *parts])
     (out / "report.md").write_text(md)
-    (out / "report.html").write_text(_html(md, images))
+    (out / "report.html").write_text(to_html(md, images))
     return out / "report.md", out / "report.html"
 
 
@@ -414,48 +456,3 @@ def _header(out: Path) -> list[str]:
         f"{total / 60:.0f} min over {len(runs)} invocation{'s' * (len(runs) > 1)} of `preln reproduce` "
         f"(--jobs {last['jobs']}). Runs folder: `{out.name}`."
     ]
-
-
-def _inline(text: str) -> str:
-    """Markdown's **bold** and `code` in escaped text."""
-    out, parts = [], html.escape(text).split("**")
-    for i, p in enumerate(parts):
-        segs = p.split("`")
-        p = "".join(f"<code>{s}</code>" if j % 2 else s for j, s in enumerate(segs))
-        out.append(f"<b>{p}</b>" if i % 2 else p)
-    return "".join(out)
-
-
-def _html(md: str, images: dict[str, Path]) -> str:
-    body, in_table = [], False
-    for line in md.splitlines():
-        is_row = line.startswith("|")
-        if in_table and not is_row:
-            body.append("</table>")
-        if is_row and not in_table:
-            body.append("<table>")
-        in_table = is_row
-        if is_row:
-            if not set(line) <= set("|- "):  # skip the |---| separator
-                body.append(
-                    "<tr>" + "".join(f"<td>{_inline(c.strip())}</td>" for c in line.strip("|").split("|")) + "</tr>"
-                )
-        elif line.startswith("![") and "](" in line:
-            src = line.split("](", 1)[1].rstrip(")")
-            if src in images:
-                data = base64.b64encode(images[src].read_bytes()).decode()
-                body.append(f'<p><img alt="{html.escape(src)}" src="data:image/png;base64,{data}"></p>')
-            else:
-                body.append(f"<p>(figure {html.escape(src)} missing)</p>")
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{_inline(line.lstrip('#').strip())}</h{level}>")
-        elif line.strip():
-            body.append(f"<p>{_inline(line)}</p>")
-    if in_table:
-        body.append("</table>")
-    return (
-        "<!doctype html><meta charset='utf-8'><title>preln report</title>"
-        "<style>body{font-family:sans-serif;max-width:1200px;margin:auto}td{border:1px solid #ccc;padding:3px}"
-        "table{border-collapse:collapse}img{max-width:100%}</style>\n" + "\n".join(body) + "\n"
-    )
