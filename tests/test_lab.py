@@ -401,5 +401,5 @@ def test_the_report_opens_with_a_summary_and_the_headline_study(tmp_path):
     (tmp_path / "runs" / "a-other" / "study.json").write_text(json.dumps(meta))
     text = report.write_report(tmp_path / "runs")[0].read_text()
     summary = text[text.index("## Summary") : text.index("## fake")]
-    assert "| fake | speed |" in summary and "| other | pre NLL | lower | 4.00 nats | yes" in summary
+    assert "| b-headline | speed |" in summary and "| a-other | pre NLL | lower | 4.00 nats | yes" in summary
     assert text.index("## fake") < text.index("## other")  # the speed claim's study (the headline) first

@@ -365,7 +365,7 @@ def _summary(studies: list[tuple[str, dict]], analyses: list[tuple[str, Path]]) 
             continue
         held = sum(p["holds"] is True for p in preds)
         judged = sum(p["holds"] is not None for p in preds)
-        lines.append(f"- {title}: {held} of {judged} predictions hold by their 95% intervals (details below).")
+        lines.append(f"{title}: {held} of {judged} predictions hold by their 95% intervals (details below).")
     return lines + [""] if len(lines) > 2 else []
 
 
@@ -391,10 +391,10 @@ def write_report(out: Path) -> tuple[Path, Path]:
         meta = json.loads((sdir / "study.json").read_text())
         for folder in _analysis_folders(sdir, meta):
             parts.append(_analysis_section(out, folder, meta["title"], images))
-            analyses.append((meta["title"], folder))
+            analyses.append((f"`{sdir.name}` ({meta['title']})", folder))
         if training_jobs(meta):
             res = study_results(sdir)
-            studies.append((meta["title"], res))
+            studies.append((sdir.name, res))
             text, target = study_markdown(sdir.name, res)
             png = out / f"{sdir.name}_curves.png"
             plot_curves(res, png, target)
