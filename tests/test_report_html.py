@@ -73,3 +73,21 @@ def test_a_pipe_inside_a_cell_does_not_split_it():
     rows = re.findall(r"<tr>(.*?)</tr>", page)
     assert [r.count("<td>") for r in rows] == [3, 3]
     assert "E||x_l||^2 = 1.5 d" in page and "a|b" in page
+
+
+def test_the_lemma2_rows_have_as_many_cells_as_the_header():
+    from preln.lab.analysis_report import summary_markdown
+
+    preds = [
+        {
+            "claim": "Lemma 2, Post-LN: E||x^{post,5}_l||^2 = 1.5 d",
+            "theory": "1.5 d",
+            "measured": "1.49",
+            "holds": True,
+        },
+        {"claim": "Lemma 2, Pre-LN: (1 + l/2) d <= E||x_l||^2", "theory": "|bounds|", "measured": "ok", "holds": None},
+    ]
+    md = summary_markdown({"data": "synthetic", "preset": "cpu", "predictions": preds}, [])
+    rows = re.findall(r"<tr>(.*?)</tr>", markdown.to_html(md, {}))
+    assert len(rows) == 3 and {r.count("<td>") for r in rows} == {4}
+    assert "E||x_l||^2" in rows[2]
