@@ -403,3 +403,40 @@ def test_the_report_opens_with_a_summary_and_the_headline_study(tmp_path):
     summary = text[text.index("## Summary") : text.index("## fake")]
     assert "| b-headline | speed |" in summary and "| a-other | pre NLL | lower | 4.00 nats | yes" in summary
     assert text.index("## fake") < text.index("## other")  # the speed claim's study (the headline) first
+
+
+def test_several_runs_share_a_gpu_and_an_n_that_cannot_fit_is_refused(tmp_path, monkeypatch):
+    from preln import config
+    from preln.lab import gpus
+
+    seen, live, peak = [], {}, {}
+
+    class FakeProc:
+        def __init__(self, cmd, env, **kw):
+            self.gpu = env.get("CUDA_VISIBLE_DEVICES")
+            live[self.gpu] = live.get(self.gpu, 0) + 1
+            peak[self.gpu] = max(peak.get(self.gpu, 0), live[self.gpu])
+            seen.append((cmd[-1], self.gpu, env["OMP_NUM_THREADS"]))
+            self.polls = 0
+
+        def poll(self):
+            self.polls += 1
+            if self.polls < 3:
+                return None
+            live[self.gpu] -= 1
+            return 0
+
+    monkeypatch.setattr(execute.subprocess, "Popen", FakeProc)
+    monkeypatch.setattr(execute.os, "cpu_count", lambda: 8)
+    jobs = [studies.Job(f"a{i}", tmp_path / f"a{i}", 1, [("analyze", ["analyze", f"j{i}"])]) for i in range(8)]
+    res = execute.execute(jobs, 4, gpus=["3", "3", "5", "5"], poll_s=0)  # --gpus 3,5 --jobs-per-gpu 2
+    assert res == {f"a{i}": "done" for i in range(8)}
+    assert peak == {"3": 2, "5": 2} and all(s[2] == "2" for s in seen)  # 2 runs per GPU, 8 cores / 4
+    cfg = config.load(ROOT / "configs" / "cpu-multi30k-pre.toml")
+    need = gpus.run_bytes(cfg)
+    assert 1 * 2**30 < need < 4 * 2**30  # a 3.8M-parameter model: mostly the CUDA context and activations
+    gpus.check_fit([cfg], ["0"], 3, free_bytes=lambda g: 3 * need + 1)  # fits
+    with pytest.raises(ConfigError, match="at most 2 fit"):
+        gpus.check_fit([cfg], ["0"], 3, free_bytes=lambda g: 2 * need + 1)
+    with pytest.raises(ConfigError, match="--jobs-per-gpu must be >= 1"):
+        gpus.check_fit([cfg], ["0"], 0)

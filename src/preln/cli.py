@@ -129,7 +129,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     root = Path(args.root) if args.root else None
     try:
-        md, page = reproduce(args.preset, args.studies, out, args.jobs, gpus, args.beam, root)
+        md, page = reproduce(args.preset, args.studies, out, args.jobs, gpus, args.beam, root, args.jobs_per_gpu)
     except execute.RunFailed as e:
         print(f"preln: error: {e}", file=sys.stderr)
         return Exit.GRID_FAILED
@@ -307,6 +307,14 @@ def _add_reproduce(sub) -> None:
         "--gpus",
         metavar="IDS",
         help="comma-separated GPU ids: one run per GPU at a time (CUDA_VISIBLE_DEVICES); --jobs = their count",
+    )
+    p.add_argument(
+        "--jobs-per-gpu",
+        type=int,
+        default=1,
+        metavar="N",
+        help="runs at once on each GPU of --gpus (default 1); refused if N of the grid's largest run would not fit "
+        "in a GPU's free memory (an estimate from its config)",
     )
     p.add_argument("--out", metavar="DIR", help="runs folder (default runs/reproduce-<preset>)")
     p.add_argument("--beam", type=int, default=5, help="beam for test BLEU (default 5)")

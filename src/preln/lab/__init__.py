@@ -57,11 +57,13 @@ def reproduce(
     gpus: list[str] | None = None,
     beam: int = 5,
     root: Path | None = None,
+    jobs_per_gpu: int = 1,
 ) -> tuple[Path, Path]:
     """``preln reproduce``: expand the studies (comma-separated names of shipped studies, or paths
     of study files whose ``config`` paths are relative to ``root``) for ``preset``, run what is
-    not done into ``out``, write the report; returns
-    (report.md, report.html). Raises ``execute.RunFailed`` when a run of the grid fails."""
+    not done into ``out``, write the report; returns (report.md, report.html). With ``gpus``, one
+    run per GPU at a time, or ``jobs_per_gpu`` (checked against the GPUs' free memory). Raises
+    ``execute.RunFailed`` when a run of the grid fails."""
     from ..runs import hold_lock, release_lock
     from .studies import load_study
 
@@ -69,6 +71,13 @@ def reproduce(
     out = out or Path(f"runs/reproduce-{preset}")
     paths = [root / "studies" / f"{n}.toml" if "/" not in n else Path(n) for n in studies.split(",")]
     loaded = [load_study(p, preset, root) for p in paths]
+    if gpus:
+        from .. import config
+        from .gpus import check_fit
+
+        cfgs = [config.load(r.config, list(r.overrides)) for s in loaded for r in s.runs]
+        check_fit(cfgs, gpus, jobs_per_gpu)
+        gpus = [g for g in gpus for _ in range(jobs_per_gpu)]  # a slot per run, several per GPU
     lock = hold_lock(out)  # one `reproduce` per runs folder (each run folder has its own lock too)
     try:
         return _reproduce(preset, loaded, out, jobs, gpus, beam, root)
