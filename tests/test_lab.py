@@ -440,3 +440,22 @@ def test_several_runs_share_a_gpu_and_an_n_that_cannot_fit_is_refused(tmp_path, 
         gpus.check_fit([cfg], ["0"], 3, free_bytes=lambda g: 2 * need + 1)
     with pytest.raises(ConfigError, match="--jobs-per-gpu must be >= 1"):
         gpus.check_fit([cfg], ["0"], 0)
+
+
+def test_the_submitit_launcher_runs_the_grid_with_the_same_skip_and_resume(tmp_path, capsys):
+    pytest.importorskip("submitit")
+    require_data("multi30k")
+    p = tmp_path / "tiny.toml"
+    p.write_text(STUDY)
+    out = tmp_path / "runs"
+    args = ["reproduce", "--studies", str(p), "--out", str(out), "--root", str(ROOT), "--launcher", "local"]
+    assert main([*args, "--beam", "1"]) == 0
+    status = {
+        f.name: json.loads((f / "status.json").read_text())["status"] for f in (out / "tiny").iterdir() if f.is_dir()
+    }
+    assert status == {"pre-s1": "completed", "post-warmup-s1": "completed", "norm=post,lr=1000000.0-s1": "diverged"}
+    assert (out / "tiny" / "pre-s1" / "bleu.json").is_file() and (out / "report.html").is_file()
+    assert not (out / "tiny" / "norm=post,lr=1000000.0-s1" / "bleu.json").exists()  # diverged: not evaluated
+    capsys.readouterr()
+    assert main([*args, "--beam", "1"]) == 0  # everything done: nothing submitted again
+    assert "0 to do" in capsys.readouterr().err

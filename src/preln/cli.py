@@ -129,7 +129,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     root = Path(args.root) if args.root else None
     try:
-        md, page = reproduce(args.preset, args.studies, out, args.jobs, gpus, args.beam, root, args.jobs_per_gpu)
+        md, page = reproduce(
+            args.preset, args.studies, out, args.jobs, gpus, args.beam, root, args.jobs_per_gpu, args.launcher
+        )
     except execute.RunFailed as e:
         print(f"preln: error: {e}", file=sys.stderr)
         return Exit.GRID_FAILED
@@ -315,6 +317,13 @@ def _add_reproduce(sub) -> None:
         metavar="N",
         help="runs at once on each GPU of --gpus (default 1); refused if N of the grid's largest run would not fit "
         "in a GPU's free memory (an estimate from its config)",
+    )
+    p.add_argument(
+        "--launcher",
+        choices=["processes", "slurm", "local"],
+        default="processes",
+        help="processes: here (default); slurm: each job submitted through submitit (pip install 'preln[cluster]'), "
+        "with the same skip/resume; local: submitit's local executor",
     )
     p.add_argument("--out", metavar="DIR", help="runs folder (default runs/reproduce-<preset>)")
     p.add_argument("--beam", type=int, default=5, help="beam for test BLEU (default 5)")

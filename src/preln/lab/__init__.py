@@ -58,12 +58,14 @@ def reproduce(
     beam: int = 5,
     root: Path | None = None,
     jobs_per_gpu: int = 1,
+    launcher: str = "processes",
 ) -> tuple[Path, Path]:
     """``preln reproduce``: expand the studies (comma-separated names of shipped studies, or paths
     of study files whose ``config`` paths are relative to ``root``) for ``preset``, run what is
     not done into ``out``, write the report; returns (report.md, report.html). With ``gpus``, one
     run per GPU at a time, or ``jobs_per_gpu`` (checked against the GPUs' free memory). Raises
-    ``execute.RunFailed`` when a run of the grid fails."""
+    ``execute.RunFailed`` when a run of the grid fails. ``launcher``: ``processes`` (here), or
+    ``slurm`` / ``local`` through submitit (``launch.py``)."""
     from ..runs import hold_lock, release_lock
     from .studies import load_study
 
@@ -80,12 +82,12 @@ def reproduce(
         gpus = [g for g in gpus for _ in range(jobs_per_gpu)]  # a slot per run, several per GPU
     lock = hold_lock(out)  # one `reproduce` per runs folder (each run folder has its own lock too)
     try:
-        return _reproduce(preset, loaded, out, jobs, gpus, beam, root)
+        return _reproduce(preset, loaded, out, jobs, gpus, beam, root, launcher)
     finally:
         release_lock(lock)
 
 
-def _reproduce(preset: str, studies: list, out: Path, jobs: int, gpus, beam: int, root: Path) -> tuple[Path, Path]:
+def _reproduce(preset: str, studies: list, out: Path, jobs: int, gpus, beam: int, root: Path, launcher: str):
     from . import execute, report
     from .studies import plan
 
@@ -100,7 +102,12 @@ def _reproduce(preset: str, studies: list, out: Path, jobs: int, gpus, beam: int
     )
     t0 = time.time()
     try:
-        results = execute.execute(todo, at_once, gpus)
+        if launcher == "processes":
+            results = execute.execute(todo, at_once, gpus)
+        else:
+            from .launch import submit
+
+            results = submit(todo, launcher, out / "submitit")
     finally:  # interrupted invocations count toward the wall time too
         if todo:
             execute.record_invocation(out, root, preset, studies, jobs, t0)

@@ -1,0 +1,56 @@
+"""Grids on a cluster: ``preln reproduce --launcher slurm`` submits each planned job (its steps:
+train, evaluate, analyze) as one job through submitit (the optional extra ``pip install
+'preln[cluster]'``) and waits for them. Skipping and resuming work as with local processes: only
+unfinished jobs are planned, and each step is skipped where its result exists (``studies.needed``),
+so a rerun after a preemption resumes the runs from their checkpoints. ``--launcher local`` uses
+submitit's local executor (the tests do).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from ..config import ConfigError
+from ..process import Exit
+from .execute import RunFailed
+from .studies import Job, needed, run_status
+
+
+def run_job(job: Job) -> str:
+    """Run a job's steps in order (on the cluster node), each as a ``preln`` subprocess whose log
+    is ``<step>.log`` in the job's folder; returns its status."""
+    for step, argv in job.steps:
+        if not needed(step, job.folder, job.expect):
+            continue
+        job.folder.mkdir(parents=True, exist_ok=True)
+        with open(job.folder / f"{step}.log", "a") as log:
+            rc = subprocess.run([sys.executable, "-m", "preln", *argv], stdout=log, stderr=log).returncode
+        if rc == Exit.DIVERGED and step == "train":
+            break  # a result: no evaluation of a diverged run
+        if rc != Exit.OK:
+            raise RunFailed(f"{job.name}: `preln {step}` failed (exit {rc}); see {job.folder / f'{step}.log'}")
+    return run_status(job.folder) if any(s == "train" for s, _ in job.steps) else "done"
+
+
+def submit(jobs: list[Job], launcher: str, logs: Path, slurm: dict | None = None) -> dict[str, str]:
+    """Submit every job, wait for all; {job name: status}. A failed job raises RunFailed after the
+    others have ended (they are independent; their results are kept)."""
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError(f"--launcher {launcher} needs submitit: pip install 'preln[cluster]'") from None
+    executor = submitit.AutoExecutor(folder=str(logs), cluster="local" if launcher == "local" else "slurm")
+    executor.update_parameters(**(slurm or {}))
+    submitted = [(job, executor.submit(run_job, job)) for job in jobs]
+    results, failures = {}, []
+    for job, handle in submitted:
+        try:
+            results[job.name] = handle.result()
+            print(f"[preln] {job.name}: {results[job.name]}", file=sys.stderr)
+        except Exception as e:  # submitit wraps the node's exception
+            failures.append(f"{job.name}: {str(e).strip().splitlines()[-1] if str(e).strip() else e}")
+    if failures:
+        raise RunFailed("; ".join(failures))
+    return results
