@@ -229,7 +229,7 @@ def plot_curves(res: dict, path: Path, target: float | None) -> None:
         ax.set_xlabel("update")
         ax.set_ylabel("validation NLL (nats / token)")
         ax.set_title(group or res["meta"]["title"], fontsize=9)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=6 if len(conds) > 8 else 7, ncol=2 if len(conds) > 8 else 1)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -244,12 +244,14 @@ def curve_styles(groups: dict[str, list[str]]) -> dict[str, tuple[str, str, str]
     if not all(len(f) >= 2 for f in factors.values()):
         return {c: (f"C{i % 10}", "-", c) for i, c in enumerate(factors)}
     colors = list(dict.fromkeys(",".join(f[:-1]) for f in factors.values()))
-    lines = list(dict.fromkeys(f[-1] for f in factors.values()))
     dashes = ["-", "--", ":", "-."]
-    return {
-        c: (f"C{colors.index(','.join(f[:-1])) % 10}", dashes[lines.index(f[-1]) % 4], ", ".join(f))
-        for c, f in factors.items()
-    }
+    styles = {}
+    for conds in groups.values():  # line styles by the last factor within each panel
+        lines = list(dict.fromkeys(factors[c][-1] for c in conds))
+        for c in conds:
+            f = factors[c]
+            styles[c] = (f"C{colors.index(','.join(f[:-1])) % 10}", dashes[lines.index(f[-1]) % 4], ", ".join(f))
+    return styles
 
 
 def _bleu_by_update(runs: list[dict]) -> str:
