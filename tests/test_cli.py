@@ -16,10 +16,10 @@ def test_help_lists_every_subcommand():
 
 def test_bad_input_is_one_line_error(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
-    bad.write_text("[model]\nnorm = 'sandwich'\n")
+    bad.write_text("[model]\nnorm = 'middle'\n")
     assert main(["train", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("preln: error: model.norm: 'sandwich' is not one of") and "Traceback" not in err
+    assert err.startswith("preln: error: model.norm: 'middle' is not one of") and "Traceback" not in err
     assert (
         main(
             [
