@@ -188,7 +188,7 @@ def test_admin_profile_on_a_fixed_batch_is_the_papers_definition():
     ids = torch.randint(4, 50, (4, 9))
     profile = admin_init(model, lambda: model(ids))
     x = model.embed(ids)
-    running, omegas, variances = float(x.var()), [], []
+    running, omegas, variances = float(x.detach().var()), [], []
     with torch.no_grad():
         for layer in model.encoder.layers:
             for res, f in [(layer.attn_res, layer.self_attn), (layer.ffn_res, lambda h, lay=layer: ffn(lay, h))]:
