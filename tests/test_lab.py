@@ -457,5 +457,9 @@ def test_the_submitit_launcher_runs_the_grid_with_the_same_skip_and_resume(tmp_p
     assert (out / "tiny" / "pre-s1" / "bleu.json").is_file() and (out / "report.html").is_file()
     assert not (out / "tiny" / "norm=post,lr=1000000.0-s1" / "bleu.json").exists()  # diverged: not evaluated
     capsys.readouterr()
-    assert main([*args, "--beam", "1"]) == 0  # everything done: nothing submitted again
+    assert main([*args, "--beam", "1", "--slurm", "timeout_min=30"]) == 0  # everything done: nothing submitted again
     assert "0 to do" in capsys.readouterr().err
+    assert main([*args, "--slurm", "timeout_min"]) == 2
+    assert "--slurm 'timeout_min': expected key=value" in capsys.readouterr().err
+    assert main([*args, "--slurm", "no_such_parameter=1"]) == 2  # submitit's own check, as one line
+    assert "preln: error: --slurm:" in capsys.readouterr().err

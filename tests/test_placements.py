@@ -199,7 +199,7 @@ def test_admin_profile_on_a_fixed_batch_is_the_papers_definition():
                 x = ln(x + y, res.norm.weight, res.norm.bias)  # profiling runs with omega = 1
     assert profile["encoder"]["omega"] == pytest.approx(omegas, rel=1e-12)
     assert profile["encoder"]["sublayer_var"] == pytest.approx(variances, rel=1e-12)
-    got = [float(r.omega[0]) for r in model.encoder.residuals()]
+    got = [float(r.omega[0].detach()) for r in model.encoder.residuals()]
     assert got == pytest.approx(omegas, rel=1e-12)
     assert all(torch.all(r.omega == r.omega[0]) for r in model.encoder.residuals())
 

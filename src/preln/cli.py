@@ -129,8 +129,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     root = Path(args.root) if args.root else None
     try:
+        params = _key_values(args.slurm, "--slurm")
         md, page = reproduce(
-            args.preset, args.studies, out, args.jobs, gpus, args.beam, root, args.jobs_per_gpu, args.launcher
+            args.preset, args.studies, out, args.jobs, gpus, args.beam, root, args.jobs_per_gpu, args.launcher, params
         )
     except execute.RunFailed as e:
         print(f"preln: error: {e}", file=sys.stderr)
@@ -160,6 +161,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = export_hf(Path(args.run), Path(args.out))
     print(f"wrote {out} (Transformers: from_pretrained({str(out)!r}); tokenize with {out / 'spm.model'})")
     return Exit.OK
+
+
+def _key_values(items: list[str], flag: str) -> dict:
+    """``key=value`` items (values in TOML syntax, or bare words) as a dict."""
+    import tomllib
+
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected key=value")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = raw
+    return out
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -324,6 +341,14 @@ def _add_reproduce(sub) -> None:
         default="processes",
         help="processes: here (default); slurm: each job submitted through submitit (pip install 'preln[cluster]'), "
         "with the same skip/resume; local: submitit's local executor",
+    )
+    p.add_argument(
+        "--slurm",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a submitit parameter for --launcher slurm/local, repeatable, e.g. --slurm timeout_min=600 "
+        "--slurm slurm_partition=gpu --slurm gpus_per_node=1 (default time limit: a day)",
     )
     p.add_argument("--out", metavar="DIR", help="runs folder (default runs/reproduce-<preset>)")
     p.add_argument("--beam", type=int, default=5, help="beam for test BLEU (default 5)")

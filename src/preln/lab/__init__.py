@@ -59,6 +59,7 @@ def reproduce(
     root: Path | None = None,
     jobs_per_gpu: int = 1,
     launcher: str = "processes",
+    launcher_params: dict | None = None,
 ) -> tuple[Path, Path]:
     """``preln reproduce``: expand the studies (comma-separated names of shipped studies, or paths
     of study files whose ``config`` paths are relative to ``root``) for ``preset``, run what is
@@ -82,12 +83,12 @@ def reproduce(
         gpus = [g for g in gpus for _ in range(jobs_per_gpu)]  # a slot per run, several per GPU
     lock = hold_lock(out)  # one `reproduce` per runs folder (each run folder has its own lock too)
     try:
-        return _reproduce(preset, loaded, out, jobs, gpus, beam, root, launcher)
+        return _reproduce(preset, loaded, out, jobs, gpus, beam, root, (launcher, launcher_params))
     finally:
         release_lock(lock)
 
 
-def _reproduce(preset: str, studies: list, out: Path, jobs: int, gpus, beam: int, root: Path, launcher: str):
+def _reproduce(preset: str, studies: list, out: Path, jobs: int, gpus, beam: int, root: Path, launch: tuple):
     from . import execute, report
     from .studies import plan
 
@@ -102,12 +103,13 @@ def _reproduce(preset: str, studies: list, out: Path, jobs: int, gpus, beam: int
     )
     t0 = time.time()
     try:
+        launcher, params = launch
         if launcher == "processes":
             results = execute.execute(todo, at_once, gpus)
         else:
             from .launch import submit
 
-            results = submit(todo, launcher, out / "submitit")
+            results = submit(todo, launcher, out / "submitit", params)
     finally:  # interrupted invocations count toward the wall time too
         if todo:
             execute.record_invocation(out, root, preset, studies, jobs, t0)

@@ -34,16 +34,30 @@ def run_job(job: Job) -> str:
     return run_status(job.folder) if any(s == "train" for s, _ in job.steps) else "done"
 
 
-def submit(jobs: list[Job], launcher: str, logs: Path, slurm: dict | None = None) -> dict[str, str]:
+DEFAULTS = {"timeout_min": 24 * 60}
+"""submitit's own default time limit is 5 minutes, which ends any real run; a day instead
+(``--slurm timeout_min=...`` and other submitit parameters, e.g. ``slurm_partition='gpu'``)."""
+
+
+def submit(jobs: list[Job], launcher: str, logs: Path, parameters: dict | None = None) -> dict[str, str]:
     """Submit every job, wait for all; {job name: status}. A failed job raises RunFailed after the
-    others have ended (they are independent; their results are kept)."""
+    others have ended (they are independent; their results are kept). A job that is preempted or
+    times out is requeued (submitit's checkpointing) and resumes from the run's last checkpoint."""
     try:
         import submitit
     except ImportError:
         raise ConfigError(f"--launcher {launcher} needs submitit: pip install 'preln[cluster]'") from None
+
+    class RunJobs(submitit.helpers.Checkpointable):  # requeued with the same job: the steps resume
+        def __call__(self, job: Job) -> str:
+            return run_job(job)
+
     executor = submitit.AutoExecutor(folder=str(logs), cluster="local" if launcher == "local" else "slurm")
-    executor.update_parameters(**(slurm or {}))
-    submitted = [(job, executor.submit(run_job, job)) for job in jobs]
+    try:
+        executor.update_parameters(**{**DEFAULTS, **(parameters or {})})
+    except (ValueError, TypeError, NameError) as e:  # submitit names an unknown parameter with a NameError
+        raise ConfigError(f"--slurm: {str(e).splitlines()[0]}") from None
+    submitted = [(job, executor.submit(RunJobs(), job)) for job in jobs]
     results, failures = {}, []
     for job, handle in submitted:
         try:
