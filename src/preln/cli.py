@@ -165,17 +165,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _key_values(items: list[str], flag: str) -> dict:
     """``key=value`` items (values in TOML syntax, or bare words) as a dict."""
-    import tomllib
-
     out = {}
     for item in items:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"{flag} {item!r}: expected key=value")
-        try:
-            out[key.strip()] = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
-            out[key.strip()] = raw
+        out[key.strip()] = config.toml_literal(raw)
     return out
 
 

@@ -264,11 +264,15 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     if "=" not in item:
         raise ConfigError(f"--set {item!r}: expected section.key=value")
     key, raw = item.split("=", 1)
+    return key.strip().split("."), toml_literal(raw)
+
+
+def toml_literal(raw: str) -> Any:
+    """A value written on a command line: TOML syntax, or a bare word as a string (``post``)."""
     try:
-        value = tomllib.loads(f"v = {raw}")["v"]
+        return tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        value = raw  # a bare word: treat as a string (``model.norm=post``)
-    return key.strip().split("."), value
+        return raw
 
 
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
@@ -309,7 +313,7 @@ def find(path: str | Path) -> Path:
     if p.is_file():
         return p
     preset = PRESETS / f"{p.name.removesuffix('.toml')}.toml"
-    if p.parent == Path(".") or p.parent == Path("configs"):
+    if p.parent in (Path("."), Path("configs")):
         if preset.is_file():
             return preset
     names = ", ".join(sorted(q.stem for q in PRESETS.glob("*.toml")))

@@ -50,8 +50,10 @@ def translate(
     """Detokenized translations of ``lines``, in order; beam = 1 means greedy. Defaults are
     fairseq-generate's: lenpen 1, at most 0 * src_len + 200 tokens."""
     limits = {"max_len_a": max_len_a, "max_len_b": max_len_b}
-    decode = (lambda src: greedy(model, src, **limits)) if beam == 1 else None
-    decode = decode or (lambda src: beam_search(model, src, beam, lenpen, **limits))
+    if beam == 1:
+        decode = lambda src: greedy(model, src, **limits)
+    else:
+        decode = lambda src: beam_search(model, src, beam, lenpen, **limits)
     return tok.decode(_batched(model, tok, lines, beam, max_tokens, progress, decode))
 
 

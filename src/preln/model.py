@@ -228,9 +228,8 @@ class Stack(nn.Module):
     def __init__(self, layer: type, c: ModelConfig, n: int, role: Role = "encoder-only") -> None:
         super().__init__()
         kinds = layer_kinds(c.norm, n, c.mix_ratio)
-        alpha, self.beta = deepnorm_constants(role, c.encoder_layers, c.decoder_layers)
-        if c.norm != "deepnorm":
-            alpha, self.beta = 1.0, None
+        deep = c.norm == "deepnorm"
+        alpha, self.beta = deepnorm_constants(role, c.encoder_layers, c.decoder_layers) if deep else (1.0, None)
         self.layers = nn.ModuleList(layer(c, kind, alpha) for kind in kinds)
         self.final_norm = make_norm(c.norm_type, c.d_model) if kinds and kinds[-1] in ("pre", "sandwich") else None
 

@@ -34,7 +34,9 @@ def analyze(
     from . import analysis, analysis_report
 
     if placements:
-        overrides = [*overrides, f"placements={[p.strip() for p in placements.split(',')]!r}"]
+        from .. import config
+
+        overrides = [*overrides, f"placements={config.toml_value([p.strip() for p in placements.split(',')])}"]
     a = analysis.with_overrides(analysis.preset(preset), overrides, data)
     known = (*analysis.PARTS, "placements")
     chosen = tuple(p.strip() for p in parts.split(",")) if parts else analysis.PARTS

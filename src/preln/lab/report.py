@@ -371,14 +371,13 @@ def _summary(studies: list[tuple[str, dict]], analyses: list[tuple[str, Path]]) 
     return lines + [""] if len(lines) > 2 else []
 
 
-def _headline_first(study_dirs: list[Path]) -> list[Path]:
-    """Studies with a speed claim (Fig. 4, the paper's headline) first, then by name."""
+def _headline_first(metas: dict[Path, dict]) -> list[Path]:
+    """Study folders, those with a speed claim (Fig. 4, the paper's headline) first, then by name."""
 
     def key(sdir: Path) -> tuple[bool, str]:
-        claims = json.loads((sdir / "study.json").read_text()).get("claims", [])
-        return (not any(c.get("metric") == "speed_ratio" for c in claims), sdir.name)
+        return (not any(c.get("metric") == "speed_ratio" for c in metas[sdir].get("claims", [])), sdir.name)
 
-    return sorted(study_dirs, key=key)
+    return sorted(metas, key=key)
 
 
 def write_report(out: Path) -> tuple[Path, Path]:
@@ -387,15 +386,16 @@ def write_report(out: Path) -> tuple[Path, Path]:
     if not out.is_dir():
         raise FileNotFoundError(f"no runs folder {out}")
     parts, images = [], {}
-    study_dirs = _headline_first([p for p in out.iterdir() if (p / "study.json").is_file()])
+    metas = {p: json.loads((p / "study.json").read_text()) for p in out.iterdir() if (p / "study.json").is_file()}
+    study_dirs = _headline_first(metas)
     studies, analyses = [], []
     for sdir in study_dirs:
-        meta = json.loads((sdir / "study.json").read_text())
+        meta = metas[sdir]
         for folder in _analysis_folders(sdir, meta):
             parts.append(_analysis_section(out, folder, meta["title"], images))
             analyses.append((f"`{sdir.name}` ({meta['title']})", folder))
         if training_jobs(meta):
-            res = study_results(sdir)
+            res = study_results(sdir, meta)
             studies.append((sdir.name, res))
             text, target = study_markdown(sdir.name, res)
             png = out / f"{sdir.name}_curves.png"
