@@ -1,4 +1,4 @@
-"""Command line: ``preln train | analyze | reproduce | report | prepare | translate | evaluate |
+"""Command line: ``preln train | finetune | analyze | reproduce | report | prepare | translate | evaluate |
 config``. Each ``cmd_*`` parses its arguments, makes one library call and prints the result.
 
 Exit codes are ``process.Exit``: errors a user can fix (bad config, missing corpus, wrong
@@ -45,6 +45,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         distributed.shutdown(clean)
     if os.environ.get("RANK", "0") == "0":
         print(f"run folder: {out}")
+    return Exit.OK if res["status"] == "completed" else Exit.DIVERGED
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .finetune import default_out, finetune
+
+    out = Path(args.out) if args.out else default_out(args.run, args.task, args.random_init)
+    res = finetune(args.run, args.task, out, args.set, args.random_init)
+    print(f"run folder: {out}")
     return Exit.OK if res["status"] == "completed" else Exit.DIVERGED
 
 
@@ -232,6 +241,7 @@ def parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (
         _add_train,
+        _add_finetune,
         _add_analyze,
         _add_reproduce,
         _add_plot,
@@ -258,6 +268,31 @@ def _add_train(sub) -> None:
     _config_args(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<config name>)")
     p.set_defaults(func=cmd_train)
+
+
+def _add_finetune(sub) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a masked-LM run on sentence-pair classification (accuracy/F1 on dev and test)",
+        description="Fine-tune a pretrained masked-LM run folder on a pair-classification task with BERT's "
+        "recipe (AdamW lr 1e-4, 10%% warm-up, linear decay, 3 epochs, batches of 2,048 tokens; --set changes "
+        "any of it). The run folder gets metrics.jsonl (dev accuracy each epoch), scores.json (dev and test "
+        "at the end), checkpoints; rerunning resumes. A TSV folder needs train.tsv and dev.tsv (test.tsv optional) "
+        'with a header; GLUE MRPC: --set \'data.pair_columns=["Quality", "#1 String", "#2 String"]\'; '
+        'RTE: --set \'data.pair_columns=["label", "sentence1", "sentence2"]\' '
+        '--set \'data.pair_labels=["not_entailment", "entailment"]\'.',
+        epilog=EPILOG,
+    )
+    p.add_argument("run", help="the pretrained masked-LM run folder")
+    p.add_argument(
+        "--task", required=True, help="paraphrase or containment ($PRELN_DATA_ROOT/pairclf), or a folder of TSVs"
+    )
+    p.add_argument("--out", metavar="DIR", help="run folder (default <run>-ft-<task> beside the pretrained run)")
+    p.add_argument(
+        "--random-init", action="store_true", help="the control: its vocabulary and architecture, not its weights"
+    )
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override (repeatable)")
+    p.set_defaults(func=cmd_finetune)
 
 
 def _add_analyze(sub) -> None:
@@ -307,8 +342,9 @@ def _add_reproduce(sub) -> None:
     )
     p.add_argument(
         "--studies",
-        default="fig3,fig4,fig2",
-        help="comma-separated study names (studies/NAME.toml) or paths (default fig3,fig4,fig2: longest jobs first)",
+        default="fig3,fig4,fig5,fig2",
+        help="comma-separated study names (studies/NAME.toml) or paths (default fig3,fig4,fig5,fig2: longest jobs "
+        "first; placements is opt-in)",
     )
     p.add_argument(
         "--jobs",

@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args, get_origin
 
 Placement = Literal["post", "pre", "sandwich", "deepnorm", "admin", "rezero", "mix"]
 NormType = Literal["layernorm", "rmsnorm"]
-Task = Literal["translation", "mlm"]
+Task = Literal["translation", "mlm", "classify"]
 
 
 class ConfigError(ValueError):
@@ -28,7 +28,9 @@ class ConfigError(ValueError):
 @dataclass(frozen=True)
 class ModelConfig:
     task: Task = "translation"
-    """``translation``: encoder-decoder; ``mlm``: encoder-only masked LM (BERT-style)."""
+    """``translation``: encoder-decoder; ``mlm``: encoder-only masked LM (BERT-style);
+    ``classify``: the same encoder, trained on sentence pairs through its pooled classifier head
+    (fine-tuning, ``preln finetune``; ``data.corpus = "pairs"``)."""
     norm: Placement = "pre"
     """Where the normalization sits around each sub-layer F (``model.py`` has the equations):
     ``post``: x = LN(x + F(x)) (Vaswani et al. 2017); ``pre``: x = x + F(LN(x)) and one final
@@ -48,7 +50,7 @@ class ModelConfig:
     d_ffn: int = 1024
     encoder_layers: int = 6
     decoder_layers: int = 6
-    """Ignored for ``mlm``."""
+    """Ignored for ``mlm`` and ``classify``."""
     dropout: float = 0.3
     """Dropout on sub-layer outputs and embeddings (fairseq ``--dropout``)."""
     attention_dropout: float = 0.0
@@ -66,19 +68,21 @@ class ModelConfig:
     vocab_size: int = 0
     """0 = take it from the tokenizer; the resolved config records the real size."""
     type_vocab_size: int = 2
-    """Segment (sentence A/B) embeddings for ``mlm``; 0 disables them."""
+    """Segment (sentence A/B) embeddings for ``mlm`` and ``classify``; 0 disables them."""
     num_classes: int = 2
-    """Outputs of the pooled sentence-pair classification head (``mlm`` only)."""
+    """Outputs of the pooled sentence-pair classification head (``mlm`` and ``classify``)."""
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    corpus: Literal["multi30k", "parallel", "tsv", "text"] = "multi30k"
+    corpus: Literal["multi30k", "parallel", "tsv", "text", "pairs"] = "multi30k"
     """``multi30k``: a folder with ``{train,val,test_2016_flickr}.{de,en}[.gz]``;
     ``parallel``: a folder with ``{train,valid,test}.{src_lang,tgt_lang}[.gz]`` line-aligned files
     (what ``preln prepare iwslt14`` writes); ``tsv``: a folder with ``{train,valid,test}.tsv[.gz]``
     whose last two columns are ``tsv_langs``; ``text``: one segment per line (masked LM), valid
-    held out by a seeded split."""
+    held out by a seeded split; ``pairs``: sentence-pair classification, a folder with
+    ``{pair_prefix}{train,dev,test}.tsv[.gz]`` (test optional), a header row naming the columns
+    (``pair_columns``)."""
     tsv_langs: tuple[str, str] = ("de", "en")
     """Languages of a TSV corpus's last two columns (debdocs-de-en: source, de, en)."""
     path: str = "multi30k"
@@ -111,7 +115,16 @@ class DataConfig:
     mask_prob: float = 0.15
     """Masked-LM: share of tokens chosen; of those 80% -> <mask>, 10% random, 10% kept."""
     cache_dir: str = ""
-    """Where tokenizers are cached; empty = ``$PRELN_CACHE`` or ``~/.cache/preln``."""
+    """Where tokenizers and masked-LM token ids are cached; empty = ``$PRELN_CACHE`` or
+    ``~/.cache/preln``."""
+    pair_prefix: str = ""
+    """``pairs``: file-name prefix of the task's files (``paraphrase.`` in ``pairclf/``)."""
+    pair_columns: tuple[str, str, str] = ("label", "s1", "s2")
+    """``pairs``: header names of the label, first-sentence and second-sentence columns. GLUE's
+    MRPC: ``["Quality", "#1 String", "#2 String"]``; RTE: ``["label", "sentence1", "sentence2"]``."""
+    pair_labels: tuple[str, ...] = ("0", "1")
+    """``pairs``: the label column's values in class order (class 1 is the positive class of F1).
+    RTE: ``["not_entailment", "entailment"]``."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +149,8 @@ class ScheduleConfig:
     ``step``: multiply by ``gamma`` at each milestone. All start with the linear warm-up."""
     warmup: int = 4000
     """Linear warm-up updates; 0 = none (the first update runs at the peak lr)."""
+    warmup_fraction: float = 0.0
+    """Warm-up as a share of the run's updates (BERT fine-tuning: 0.1); > 0 overrides ``warmup``."""
     warmup_init_lr: float = 0.0
     """lr the warm-up ramps from (update 0); update 1 runs at init + (peak - init) / warmup."""
     timescale: int = 0
@@ -183,6 +198,13 @@ class TrainConfig:
     """Every N updates, per layer and weight matrix: gradient norm and update-to-weight ratio, and
     the residual stream's RMS per layer, into ``telemetry.jsonl`` (``telemetry.py``); 0 = off.
     Not under FSDP (sharded weights)."""
+    init_from: str = ""
+    """A run folder (a masked-LM run) whose newest checkpoint initializes the encoder and whose
+    vocabulary this run uses: fine-tuning (``preln finetune``). The pooler and classifier are
+    drawn afresh from ``seed``. Its architecture must equal this run's ``model`` section."""
+    init_weights: Literal["pretrained", "random"] = "pretrained"
+    """With ``init_from``: ``random`` keeps its vocabulary and architecture but not its weights (the
+    control that shows what pretraining gave)."""
     parallel: Literal["ddp", "fsdp"] = "ddp"
     """Under ``torchrun`` (WORLD_SIZE > 1): DDP (replicated weights) or FSDP (sharded weights)."""
 
@@ -344,7 +366,11 @@ def _model_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
         (m.n_heads > 0 and m.d_model % m.n_heads == 0, "model.d_model must divide by n_heads"),
         (m.d_ffn > 0, "model.d_ffn must be > 0"),
         (m.encoder_layers > 0, "model.encoder_layers must be > 0"),
-        (m.task == "mlm" or m.decoder_layers > 0, "model.decoder_layers must be > 0"),
+        (m.task != "translation" or m.decoder_layers > 0, "model.decoder_layers must be > 0"),
+        (
+            m.task != "classify" or m.num_classes == len(d.pair_labels),
+            f"model.num_classes ({m.num_classes}) must equal the number of data.pair_labels ({len(d.pair_labels)})",
+        ),
         (
             all(0 <= p < 1 for p in (m.dropout, m.attention_dropout, m.activation_dropout)),
             "model dropouts must be in [0, 1)",
@@ -388,13 +414,14 @@ def _training_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
             "optim.eps must be > 0; weight_decay, momentum, clip_norm >= 0",
         ),
         (s.warmup >= 0 and s.timescale >= 0 and s.total >= 0, "schedule counts must be >= 0"),
+        (0 <= s.warmup_fraction < 1, "schedule.warmup_fraction must be in [0, 1)"),
         (
             s.kind != "inverse_sqrt" or s.warmup > 0 or s.timescale > 0,
             "schedule.timescale must be > 0 for inverse_sqrt without warm-up",
         ),
         (
-            s.kind != "linear" or s.total > 0 or t.max_updates > 0,
-            "schedule.total (or train.max_updates) must be > 0 for the linear schedule",
+            s.kind != "linear" or s.total > 0 or t.max_updates > 0 or t.max_epochs > 0,
+            "schedule.total (or train.max_updates or max_epochs) must be > 0 for the linear schedule",
         ),
         (
             list(s.milestones) == sorted(s.milestones) and all(x > 0 for x in s.milestones),

@@ -237,3 +237,28 @@ def _evaluate(run: Path, splits, beam, lenpen, average, limit, max_len_a, max_le
         (run / f"hyp.{split}.{cfg.data.tgt_lang}").write_text("".join(h + "\n" for h in hyps))
     (run / "bleu.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
+
+
+def accuracy_f1(predictions: list[int], labels: list[int]) -> dict:
+    """Accuracy, and for two classes the F1 of class 1 (how MRPC is reported), in percent."""
+    if len(predictions) != len(labels) or not labels:
+        raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
+    out = {"accuracy": 100.0 * sum(p == y for p, y in zip(predictions, labels)) / len(labels), "n": len(labels)}
+    if set(labels) | set(predictions) <= {0, 1}:
+        tp = sum(p == y == 1 for p, y in zip(predictions, labels))
+        fp = sum(p == 1 and y == 0 for p, y in zip(predictions, labels))
+        fn = sum(p == 0 and y == 1 for p, y in zip(predictions, labels))
+        out["f1"] = 200.0 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return out
+
+
+@torch.no_grad()
+def classification_scores(model: nn.Module, data, split: str, device: torch.device) -> dict:
+    """Accuracy (and F1) of a pair classifier on a split of its ``PairData``."""
+    model.eval()
+    predictions, labels = [], []
+    for k in range(data.num_batches(split)):
+        t = data.batch(split, 0, k).to(device).tensors
+        predictions += model(t["ids"], segments=t["segments"], classify=True).argmax(-1).tolist()
+        labels += t["labels"].tolist()
+    return accuracy_f1(predictions, labels)

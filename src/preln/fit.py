@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .config import RunConfig
 from .data.datasets import read_pairs
-from .evaluate import bleu, translate
+from .evaluate import bleu, classification_scores, translate
 from .process import Interrupts
 from .tblog import TensorBoard
 from .trainer import Diverged, Trainer
@@ -62,6 +62,7 @@ def fit(t: Trainer) -> dict:
         if ended is not None:
             return ended
         res = loop.validate_and_log(with_bleu=True)
+        res.update(test_scores(t))
     finally:
         loop.close()
     t.save()
@@ -179,6 +180,7 @@ class _Loop:
         res = t.validate()
         if with_bleu:
             res.update(valid_bleu(t))
+        res.update(valid_scores(t))
         improved = t.state.best_valid is None or res["valid_loss"] < t.state.best_valid
         if improved:
             t.state.best_valid = res["valid_loss"]
@@ -208,6 +210,27 @@ class _Loop:
         self.bar.set_postfix(
             loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{rec['tokens_per_s']:.0f}", refresh=False
         )
+
+
+def valid_scores(t: Trainer) -> dict:
+    """Classification: dev accuracy (and F1) at every validation (rank 0; cheap next to training)."""
+    if t.cfg.model.task != "classify" or not t.dist.main:
+        return {}
+    return {f"valid_{k}": v for k, v in classification_scores(t.module, t.data, "valid", t.device).items() if k != "n"}
+
+
+def test_scores(t: Trainer) -> dict:
+    """Classification, at the end of the run: dev and test scores of the final model into
+    ``scores.json`` (and the run's status)."""
+    if t.cfg.model.task != "classify" or not t.dist.main:
+        return {}
+    splits = [s for s in ("valid", "test") if s in t.data.examples]
+    scores = {s: classification_scores(t.module, t.data, s, t.device) for s in splits}
+    t.folder.write_json("scores.json", {"update": t.state.update, "epoch": t.state.epoch, **scores})
+    t.log(
+        "; ".join(f"{s}: " + ", ".join(f"{k} {v:.2f}" for k, v in sc.items() if k != "n") for s, sc in scores.items())
+    )
+    return {f"test_{k}": v for k, v in scores.get("test", {}).items() if k != "n"}
 
 
 def valid_bleu(t: Trainer) -> dict:

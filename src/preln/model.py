@@ -411,10 +411,15 @@ class MaskedLM(nn.Module):
         self.cls_dropout = nn.Dropout(c.dropout)
         init_weights(self, c.init, c.d_model, pad_id)
 
-    def forward(self, ids: Tensor, segments: Tensor | None = None, mlm_positions: Tensor | None = None) -> Tensor:
+    def forward(
+        self, ids: Tensor, segments: Tensor | None = None, mlm_positions: Tensor | None = None, classify: bool = False
+    ) -> Tensor:
         """(B, T) ids -> hidden states (B, T, d); with ``mlm_positions`` (B, T) bool, the MLM logits
-        (N, V) at those positions instead (one forward call, as DDP/FSDP wrappers need)."""
+        (N, V) at those positions instead; with ``classify``, the class logits (B, C). One forward
+        call either way, as DDP/FSDP wrappers need."""
         hidden = self.encoder(self.embed(ids, segments=segments), mask=padding_mask(ids, self.pad_id))
+        if classify:
+            return self.classify(hidden)
         return hidden if mlm_positions is None else self.mlm_logits(hidden, mlm_positions)
 
     def mlm_logits(self, hidden: Tensor, positions: Tensor) -> Tensor:
@@ -429,7 +434,7 @@ class MaskedLM(nn.Module):
 
 
 def build_model(c: ModelConfig, pad_id: int = 0) -> Seq2Seq | MaskedLM:
-    return Seq2Seq(c, pad_id) if c.task == "translation" else MaskedLM(c, pad_id)
+    return Seq2Seq(c, pad_id) if c.task == "translation" else MaskedLM(c, pad_id)  # classify: the same encoder
 
 
 @torch.no_grad()

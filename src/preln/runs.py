@@ -7,6 +7,8 @@ telemetry.jsonl    train.telemetry_every: per-layer gradient norms, update ratio
 history.jsonl      what each resume changed (train.max_updates raised, intervals...), with its time
 status.json        {"status": "running" | "completed" | "diverged" | "interrupted", "update", ...}
 admin_profile.json model.norm = "admin": the profiling pass that set the omegas (model.admin_init)
+init_from.json     train.init_from: the pretrained run and checkpoint the weights came from
+scores.json        classification: accuracy (and F1) on dev and test at the end
 checkpoints/       see checkpoint.py
 """
 
@@ -18,6 +20,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import checkpoint, config
@@ -33,9 +36,41 @@ RESUME_MAY_EXTEND |= {"train.tensorboard"}
 # What a run folder may hold besides its own files: logs of `preln reproduce`, evaluation outputs,
 # analysis warm-up runs. Anything else means --out points at someone's folder, not a run's.
 RUN_FILES = ("config.toml", "spm.model", "status.json", "checkpoints", ".lock", ".status.json.tmp", "bleu.json")
-RUN_FILES += ("admin_profile.json", "history.jsonl", "tensorboard")
+RUN_FILES += ("admin_profile.json", "history.jsonl", "tensorboard", "init_from.json", "scores.json")
 RUN_PATTERNS = ("metrics*.jsonl", "telemetry*.jsonl", "*.png", "report.*", "*.log", "hyp.*", "warmup-post-seed*")
 RUN_PATTERNS += (".*.tmp",)
+
+
+# What fine-tuning may set differently from the pretrained run: the task and its head, dropout.
+ARCHITECTURE_MAY_DIFFER = {"task", "num_classes", "dropout", "attention_dropout", "activation_dropout"}
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A masked-LM run folder that initializes another run (``train.init_from``)."""
+
+    run: Path
+    tokenizer: Path
+    checkpoint: Path
+
+
+def pretrained(run: Path, cfg: RunConfig) -> Pretrained:
+    """The run ``cfg.train.init_from`` names, checked: a finished masked-LM run folder with the
+    architecture of ``cfg.model``; one-line errors otherwise."""
+    if not (run / "config.toml").is_file():
+        raise ConfigError(f"train.init_from: {run} is not a run folder (no config.toml)")
+    before = config.load(run / "config.toml")
+    if before.model.task != "mlm":
+        raise ConfigError(f"train.init_from: {run} is a {before.model.task} run; fine-tuning needs a masked-LM run")
+    a, b = config.to_dict(before.model), config.to_dict(cfg.model)
+    same = ARCHITECTURE_MAY_DIFFER | ({"vocab_size"} if not b["vocab_size"] else set())  # 0: from its tokenizer
+    differ = [f"model.{k}: {a[k]!r} there, {b[k]!r} here" for k in a if k not in same and a[k] != b[k]]
+    if differ:
+        raise ConfigError(f"train.init_from: {run} has another architecture ({'; '.join(differ[:3])})")
+    ckpt = checkpoint.newest_good(run / "checkpoints")
+    if ckpt is None or not (run / "spm.model").is_file():
+        raise ConfigError(f"train.init_from: {run} has no usable checkpoint or no spm.model")
+    return Pretrained(run, run / "spm.model", ckpt)
 
 
 class RunFolder:

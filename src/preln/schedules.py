@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import replace
 
 from .config import ScheduleConfig
 
@@ -64,6 +65,11 @@ def step_decay(
 def from_config(s: ScheduleConfig, peak: float, max_updates: int = 0, updates_per_epoch: int = 0) -> Schedule:
     """Build the configured schedule. Epoch milestones become updates via
     ``updates_per_epoch``: "x0.1 at epoch 8" decays from the first update of epoch 8."""
+    if s.warmup_fraction > 0:
+        if max_updates <= 0:
+            raise ValueError("schedule.warmup_fraction needs the run's number of updates")
+        total = s.total or max_updates  # the share rounded, and at least one update after it
+        s = replace(s, warmup=min(round(s.warmup_fraction * total), total - 1))
     if s.kind == "constant":
         return constant(peak, s.warmup, s.warmup_init_lr)
     if s.kind == "inverse_sqrt":

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import checkpoint, config, distributed, schedules
+from . import checkpoint, config, distributed, runs, schedules
 from .config import ConfigError, RunConfig
 from .data import Batch, load_data
 from .data.tokenizer import PAD
@@ -64,6 +64,8 @@ def compute_loss(model: nn.Module, batch: Batch, eps: float) -> tuple[torch.Tens
     """Summed (label-smoothed loss, nll) of one batch. Calls ``model(...)`` (never a submodule)
     so that a DDP/FSDP wrapper sees the whole forward."""
     t = batch.tensors
+    if "labels" in t:  # sentence-pair classification: one target per example
+        return label_smoothed_nll(model(t["ids"], segments=t["segments"], classify=True), t["labels"], eps)
     if "src" in t:
         return label_smoothed_nll(model(t["src"], t["tgt_in"]), t["tgt_out"], eps)
     chosen = t["targets"] != -100  # (B, T) masked positions only
@@ -122,7 +124,9 @@ class Trainer:
         resume_from = checkpoint.newest_good(self.folder.path / "checkpoints", self.log) if ckpts else None
         if not self.dist.main:
             self.dist.barrier()  # rank 0 trains and caches the tokenizer first
-        self.data, self.tok = load_data(cfg, out / "spm.model" if ckpts else None)
+        source = runs.pretrained(Path(cfg.train.init_from), cfg) if cfg.train.init_from else None
+        vocab = out / "spm.model" if ckpts else (source.tokenizer if source else None)
+        self.data, self.tok = load_data(cfg, vocab)
         if self.dist.main:
             self.dist.barrier()
         self.cfg = config.with_vocab(cfg, len(self.tok))
@@ -130,11 +134,13 @@ class Trainer:
         self.dist.barrier()
         torch.manual_seed(cfg.train.seed)
         self.module = build_model(self.cfg.model, PAD).to(self.device)
-        if cfg.model.norm == "admin" and resume_from is None:
+        if source is not None and resume_from is None:
+            self._init_from(source)
+        elif cfg.model.norm == "admin" and resume_from is None:
             self._admin_init()  # a resumed run gets its omegas from the checkpoint
         self.model = distributed.wrap(
-            self.module, cfg.train.parallel, self.dist, self.device, find_unused=cfg.model.task == "mlm"
-        )  # the unused pair classifier
+            self.module, cfg.train.parallel, self.dist, self.device, find_unused=cfg.model.task != "translation"
+        )  # mlm: the unused pair classifier; classify: the unused MLM head
         if self.dist.active:
             torch.manual_seed(cfg.train.seed * 1000 + self.dist.rank)  # distinct dropout masks per rank
         self.opt = build_optimizer(self.model, self.cfg.optim)
@@ -158,6 +164,25 @@ class Trainer:
             self._resume(resume_from)
         elif ckpts:
             raise ValueError(f"{out}: every checkpoint is damaged; nothing to resume from (move them away to restart)")
+
+    def _init_from(self, source: runs.Pretrained) -> None:
+        """Fine-tuning: the encoder (and embeddings, MLM head) from the pretrained checkpoint; the
+        pooler and classifier stay as drawn from this run's seed. ``init_weights = "random"`` keeps
+        everything as drawn (the control)."""
+        info = {"run": str(source.run), "checkpoint": source.checkpoint.name, "weights": self.cfg.train.init_weights}
+        if self.cfg.train.init_weights == "pretrained":
+            state, _, meta = checkpoint.load(source.checkpoint)
+            fresh = ("pooler.", "classifier.")
+            res = self.module.load_state_dict({k: v for k, v in state.items() if not k.startswith(fresh)}, strict=False)
+            own = self.module.state_dict()
+            loaded = {own[k].data_ptr() for k in state if k in own}
+            missing = [k for k in res.missing_keys if not k.startswith(fresh) and own[k].data_ptr() not in loaded]
+            if missing or res.unexpected_keys:  # tied weights are saved once: an alias of a loaded one is fine
+                bad = (missing + res.unexpected_keys)[:3]
+                raise ConfigError(f"{source.run}: its checkpoint's weights do not fit this model ({', '.join(bad)})")
+            info["update"] = meta["state"]["update"]
+        self.folder.write_json("init_from.json", info)
+        self.log(f"initialized from {source.checkpoint} ({self.cfg.train.init_weights} weights)")
 
     def _admin_init(self) -> None:
         """Admin's profiling pass on the first training batch (eval mode: no dropout, no RNG

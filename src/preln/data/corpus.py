@@ -124,3 +124,43 @@ def read_tsv(path: Path, langs: tuple[str, str], src_lang: str, tgt_lang: str) -
         else:
             dropped += 1
     return src, tgt, dropped
+
+
+def read_pair_tsv(
+    path: Path, columns: tuple[str, str, str], labels: tuple[str, ...], need_label: bool = True
+) -> tuple[list[str], list[str], list[int] | None]:
+    """Sentence pairs and class ids from a TSV with a header row naming its columns (``label s1
+    s2`` by default, see ``data.pair_columns``). Without the label column (GLUE's unlabelled test
+    files) and ``need_label`` false, the labels are None."""
+    lines = read_lines(path)
+    if not lines:
+        raise CorpusError(f"{path}: empty file (a pair TSV starts with a header row)")
+    header = lines[0].lstrip("\ufeff").split("\t")
+    missing = [c for c in columns[1:] if c not in header]
+    has_label = columns[0] in header
+    if missing or (need_label and not has_label):
+        absent = ([] if has_label else [columns[0]]) + missing
+        raise CorpusError(
+            f"{path}: line 1: no column {', '.join(map(repr, absent))} in the header "
+            f"({' | '.join(header)}); data.pair_columns names the label, first and second sentence columns"
+        )
+    at = [header.index(c) if c in header else -1 for c in columns]
+    s1, s2, ys = [], [], []
+    for n, line in enumerate(lines[1:], 2):
+        if not line.strip():
+            continue
+        cols = line.split("\t")
+        if len(cols) != len(header):
+            raise CorpusError(f"{path}: line {n} has {len(cols)} columns, the header has {len(header)}")
+        if has_label:
+            value = cols[at[0]].strip()
+            if value not in labels:
+                raise CorpusError(
+                    f"{path}: line {n}: label {value!r} is not one of {', '.join(map(repr, labels))} (data.pair_labels)"
+                )
+            ys.append(labels.index(value))
+        s1.append(cols[at[1]].strip())
+        s2.append(cols[at[2]].strip())
+    if not s1:
+        raise CorpusError(f"{path}: a header and no pairs")
+    return s1, s2, (ys if has_label else None)

@@ -6,14 +6,14 @@ trainer's data-order state is therefore just (epoch, k), which makes resuming ex
 
 from __future__ import annotations
 
-import random
 from pathlib import Path
 
 import torch
 
 from ..config import RunConfig
 from .batching import Batch, mask_tokens, pad, token_batches
-from .corpus import CorpusError, find_file, read_lines, read_parallel, read_tsv, refuse_subword_joins, resolve_path
+from .corpus import CorpusError, find_file, read_pair_tsv, read_parallel, read_tsv, resolve_path
+from .idcache import Segments, load_text_corpus
 from .tokenizer import BOS, EOS, MASK, PAD, Tokenizer, train_or_load
 
 SPLITS = {
@@ -28,14 +28,17 @@ class _Data:
 
     def __init__(self, examples: dict[str, list], max_tokens: int, seed: int, multiple: int = 8) -> None:
         self.examples, self.seed, self.multiple = examples, seed, multiple
-        self.batches = {
-            s: token_batches([self.size(e) for e in ex], max_tokens, multiple) for s, ex in examples.items()
-        }
+        self.batches = {s: token_batches(self.sizes(ex), max_tokens, multiple) for s, ex in examples.items()}
         self.notes: list[str] = []
         self._order: tuple[int, list[int]] = (-1, [])
 
     def size(self, example) -> tuple[int, ...]:
         raise NotImplementedError
+
+    def sizes(self, examples) -> list[tuple[int, ...]]:
+        if isinstance(examples, Segments):  # memory-mapped: lengths without reading the ids
+            return [(int(n),) for n in examples.lengths()]
+        return [self.size(e) for e in examples]
 
     def num_batches(self, split: str = "train") -> int:
         return len(self.batches[split])
@@ -90,6 +93,65 @@ class MLMData(_Data):
         return Batch({"ids": inputs, "targets": targets}, int((targets != -100).sum()))
 
 
+class PairData(_Data):
+    """Sentence-pair classification: examples are (``<cls> s1 <sep> s2 <sep>`` ids, the length of
+    segment A (``<cls> s1 <sep>``), class id). A batch's ``ntokens`` counts examples, so losses are
+    per example."""
+
+    def size(self, example) -> tuple[int, ...]:
+        return (len(example[0]),)
+
+    def collate(self, examples: list, seed: int) -> Batch:
+        ids = pad([e[0] for e in examples], PAD)  # (B, T)
+        first = torch.tensor([e[1] for e in examples])  # (B,)
+        segments = (torch.arange(ids.shape[1])[None, :] >= first[:, None]).long()  # (B, T): 0 = A, 1 = B
+        labels = torch.tensor([e[2] for e in examples])  # (B,)
+        return Batch({"ids": ids, "segments": segments, "labels": labels}, len(examples))
+
+
+def encode_pair(a: list[int], b: list[int], max_len: int) -> tuple[list[int], int]:
+    """``<cls> a <sep> b <sep>``, the longer side cut first until it fits ``max_len`` (BERT's
+    longest-first truncation); (ids, length of segment A)."""
+    a, b = list(a), list(b)
+    while len(a) + len(b) + 3 > max_len:
+        (a if len(a) >= len(b) else b).pop()
+    return [BOS, *a, EOS, *b, EOS], len(a) + 2
+
+
+def pair_file(cfg: RunConfig, split: str) -> Path:
+    """The TSV of ``split`` (train, valid or test) of a pair-classification folder."""
+    d = cfg.data
+    folder = resolve_path(d.path)
+    if not folder.is_dir():
+        raise CorpusError(f"{folder}: a pairs corpus is a folder of {d.pair_prefix}{{train,dev,test}}.tsv[.gz] files")
+    return find_file(folder, f"{d.pair_prefix}{ {'valid': 'dev'}.get(split, split) }.tsv")
+
+
+def _read_pair_examples(cfg: RunConfig, tok: Tokenizer) -> tuple[dict[str, list], list[str]]:
+    d, out, notes = cfg.data, {}, []
+    for split in ("train", "valid", "test"):
+        try:
+            path = pair_file(cfg, split)
+        except CorpusError:
+            if split != "test":
+                raise
+            notes.append("no test file: test scores are left out")
+            continue
+        s1, s2, labels = read_pair_tsv(path, d.pair_columns, d.pair_labels, need_label=split != "test")
+        if labels is None:
+            notes.append(f"{path.name} has no {d.pair_columns[0]!r} column (unlabelled): test scores are left out")
+            continue
+        n = {"train": d.max_train_examples, "valid": d.max_valid_examples}.get(split, 0)
+        s1, s2, labels = _limit(s1, n), _limit(s2, n), _limit(labels, n)
+        encoded = list(zip(tok.encode(s1), tok.encode(s2)))
+        pairs = [encode_pair(a, b, d.max_len) for a, b in encoded]
+        cut = sum(len(a) + len(b) + 3 > d.max_len for a, b in encoded)
+        if cut:
+            notes.append(f"{split}: truncated {cut} pairs to {d.max_len} tokens")
+        out[split] = [(ids, first, y) for (ids, first), y in zip(pairs, labels)]
+    return out, notes
+
+
 def _limit(xs: list, n: int) -> list:
     return xs[:n] if n > 0 else xs
 
@@ -122,29 +184,11 @@ def _read_translation(cfg: RunConfig) -> tuple[dict[str, tuple[list[str], list[s
     return out, notes
 
 
-def _read_text(cfg: RunConfig) -> tuple[dict[str, list[str]], list[str]]:
-    d = cfg.data
-    path = resolve_path(d.path)
-    if path.is_dir():
-        raise CorpusError(f"{path}: a text corpus is one file, one segment a line")
-    lines = [ln.strip() for ln in read_lines(path)]
-    refuse_subword_joins(path, lines)
-    empty = sum(1 for ln in lines if not ln)
-    lines = [ln for ln in lines if ln]
-    if len(lines) < 2:
-        raise CorpusError(f"{path}: {len(lines)} non-empty line(s); a text corpus needs a train and a valid part")
-    random.Random(0).shuffle(lines)  # fixed split, independent of the training seed
-    n_valid = max(1, int(len(lines) * d.valid_fraction))
-    valid, train = lines[:n_valid], lines[n_valid:]
-    notes = [f"dropped {empty} empty lines"] if empty else []
-    return {"train": _limit(train, d.max_train_examples), "valid": _limit(valid, d.max_valid_examples)}, notes
-
-
 def load_data(cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple[_Data, Tokenizer]:
     """Read, tokenize (training a cached tokenizer unless ``tokenizer_file`` is given), batch."""
     d = cfg.data
     if cfg.model.task == "translation":
-        if d.corpus == "text":
+        if d.corpus in ("text", "pairs"):
             raise CorpusError("translation needs a parallel corpus (data.corpus = multi30k, parallel or tsv)")
         text, notes = _read_translation(cfg)
         tok = (
@@ -160,23 +204,20 @@ def load_data(cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple[_Data
                 notes.append(f"{split}: dropped {len(pairs) - len(kept)} pairs longer than {d.max_len} tokens")
             examples[split] = kept
         data: _Data = TranslationData(examples, d.max_tokens, cfg.train.seed, d.batch_size_multiple)
+    elif cfg.model.task == "classify":
+        if d.corpus != "pairs":
+            raise CorpusError("sentence-pair classification needs a pairs corpus (data.corpus = pairs)")
+        if tokenizer_file is None:
+            raise CorpusError("classification uses a pretrained run's vocabulary: set train.init_from")
+        tok = Tokenizer(tokenizer_file)
+        examples, notes = _read_pair_examples(cfg, tok)
+        data = PairData(examples, d.max_tokens, cfg.train.seed, d.batch_size_multiple)
     else:
         if d.corpus != "text":
             raise CorpusError("masked-LM needs a text corpus (data.corpus = text)")
-        text, notes = _read_text(cfg)
-        tok = (
-            Tokenizer(tokenizer_file)
-            if tokenizer_file
-            else train_or_load(text["train"], d.vocab_size, d.spm_model, d.cache_dir)
-        )
-        examples = {}
-        for split, lines in text.items():
-            enc = tok.encode(lines)
-            truncated = sum(len(e) > d.max_len - 2 for e in enc)
-            if truncated:
-                notes.append(f"{split}: truncated {truncated} segments to {d.max_len} tokens")
-            examples[split] = [[BOS] + e[: d.max_len - 2] + [EOS] for e in enc]
-        data = MLMData(examples, d.max_tokens, cfg.train.seed, d.mask_prob, len(tok), d.batch_size_multiple)
+        segments, tok, notes, cached = load_text_corpus(resolve_path(d.path), d, tokenizer_file)
+        notes = [*notes, "token ids from the cache" if cached else "token ids cached for the next run"]
+        data = MLMData(segments, d.max_tokens, cfg.train.seed, d.mask_prob, len(tok), d.batch_size_multiple)
     for split, ex in data.examples.items():
         if not ex:
             raise CorpusError(f"the {split} split of {d.path} has no usable examples")

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ..config import ConfigError
 from ..process import Exit, Interrupts
-from .studies import Job, Study, last_update, needed, run_status
+from .studies import Job, Study, last_update, log_name, needed, run_status
 
 
 def _child_setup() -> None:
@@ -64,7 +64,7 @@ class _Slot:
             env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
             if self.gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = self.gpu
-            log = open(self.job.folder / f"{step}.log", "a")
+            log = open(self.job.folder / log_name(step), "a")
             cmd = [sys.executable, "-m", "preln", *argv]
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, preexec_fn=_child_setup)
             log.close()
@@ -137,7 +137,7 @@ class _Pool:
             if rc not in (Exit.OK, Exit.DIVERGED) or (rc == Exit.DIVERGED and slot.step != "train"):
                 self.running.remove(slot)
                 _terminate(self.running)
-                log = slot.job.folder / f"{slot.step}.log"
+                log = slot.job.folder / log_name(slot.step)
                 raise RunFailed(f"{slot.job.name}: `preln {slot.step}` failed (exit {rc}); {log}:\n{_tail(log)}")
             if not slot.next_step():
                 self.running.remove(slot)

@@ -15,7 +15,7 @@ from pathlib import Path
 from ..config import ConfigError
 from ..process import Exit
 from .execute import RunFailed
-from .studies import Job, needed, run_status
+from .studies import Job, log_name, needed, run_status
 
 
 def run_job(job: Job) -> str:
@@ -25,12 +25,12 @@ def run_job(job: Job) -> str:
         if not needed(step, job.folder, job.expect):
             continue
         job.folder.mkdir(parents=True, exist_ok=True)
-        with open(job.folder / f"{step}.log", "a") as log:
+        with open(job.folder / log_name(step), "a") as log:
             rc = subprocess.run([sys.executable, "-m", "preln", *argv], stdout=log, stderr=log).returncode
         if rc == Exit.DIVERGED and step == "train":
             break  # a result: no evaluation of a diverged run
         if rc != Exit.OK:
-            raise RunFailed(f"{job.name}: `preln {step}` failed (exit {rc}); see {job.folder / f'{step}.log'}")
+            raise RunFailed(f"{job.name}: `preln {step}` failed (exit {rc}); see {job.folder / log_name(step)}")
     return run_status(job.folder) if any(s == "train" for s, _ in job.steps) else "done"
 
 

@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..runs import RunFolder  # noqa: E402
+from .finetune_report import finetune_markdown, finetune_results, metric_values, plot_finetune  # noqa: E402
 from .markdown import cell, to_html  # noqa: E402
 
 INF = math.inf
@@ -69,7 +70,10 @@ def study_results(sdir: Path, meta: dict | None = None) -> dict:
                 "scale": _scale(folder),
             }
         )
-    return {"meta": meta, "conditions": by_cond}
+    res = {"meta": meta, "conditions": by_cond}
+    if any(":" in step for j in meta.get("jobs", []) for step in j["steps"]):
+        res["finetune"] = finetune_results(sdir, meta)
+    return res
 
 
 def training_jobs(meta: dict) -> list[dict]:
@@ -161,8 +165,11 @@ def speed(res: dict, n_boot: int = 2000, seed: int = 0) -> dict | None:
     return out
 
 
-def _metric_values(metric: str, runs: list[dict]) -> list[float]:
-    """Per-run values of a claim metric (test BLEU in the paper's tokenized-lowercased convention)."""
+def _metric_values(metric: str, runs: list[dict], res: dict | None = None, condition: str = "") -> list[float]:
+    """Per-run values of a claim metric (test BLEU in the paper's tokenized-lowercased convention;
+    ``test_accuracy:<task>`` and the like from the fine-tuning runs)."""
+    if ":" in metric:
+        return metric_values((res or {}).get("finetune", {}), metric, condition)
     if metric == "test_bleu":
         return [r["bleu"]["tok_lc"] for r in runs if r["bleu"]]
     done = [r for r in runs if r["curve"]]
@@ -175,12 +182,12 @@ def _shows(claim: dict, res: dict) -> str:
     other, metric = claim.get("better_than"), claim.get("metric", "test_bleu")
     if not other:
         return ""
-    a = _metric_values(metric, res["conditions"].get(claim.get("condition", ""), []))
-    b = _metric_values(metric, res["conditions"].get(other, []))
+    a = _metric_values(metric, res["conditions"].get(claim.get("condition", ""), []), res, claim.get("condition", ""))
+    b = _metric_values(metric, res["conditions"].get(other, []), res, other)
     if not a or not b:
         return "not measured"
     ma, mb = _mean(a), _mean(b)
-    ok = ma > mb if metric == "test_bleu" else ma < mb
+    ok = ma > mb if metric == "test_bleu" or ":" in metric else ma < mb
     return f"{'yes' if ok else '**no**'} ({ma:.2f} vs {mb:.2f} for `{other}`; means)"
 
 
@@ -196,11 +203,17 @@ def _claim_value(claim: dict, res: dict, sp: dict | None) -> str:
         return f"{bound}{sp['ratio']:.2f}" + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
     if metric == "test_bleu":  # the paper reports tokenized lowercased BLEU: compare like with like
         return _mean_std(_metric_values(metric, runs)) + " tok-lc BLEU"
+    if ":" in metric:
+        values = _metric_values(metric, runs, res, claim.get("condition", ""))
+        return (_mean_std(values, 1) + f" % ({metric.split(':')[1]}, {len(values)} runs)") if values else "not measured"
     if metric in ("final_nll", "best_nll"):
         return _mean_std(_metric_values(metric, runs)) + " nats"
     if metric == "diverged":
         return f"{sum(r['status'] == 'diverged' for r in runs)} / {len(runs)} runs"
-    raise ValueError(f"claim metric {metric!r}: use test_bleu, final_nll, best_nll, diverged or speed_ratio")
+    raise ValueError(
+        f"claim metric {metric!r}: use test_bleu, final_nll, best_nll, diverged, speed_ratio or "
+        "test_accuracy:<task> / dev_accuracy:<task> / test_f1:<task>"
+    )
 
 
 def plot_curves(res: dict, path: Path, target: float | None) -> None:
@@ -271,11 +284,11 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
             "Updates to target: mean curve (per seed), at the validation interval's resolution.",
             "",
         ]
-    lines += [
-        "| condition | runs | diverged (seed@update) | final valid NLL | best valid NLL | greedy valid BLEU "
-        "(update: mean) | test sacreBLEU | test tok-lc BLEU | updates to target |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    bleu = any(r["bleu"] or r["valid_bleu"] for runs in res["conditions"].values() for r in runs)
+    head = ["condition", "runs", "diverged (seed@update)", "final valid NLL", "best valid NLL"]
+    head += ["greedy valid BLEU (update: mean)", "test sacreBLEU", "test tok-lc BLEU"] if bleu else []
+    head += ["updates to target"]
+    lines += [f"| {' | '.join(head)} |", "|" + "---|" * len(head)]
     for cond, runs in res["conditions"].items():
         final = [r["curve"][-1][1] for r in runs if r["curve"] and r["status"] == "completed"]
         best = [min(v for _, v in r["curve"]) for r in runs if r["curve"]]
@@ -288,12 +301,10 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
             c = sp["conditions"][cond]
             per = ", ".join("never" if u is None else str(u) for u in c["per_seed"])
             upd = f"{c['mean_curve'] if c['mean_curve'] is not None else 'never'} ({per})"
-        lines.append(
-            f"| {cell(cond)} | {len(runs) - missing}{f' (+{missing} not run)' if missing else ''} "
-            f"| {', '.join(div) or 0} "
-            f"| {_mean_std(final)} | {_mean_std(best)} | {_bleu_by_update(runs)} | {_mean_std(b1)} | "
-            f"{_mean_std(b2)} | {upd} |"
-        )
+        row = [cell(cond), f"{len(runs) - missing}{f' (+{missing} not run)' if missing else ''}", ", ".join(div) or "0"]
+        row += [_mean_std(final), _mean_std(best)]
+        row += [_bleu_by_update(runs), _mean_std(b1), _mean_std(b2)] if bleu else []
+        lines.append(f"| {' | '.join([*row, upd])} |")
     if sp and "compare" in sp:
         a, b = sp["compare"]
         ratio = "not defined (a condition never reached the target)" if sp["ratio"] is None else f"{sp['ratio']:.2f}"
@@ -402,6 +413,12 @@ def write_report(out: Path) -> tuple[Path, Path]:
             plot_curves(res, png, target)
             images[png.name] = png
             parts.append(text)
+            if res.get("finetune"):
+                ref = meta.get("finetune_reference", {})
+                png = out / f"{sdir.name}_finetune.png"
+                plot_finetune(res["finetune"], ref, png, list(res["conditions"]))
+                images[png.name] = png
+                parts.append(finetune_markdown(sdir.name, res["finetune"], ref, res["conditions"]))
     plain = None if study_dirs else plain_runs(out)
     if plain is not None:  # run folders outside any study: one section of them all
         res = study_results(out, plain)

@@ -25,7 +25,10 @@ from ..config import ConfigError
 from ..decode import LENPEN, MAX_LEN_A, MAX_LEN_B
 from ..runs import RunFolder
 
-STEPS = ("train", "evaluate", "analyze")
+STEPS = ("train", "evaluate", "analyze", "finetune")
+# A study with steps ["train", "finetune"] pretrains masked-LM runs and fine-tunes each on the
+# preset's ``finetune`` tasks: job steps "finetune:<task>" (from the pretrained weights) and, for
+# the preset's ``control`` condition (its first seed), "control:<task>" (from random weights).
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,8 @@ class JobSpec:
     """``--set`` items of its ``train`` or ``analyze`` step."""
     analysis: str = ""
     """analyze: the ``preln analyze`` preset."""
+    finetune: tuple[str, ...] = ()
+    """``--set`` items of its ``finetune:<task>`` and ``control:<task>`` steps."""
     size: int = 1
     """Weight in the progress display: updates (training) or ~ the analysis's time in updates."""
 
@@ -63,6 +68,8 @@ class Study:
     """Extra ``preln evaluate`` flags of the preset (``evaluate = ["--max-len-b", "10"]``)."""
     paper: tuple[str, str] = ("", "")
     """(the paper's setting in words, the paper's corpus name): the report says where ours differs."""
+    reference: tuple[tuple[str, float], ...] = ()
+    """Fine-tuning: (task, accuracy %) of a shallow reference model the report draws beside ours."""
 
     @property
     def runs(self) -> tuple[JobSpec, ...]:
@@ -101,8 +108,8 @@ def _grid_conditions(p: Path, grids: list[dict], preset: str) -> list[dict]:
 
 
 STUDY_KEYS = {"title", "steps", "baseline", "compare", "paper_setting", "paper_corpus", "preset", "condition"}
-STUDY_KEYS |= {"grid", "claim"}
-PRESET_KEYS = {"config", "seeds", "set", "evaluate", "analysis"}
+STUDY_KEYS |= {"grid", "claim", "finetune_reference"}
+PRESET_KEYS = {"config", "seeds", "set", "evaluate", "analysis", "finetune", "finetune_set", "control"}
 CLAIM_KEYS = {"text", "paper", "condition", "metric", "better_than"}
 
 
@@ -121,8 +128,10 @@ def check_study_file(p: Path, raw: dict) -> None:
         raise ConfigError(f'{p}: `kind = "analysis"` is now `steps = ["analyze"]`')
     _check_keys(p, "top level", raw, STUDY_KEYS)
     steps = raw.get("steps", ["train", "evaluate"])
-    if steps not in (["train"], ["train", "evaluate"], ["analyze"]):
-        raise ConfigError(f'{p}: steps must be ["train", "evaluate"], ["train"] or ["analyze"], got {steps!r}')
+    if steps not in (["train"], ["train", "evaluate"], ["analyze"], ["train", "finetune"]):
+        raise ConfigError(
+            f'{p}: steps must be ["train", "evaluate"], ["train"], ["train", "finetune"] or ["analyze"], got {steps!r}'
+        )
     presets = raw.get("preset", {})
     _check_keys(p, "[preset]", presets, set(presets))
     for name, pre in presets.items():
@@ -132,6 +141,9 @@ def check_study_file(p: Path, raw: dict) -> None:
             isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
         ):
             raise ConfigError(f"{p}: [preset.{name}] seeds must be a non-empty list of integers, got {seeds!r}")
+        tasks = pre.get("finetune", [])
+        if "finetune" in steps and not (isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)):
+            raise ConfigError(f"{p}: [preset.{name}] finetune must list the tasks to fine-tune on, got {tasks!r}")
     for i, c in enumerate(raw.get("condition", []), 1):
         _check_keys(p, f"[[condition]] #{i}", c, {"name", "set", "presets", *presets})
         name = c.get("name")
@@ -158,8 +170,8 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
     jobs, names = _train_jobs(p, raw, preset, steps, root) if "train" in steps else (_analysis_job(p, pre), [])
     claims = tuple(raw.get("claim", []))
     claimed = [x for c in claims for x in (c.get("condition"), c.get("better_than"))]
-    for key in [raw.get("baseline"), *raw.get("compare", []), *claimed]:
-        if key is not None and key not in names:
+    for key in [raw.get("baseline"), *raw.get("compare", []), *claimed, pre.get("control")]:
+        if key is not None and key not in names and key != CONTROL:
             raise ConfigError(f"{p}: {key!r} is not a condition of this study (has {', '.join(names)})")
     decode = tuple(str(x) for x in pre.get("evaluate", []))
     allowed = {"--" + k.replace("_", "-") for k in decode_settings(1, ()) if k != "beam"}
@@ -176,6 +188,7 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
         claims=claims,
         decode=decode,
         paper=(raw.get("paper_setting", ""), raw.get("paper_corpus", "")),
+        reference=tuple((str(k), float(v)) for k, v in raw.get("finetune_reference", {}).items()),
     )
 
 
@@ -212,9 +225,17 @@ def _train_jobs(p: Path, raw: dict, preset: str, steps: tuple[str, ...], root: P
             except ConfigError as e:
                 raise ConfigError(f"{p}: condition {c['name']!r}: {e}") from None
             mine = tuple(s for s in steps if s != "evaluate" or cfg.model.task == "translation")
+            if "finetune" in steps:
+                tasks = pre["finetune"]
+                mine = ("train", *(f"finetune:{t}" for t in tasks))
+                if c["name"] == pre.get("control") and seed == pre.get("seeds", [1])[0]:
+                    mine += tuple(f"control:{t}" for t in tasks)
             folder = f"{c['name']}-s{seed}"
-            size = cfg.train.max_updates or 1
-            jobs.append(JobSpec(mine, folder, c["name"], int(seed), c.get("group", ""), base, over, size=size))
+            size = (cfg.train.max_updates or 1) * len(mine)  # a fine-tuning ~ the pretraining's time, roughly
+            ft = tuple(pre.get("finetune_set", [])) + ("train.progress=false",)
+            jobs.append(
+                JobSpec(mine, folder, c["name"], int(seed), c.get("group", ""), base, over, size=size, finetune=ft)
+            )
     return tuple(jobs), names
 
 
@@ -228,6 +249,22 @@ def last_update(folder: Path) -> int:
     return int(rows[-1].get("update", 0)) if rows else 0
 
 
+CONTROL = "random-init"
+"""The name the report gives the control (fine-tuned from random weights)."""
+
+
+def finetune_folder(folder: Path, step: str) -> Path:
+    """Where step ``finetune:<task>`` (``control:<task>``) of the pretraining run in ``folder``
+    fine-tunes: ``<folder>-ft-<task>`` (``-random``) beside it, as ``preln finetune`` names it."""
+    kind, task = step.split(":", 1)
+    return folder.parent / f"{folder.name}-ft-{task}{'-random' if kind == 'control' else ''}"
+
+
+def log_name(step: str) -> str:
+    """The log file of a step in its job's folder: ``train.log``, ``finetune-paraphrase.log``."""
+    return step.replace(":", "-") + ".log"
+
+
 def needed(step: str, folder: Path, expect: dict | None = None) -> bool:
     """Whether a step of a job still has to run (its result is not in the folder yet). An
     evaluation counts only if ``bleu.json`` scored the test split with the settings ``expect``s
@@ -237,6 +274,8 @@ def needed(step: str, folder: Path, expect: dict | None = None) -> bool:
     status = run_status(folder)
     if step == "train":
         return status not in ("completed", "diverged")
+    if ":" in step:  # fine-tuning: once the pretraining completed (a diverged model is not fine-tuned)
+        return status == "completed" and run_status(finetune_folder(folder, step)) not in ("completed", "diverged")
     if status != "completed":  # evaluate
         return False
     try:
@@ -256,6 +295,19 @@ def command(step: str, job: JobSpec, folder: Path, beam: int, decode: tuple[str,
         return ["evaluate", str(folder), "--splits", "test", "--beam", str(beam), *decode]
     if step == "analyze":
         return ["analyze", "--preset", job.analysis, "--out", str(folder), *sets]
+    if step.startswith(("finetune:", "control:")):
+        ft = [x for o in job.finetune for x in ("--set", o)] + (
+            ["--random-init"] if step.startswith("control:") else []
+        )
+        return [
+            "finetune",
+            str(folder),
+            "--task",
+            step.split(":", 1)[1],
+            "--out",
+            str(finetune_folder(folder, step)),
+            *ft,
+        ]
     raise ValueError(f"unknown step {step!r}")  # a bug: STEPS and this function disagree
 
 
@@ -273,11 +325,12 @@ def write_study_json(study: Study, sdir: Path) -> None:
     jobs = [
         {"folder": j.folder, "steps": list(j.steps), "condition": j.condition, "group": j.group, "seed": j.seed}
         | {"config": j.config, "overrides": list(j.overrides)}
+        | ({"finetune": list(j.finetune)} if j.finetune else {})
         for j in study.jobs
     ]
     meta = {"title": study.title, "baseline": study.baseline, "compare": list(study.compare)}
     meta |= {"claims": list(study.claims), "paper_setting": study.paper[0], "paper_corpus": study.paper[1]}
-    meta |= {"jobs": jobs}
+    meta |= {"finetune_reference": dict(study.reference), "jobs": jobs}
     (sdir / "study.json").write_text(json.dumps(meta, indent=1))
 
 

@@ -1,0 +1,172 @@
+"""A text corpus tokenized once: token ids cached on disk and memory-mapped.
+
+Tokenizing 15M words takes minutes and a Python list of every segment takes gigabytes, so the
+masked-LM corpus is tokenized once into two flat arrays per split (``ids``, and ``offsets`` into
+them) under ``<cache>/ids/``; a run, a resumed run and the next run of a grid map them from disk
+in milliseconds and hold no list of segments. An entry is keyed by the text file's SHA-256, the
+split settings and the vocabulary's SHA-256: other text, another split or another vocabulary is
+another entry. The vocabulary trained for a (text, split, vocabulary settings) is remembered by a
+small pointer file, so a fresh run finds both without reading the text. Entries are written to a
+temporary folder and renamed into place: concurrent runs never see half of one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..config import DataConfig
+from .corpus import CorpusError, read_lines, refuse_subword_joins
+from .tokenizer import BOS, EOS, Tokenizer, default_cache_dir, train_or_load
+
+VERSION = "ids-v1"
+_CHUNK = 20_000  # segments encoded at a time: the build's memory stays bounded
+
+
+class Segments:
+    """Token-id sequences stored flat: ``ids[offsets[i]:offsets[i + 1]]`` is sequence i. Indexing
+    gives a list of ints; the arrays may be memory-mapped files."""
+
+    def __init__(self, ids: np.ndarray, offsets: np.ndarray) -> None:
+        self.ids, self.offsets = ids, offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i: int) -> list[int]:
+        return self.ids[self.offsets[i] : self.offsets[i + 1]].tolist()
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (self[i] for i in range(len(self)))
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def head(self, n: int) -> Segments:
+        """The first ``n`` sequences (all when n <= 0), sharing the arrays."""
+        return self if n <= 0 or n >= len(self) else Segments(self.ids, self.offsets[: n + 1])
+
+    def save(self, folder: Path, name: str) -> None:
+        np.save(folder / f"{name}.ids.npy", self.ids)
+        np.save(folder / f"{name}.offsets.npy", self.offsets)
+
+    @classmethod
+    def open(cls, folder: Path, name: str) -> Segments:
+        return cls(np.load(folder / f"{name}.ids.npy", mmap_mode="r"), np.load(folder / f"{name}.offsets.npy"))
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256("|".join(map(str, (VERSION, *parts))).encode()).hexdigest()[:20]
+
+
+def read_text(path: Path, d: DataConfig) -> tuple[dict[str, list[str]], list[str]]:
+    """The corpus's non-empty lines, shuffled by a fixed seed (independent of the training seed)
+    and split into train and valid (``data.valid_fraction``), each cut to its limit."""
+    if path.is_dir():
+        raise CorpusError(f"{path}: a text corpus is one file, one segment a line")
+    lines = [ln.strip() for ln in read_lines(path)]
+    refuse_subword_joins(path, lines)
+    empty = sum(1 for ln in lines if not ln)
+    lines = [ln for ln in lines if ln]
+    if len(lines) < 2:
+        raise CorpusError(f"{path}: {len(lines)} non-empty line(s); a text corpus needs a train and a valid part")
+    random.Random(0).shuffle(lines)
+    n_valid = max(1, int(len(lines) * d.valid_fraction))
+    valid, train = lines[:n_valid], lines[n_valid:]
+    if d.max_train_examples:
+        train = train[: d.max_train_examples]
+    if d.max_valid_examples:
+        valid = valid[: d.max_valid_examples]
+    return {"train": train, "valid": valid}, ([f"dropped {empty} empty lines"] if empty else [])
+
+
+def encode(tok: Tokenizer, lines: list[str], max_len: int) -> tuple[Segments, int]:
+    """``<cls> ids <sep>`` per line, cut to ``max_len`` tokens; (segments, number truncated)."""
+    ids, offsets, truncated = [], [np.zeros(1, np.int64)], 0
+    end = 0
+    for start in range(0, len(lines), _CHUNK):
+        enc = tok.encode(lines[start : start + _CHUNK])
+        truncated += sum(len(e) > max_len - 2 for e in enc)
+        seqs = [[BOS, *e[: max_len - 2], EOS] for e in enc]
+        lens = np.fromiter((len(s) for s in seqs), np.int64, len(seqs))
+        ids.append(np.fromiter((t for s in seqs for t in s), np.int32, int(lens.sum())))
+        offsets.append(end + np.cumsum(lens))
+        end += int(lens.sum())
+    return Segments(np.concatenate(ids) if ids else np.zeros(0, np.int32), np.concatenate(offsets)), truncated
+
+
+def load_text_corpus(
+    path: Path, d: DataConfig, tokenizer_file: Path | None = None
+) -> tuple[dict[str, Segments], Tokenizer, list[str], bool]:
+    """(train/valid segments, tokenizer, notes, whether the token ids came from the cache).
+    ``tokenizer_file`` (a resumed or fine-tuned run's vocabulary) is used instead of training one."""
+    cache = (Path(d.cache_dir) if d.cache_dir else default_cache_dir()) / "ids"
+    split = _key(file_sha256(path), d.valid_fraction, d.max_train_examples, d.max_valid_examples)
+    pointer = cache / f"tokenizer-{_key(split, d.vocab_size, d.spm_model)}.txt"
+    tok = Tokenizer(tokenizer_file) if tokenizer_file else _remembered(pointer)
+    if tok is not None:
+        entry = cache / _key(split, tok.sha256(), d.max_len)
+        if (entry / "meta.json").is_file():
+            return _open(entry), tok, json.loads((entry / "meta.json").read_text())["notes"], True
+    text, notes = read_text(path, d)
+    if tok is None:
+        tok = train_or_load(text["train"], d.vocab_size, d.spm_model, d.cache_dir)
+        _write_atomic(pointer, str(tok.path.resolve()))
+    segments = {}
+    for name, lines in text.items():
+        segments[name], truncated = encode(tok, lines, d.max_len)
+        if truncated:
+            notes.append(f"{name}: truncated {truncated} segments to {d.max_len} tokens")
+    entry = cache / _key(split, tok.sha256(), d.max_len)
+    _store(entry, segments, {"notes": notes, "text": str(path), "tokenizer": str(tok.path), "max_len": d.max_len})
+    return _open(entry), tok, notes, False
+
+
+def _remembered(pointer: Path) -> Tokenizer | None:
+    """The tokenizer trained earlier for this text and these settings, if its file still exists."""
+    try:
+        target = Path(pointer.read_text().strip())
+    except OSError:
+        return None
+    return Tokenizer(target) if target.is_file() else None
+
+
+def _open(entry: Path) -> dict[str, Segments]:
+    return {name: Segments.open(entry, name) for name in ("train", "valid")}
+
+
+def _store(entry: Path, segments: dict[str, Segments], meta: dict) -> None:
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=".tmp-"))
+    for name, seg in segments.items():
+        seg.save(tmp, name)
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    try:
+        os.rename(tmp, entry)
+    except OSError:  # another run stored the same entry first: theirs is identical
+        for f in tmp.iterdir():
+            f.unlink()
+        tmp.rmdir()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)

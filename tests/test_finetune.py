@@ -1,0 +1,327 @@
+"""Fine-tuning (``preln finetune``), pair TSVs, scores, and the masked-LM token-id cache."""
+
+import gzip
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from preln import checkpoint, config
+from preln.cli import main
+from preln.config import ConfigError
+from preln.data import load_data
+from preln.data.corpus import CorpusError, read_pair_tsv
+from preln.data.datasets import encode_pair
+from preln.data.tokenizer import Tokenizer
+from preln.evaluate import accuracy_f1
+from preln.finetune import finetune_config
+from preln.fit import train
+from preln.lab import studies
+from preln.trainer import Trainer
+
+from .conftest import ROOT, require_data
+
+QUICK = ["data.max_train_examples=64", "data.max_valid_examples=32", "train.progress=false", "train.max_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny masked-LM run (20 updates)."""
+    require_data("english-mix")
+    run = tmp_path_factory.mktemp("pre") / "mlm"
+    cfg = config.load(ROOT / "configs" / "tiny-mlm.toml", ["train.progress=false", "train.max_updates=20"])
+    assert train(cfg, run)["status"] == "completed"
+    return run
+
+
+def sets(items):
+    return [x for s in items for x in ("--set", s)]
+
+
+def test_accuracy_and_f1_equal_a_hand_computation():
+    # predictions 1 1 1 0 0 against labels 1 0 1 1 0: 3 of 5 right; tp 2, fp 1, fn 1
+    s = accuracy_f1([1, 1, 1, 0, 0], [1, 0, 1, 1, 0])
+    assert s["accuracy"] == pytest.approx(60.0)
+    assert s["f1"] == pytest.approx(100 * 2 * 2 / (2 * 2 + 1 + 1))
+    assert accuracy_f1([0, 0], [1, 0])["f1"] == 0.0  # no true positive: F1 0, not a division by zero
+    assert "f1" not in accuracy_f1([2, 1, 0], [2, 1, 1])  # F1 of class 1 only for two classes
+
+
+def test_pairs_are_cls_a_sep_b_sep_cut_longest_first():
+    ids, first = encode_pair([10, 11, 12, 13, 14], [20, 21], 8)
+    assert ids == [2, 10, 11, 12, 3, 20, 21, 3] and first == 5  # a lost two tokens, b none
+    ids, first = encode_pair([10], [20, 21, 22, 23, 24, 25], 7)
+    assert ids == [2, 10, 3, 20, 21, 22, 3] and first == 3
+
+
+def test_finetuning_loads_the_pretrained_encoder_and_redraws_the_head(pretrained, tmp_path):
+    cfg = finetune_config(pretrained, "paraphrase", [*QUICK, "train.seed=2"])
+    assert cfg.model.task == "classify" and cfg.train.init_from == str(pretrained.resolve())
+    state, _, _ = checkpoint.load(checkpoint.newest_good(pretrained / "checkpoints"))
+    body = [k for k in state if k.startswith(("encoder.", "embed.", "lm_"))]
+    assert len(body) > 10
+    with Trainer(cfg, tmp_path / "ft") as t:
+        own = t.module.state_dict()
+        assert all(torch.equal(own[k], state[k]) for k in body)
+        assert not torch.equal(own["classifier.weight"], state["classifier.weight"])  # drawn from seed 2
+        assert t.tok.sha256() == Tokenizer(pretrained / "spm.model").sha256()
+    with Trainer(finetune_config(pretrained, "paraphrase", QUICK, random_init=True), tmp_path / "rnd") as t:
+        own = t.module.state_dict()
+        assert not any(torch.equal(own[k], state[k]) for k in body if k.endswith("q.weight"))
+    assert json.loads((tmp_path / "rnd" / "init_from.json").read_text())["weights"] == "random"
+
+
+def test_finetune_writes_dev_and_test_scores(pretrained, tmp_path, capsys):
+    out = tmp_path / "ft"
+    assert main(["finetune", str(pretrained), "--task", "containment", "--out", str(out), *sets(QUICK)]) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["valid"]["n"] == 32 and scores["test"]["n"] == 3014  # the whole test split
+    assert 0 <= scores["test"]["accuracy"] <= 100 and "f1" in scores["test"]
+    valid = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"valid"' in x]
+    assert "valid_accuracy" in valid[-1]
+    status = json.loads((out / "status.json").read_text())
+    assert status["test_accuracy"] == scores["test"]["accuracy"]
+
+
+def test_a_foreign_run_or_architecture_is_refused(pretrained, tmp_path, capsys):
+    require_data("multi30k")
+    mt = tmp_path / "mt"
+    tiny = config.load(ROOT / "configs" / "tiny-translation.toml", ["train.max_updates=1", "train.progress=false"])
+    train(tiny, mt)
+    assert main(["finetune", str(mt), "--task", "paraphrase"]) == 2
+    assert "translation run; fine-tuning needs a masked-LM run" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "finetune",
+                str(pretrained),
+                "--task",
+                "paraphrase",
+                "--out",
+                str(tmp_path / "x"),
+                *sets(["model.d_model=64"]),
+            ]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "another architecture" in err and "model.d_model: 32 there, 64 here" in err and len(err.splitlines()) == 1
+    assert main(["finetune", str(tmp_path / "nothing"), "--task", "paraphrase"]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert main(["finetune", str(pretrained), "--task", "nosuchtask"]) == 2
+    assert "not one of paraphrase, containment" in capsys.readouterr().err
+
+
+def write_tsv(folder, name, rows, gz=False):
+    text = "".join("\t".join(r) + "\n" for r in rows)
+    if gz:
+        (folder / f"{name}.tsv.gz").write_bytes(gzip.compress(text.encode()))
+    else:
+        (folder / f"{name}.tsv").write_text(text)
+
+
+GOOD = [["label", "id1", "id2", "s1", "s2"]] + [[str(i % 2), "a", "b", f"the cat {i}", f"a dog {i}"] for i in range(20)]
+
+
+@pytest.mark.parametrize(
+    "rows, message",
+    [
+        ([r[1:] for r in GOOD], "train.tsv: line 1: no column 'label' in the header"),
+        (GOOD[:3] + [["2", "a", "b", "x", "y"]], "train.tsv: line 4: label '2' is not one of '0', '1'"),
+        (GOOD[:2] + [["1", "a", "x", "y"]], "train.tsv: line 3 has 4 columns, the header has 5"),
+        ([], "train.tsv: empty file"),
+    ],
+)
+def test_bad_pair_files_are_one_line_errors_naming_file_and_line(pretrained, tmp_path, capsys, rows, message):
+    folder = tmp_path / "task"
+    folder.mkdir()
+    write_tsv(folder, "train", rows)
+    write_tsv(folder, "dev", GOOD)
+    assert main(["finetune", str(pretrained), "--task", str(folder), "--out", str(tmp_path / "ft")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_glue_layout_folder_loads_with_a_column_mapping(pretrained, tmp_path, capsys):
+    """RTE's layout: index, sentence1, sentence2, label (words); an unlabelled test file."""
+    folder = tmp_path / "rte"
+    folder.mkdir()
+    rows = [["index", "sentence1", "sentence2", "label"]]
+    rows += [
+        [str(i), f"a man eats {i}", f"someone eats {i}", ["entailment", "not_entailment"][i % 2]] for i in range(24)
+    ]
+    write_tsv(folder, "train", rows)
+    write_tsv(folder, "dev", rows)
+    write_tsv(folder, "test", [["index", "sentence1", "sentence2"]] + [r[:3] for r in rows[1:]])
+    mapping = ['data.pair_columns=["label", "sentence1", "sentence2"]']
+    mapping += ['data.pair_labels=["not_entailment", "entailment"]', "train.progress=false", "train.max_epochs=1"]
+    out = tmp_path / "ft"
+    assert main(["finetune", str(pretrained), "--task", str(folder), "--out", str(out), *sets(mapping)]) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert scores["valid"]["n"] == 24 and "test" not in scores
+    assert "unlabelled" in capsys.readouterr().err
+
+
+def test_read_pair_tsv_reads_gzip_and_maps_labels(tmp_path):
+    write_tsv(tmp_path, "x", [["y", "a", "b"], ["yes", "one", "two"], ["no", "three", "four"]], gz=True)
+    s1, s2, ys = read_pair_tsv(tmp_path / "x.tsv.gz", ("y", "a", "b"), ("no", "yes"))
+    assert (s1, s2, ys) == (["one", "three"], ["two", "four"], [1, 0])
+    with pytest.raises(CorpusError, match="line 1: no column 'c'"):
+        read_pair_tsv(tmp_path / "x.tsv.gz", ("y", "a", "c"), ("no", "yes"))
+
+
+def test_the_token_id_cache_is_reused_and_invalidated_by_text_or_vocabulary(tmp_path, monkeypatch):
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("".join(f"line {i} of some english text with words {i * 7 % 13}\n" for i in range(400)))
+    cache = tmp_path / "cache"
+    over = [f"data.path='{corpus}'", f"data.cache_dir='{cache}'", "data.vocab_size=120", "data.valid_fraction=0.1"]
+    cfg = config.load(ROOT / "configs" / "tiny-mlm.toml", over)
+    first, tok = load_data(cfg)
+    assert "token ids cached for the next run" in first.notes
+    entries = {p.name for p in (cache / "ids").iterdir() if p.is_dir()}
+
+    def no_tokenizing(self, texts):
+        raise AssertionError("re-tokenized")
+
+    monkeypatch.setattr(Tokenizer, "encode", no_tokenizing)
+    monkeypatch.setattr("preln.data.idcache.read_lines", lambda p: pytest.fail("read the text again"))
+    second, _ = load_data(cfg)  # no tokenizing, no reading: ids from the memory-mapped cache
+    assert "token ids from the cache" in second.notes
+    assert [second.examples["train"][i] for i in range(5)] == [first.examples["train"][i] for i in range(5)]
+    assert second.batch("train", 1, 0).tensors["ids"].equal(first.batch("train", 1, 0).tensors["ids"])
+    monkeypatch.undo()
+
+    for change in (lambda: corpus.write_text(corpus.read_text() + "one more line\n"), None):
+        if change:
+            change()
+            data, _ = load_data(cfg)
+        else:
+            data, _ = load_data(config.override(cfg, ["data.vocab_size=100"]))
+        assert "token ids cached for the next run" in data.notes  # a new entry, built afresh
+        now = {p.name for p in (cache / "ids").iterdir() if p.is_dir()}
+        assert now > entries
+        entries = now
+
+
+def test_sigkill_during_finetuning_resumes_to_the_same_result(pretrained, tmp_path):
+    args = ["finetune", str(pretrained), "--task", "paraphrase"]
+    args += sets(["data.max_train_examples=400", "data.max_valid_examples=32", "data.max_tokens=512"])
+    args += sets(["train.max_epochs=4", "train.save_every=5", "model.dropout=0.1", "train.progress=false"])
+    env_run = [sys.executable, "-m", "preln", *args]
+    assert subprocess.run([*env_run, "--out", str(tmp_path / "straight")], capture_output=True).returncode == 0
+    run = tmp_path / "killed"
+    p = subprocess.Popen([*env_run, "--out", str(run)], stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(checkpoint.list_checkpoints(run / "checkpoints")) < 2:
+        time.sleep(0.01)
+    p.send_signal(signal.SIGKILL)
+    p.wait(30)
+    if (run / "scores.json").exists():
+        pytest.skip("finished before the kill")
+    assert subprocess.run([*env_run, "--out", str(run)], capture_output=True).returncode == 0
+
+    def train_losses(r):
+        return [json.loads(x)["loss"] for x in (r / "metrics.jsonl").read_text().splitlines() if '"train"' in x]
+
+    assert train_losses(run) == train_losses(tmp_path / "straight")
+    assert json.loads((run / "scores.json").read_text()) == json.loads(
+        (tmp_path / "straight" / "scores.json").read_text()
+    )
+
+
+FT_STUDY = """
+title = "tiny fine-tuning study"
+steps = ["train", "finetune"]
+baseline = "post-warmup"
+compare = ["pre", "post-warmup"]
+finetune_reference = { paraphrase = 64.0 }
+[preset.quick]
+config = "configs/tiny-mlm.toml"
+seeds = [1]
+set = ["train.max_updates=6", "train.valid_every=2"]
+finetune = ["paraphrase"]
+finetune_set = ["data.max_train_examples=48", "data.max_valid_examples=32", "train.max_epochs=2"]
+control = "pre"
+[[condition]]
+name = "pre"
+[[condition]]
+name = "post-warmup"
+quick = ["model.norm='post'", "schedule.warmup=3"]
+[[condition]]
+name = "post-huge-lr"
+set = ["model.norm='post'", "optim.lr=1e6"]
+[[claim]]
+text = "pre fine-tunes at least as well"
+paper = "Fig. 5c"
+condition = "pre"
+better_than = "random-init"
+metric = "test_accuracy:paraphrase"
+"""
+
+
+def test_fig5_expands_finetuning_and_control_steps():
+    study = studies.load_study(ROOT / "studies" / "fig5.toml", "smoke", ROOT)
+    steps = {j.folder: j.steps for j in study.jobs}
+    ft = ("finetune:paraphrase", "finetune:containment")
+    assert steps["pre-nowarmup-s1"] == ("train", *ft, "control:paraphrase", "control:containment")
+    assert steps["pre-nowarmup-s2"] == steps["post-warmup-s1"] == ("train", *ft)
+    job = next(j for j in study.jobs if j.folder == "pre-nowarmup-s1")
+    cmd = studies.command("control:containment", job, ROOT / "x" / "pre-nowarmup-s1", 1, ())
+    assert cmd[:6] == [
+        "finetune",
+        str(ROOT / "x" / "pre-nowarmup-s1"),
+        "--task",
+        "containment",
+        "--out",
+        str(ROOT / "x" / "pre-nowarmup-s1-ft-containment-random"),
+    ]
+    assert "--random-init" in cmd and "train.max_epochs=2" in cmd
+
+
+def test_a_finetuning_study_is_only_done_after_pretraining(tmp_path):
+    folder = tmp_path / "pre-s1"
+    assert not studies.needed("finetune:paraphrase", folder)  # nothing pretrained yet: nothing to fine-tune
+    folder.mkdir()
+    (folder / "status.json").write_text(json.dumps({"status": "completed"}))
+    assert studies.needed("finetune:paraphrase", folder)
+    (tmp_path / "pre-s1-ft-paraphrase").mkdir()
+    (tmp_path / "pre-s1-ft-paraphrase" / "status.json").write_text(json.dumps({"status": "completed"}))
+    assert not studies.needed("finetune:paraphrase", folder) and studies.needed("control:paraphrase", folder)
+
+
+def test_a_finetuning_study_needs_its_tasks(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text(FT_STUDY.replace('finetune = ["paraphrase"]', ""))
+    with pytest.raises(ConfigError, match="finetune must list the tasks"):
+        studies.load_study(p, "quick", ROOT)
+
+
+def test_reproduce_pretrains_finetunes_and_reports(tmp_path):
+    require_data("english-mix")
+    require_data("pairclf")
+    p = tmp_path / "ft.toml"
+    p.write_text(FT_STUDY)
+    out = tmp_path / "runs"
+    args = ["reproduce", "--studies", str(p), "--out", str(out), "--root", str(ROOT)]
+    assert main(args) == 0
+    sdir = out / "ft"
+    assert json.loads((sdir / "post-huge-lr-s1" / "status.json").read_text())["status"] == "diverged"
+    assert not (sdir / "post-huge-lr-s1-ft-paraphrase").exists()  # a diverged model is not fine-tuned
+    for name in ("pre-s1-ft-paraphrase", "post-warmup-s1-ft-paraphrase", "pre-s1-ft-paraphrase-random"):
+        assert (sdir / name / "scores.json").is_file()
+    scores = sdir / "pre-s1-ft-paraphrase" / "scores.json"
+    mtime = scores.stat().st_mtime
+    assert main(args) == 0  # rerun: nothing again
+    assert scores.stat().st_mtime == mtime
+    md = (out / "report.md").read_text()
+    assert "### Fine-tuning (Fig. 5c, d)" in md and "](ft_finetune.png)" in md
+    assert "shallow six-feature logistic regression: 64%" in md
+    test_acc = json.loads(scores.read_text())["test"]["accuracy"]
+    assert "| pre | 1 | " in md and f"| {test_acc:.1f} |" in md
+    assert "| random-init | 1 | " in md and "| post-huge-lr | 0 (1 pretraining diverged: not fine-tuned) |" in md
+    assert "| pre fine-tunes at least as well |" in md and "% (paraphrase, 1 runs)" in md
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 2
