@@ -190,3 +190,54 @@ def test_a_finished_run_can_be_extended_and_the_change_is_recorded(tmp_path, mon
     train(config.load(tiny, [*lin, "train.max_updates=4"]), tmp_path / "lin")
     with pytest.raises(config.ConfigError, match="linear schedule decays to 0"):
         train(config.load(tiny, [*lin, "train.max_updates=8"]), tmp_path / "lin")
+
+
+def test_divergence_is_recorded_at_the_update_where_it_happened_whatever_the_log_interval(tmp_path):
+    """The loop reads the device's sums only at log points; the non-finite update is still the one
+    recorded (status, metrics), and nothing after it is validated or checkpointed."""
+    require_data("multi30k")
+    found = []
+    for every in (1, 7):
+        over = ["train.progress=false", "model.norm=post", "optim.lr=1e6", "train.max_updates=20"]
+        over += [f"train.log_every={every}", "train.save_every=1", "train.valid_every=1", "train.valid_bleu=false"]
+        cfg = config.load(ROOT / "configs" / "tiny-translation.toml", over)
+        run = tmp_path / f"r{every}"
+        train(cfg, run)
+        status = json.loads((run / "status.json").read_text())
+        (rec,) = metrics(run, "diverged")
+        assert status["status"] == "diverged" and status["update"] == rec["update"]
+        assert f"at update {rec['update']}" in status["reason"]
+        saved = [int(p.name.split("_")[1]) for p in (run / "checkpoints").glob("update_*")]
+        assert max(saved, default=0) < rec["update"]
+        found.append(rec["update"])
+    assert found[0] == found[1]
+
+
+def test_compiled_and_eager_training_give_the_same_losses(tmp_path):
+    """train.compile on the same batches (padded to multiples of 8, so shapes repeat): the losses
+    of 6 updates agree with eager ones to float32 round-off; the compiled graphs are logged."""
+    require_data("multi30k")
+    over = ["train.progress=false", "train.max_updates=6", "train.valid_bleu=false", "data.pad_to_multiple=8"]
+    over += ["model.dropout=0.0", "train.log_every=1"]
+    eager = config.load(ROOT / "configs" / "tiny-translation.toml", over)
+    train(eager, tmp_path / "eager")
+    train(config.override(eager, ["train.compile=true"]), tmp_path / "compiled")
+    a, b = metrics(tmp_path / "eager"), metrics(tmp_path / "compiled")
+    assert [r["update"] for r in a] == [r["update"] for r in b] == list(range(1, 7))
+    for x, y in zip(a, b):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-4)
+    assert all(r["compiled_graphs"] >= 1 for r in b) and "compiled_graphs" not in a[0]
+
+
+def test_pad_to_multiple_rounds_sequence_lengths_with_padding_only(tmp_path):
+    from preln.data import load_data
+
+    cfg = config.load(ROOT / "configs" / "tiny-translation.toml")
+    plain, _ = load_data(cfg)
+    padded, _ = load_data(config.override(cfg, ["data.pad_to_multiple=16"]))
+    for k in range(5):
+        a, b = plain.batch("train", 1, k).tensors, padded.batch("train", 1, k).tensors
+        for name, fill in (("src", 0), ("tgt_in", 0), ("tgt_out", -100)):
+            n = a[name].shape[1]
+            assert b[name].shape[1] % 16 == 0 and b[name].shape[1] >= n
+            assert b[name][:, :n].equal(a[name]) and (b[name][:, n:] == fill).all()

@@ -77,6 +77,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     _, model, tok, desc = load_for_eval(Path(args.run), args.average, args.checkpoint)
     print(f"[preln] translating with the {desc}, beam {args.beam}", file=sys.stderr)
     limits = {"lenpen": args.lenpen, "max_len_a": args.max_len_a, "max_len_b": args.max_len_b}
+    limits["precision"] = args.precision
     chunks = [read_lines(args.input)] if args.input else stdin_chunks()
     done = 0
     for lines in chunks:
@@ -103,6 +104,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.limit,
         args.max_len_a,
         args.max_len_b,
+        args.precision,
     )
     for split, r in res["splits"].items():
         detok = f"sacreBLEU {r['sacrebleu']:.2f} ({r['sacrebleu_signature']}) | " if "sacrebleu" in r else ""
@@ -209,6 +211,12 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="average the weights of the last N checkpoints (default 1: the last)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="on a GPU: bf16 autocast (auto, the default) or fp32; a CPU always decodes in fp32",
     )
 
 

@@ -107,6 +107,10 @@ class DataConfig:
     batch_size_multiple: int = 8
     """A full batch is cut to a multiple of this many examples (fairseq
     ``--required-batch-size-multiple``, default 8); 1 = no rounding."""
+    pad_to_multiple: int = 1
+    """Pad every batch's sequence length up to a multiple of this (8 or 16 with ``train.compile``:
+    shapes repeat, so recompilations stay few); 1 = to the longest sequence. Padding is masked
+    everywhere; with masked LM the masks drawn differ from an unpadded run's."""
     max_train_examples: int = 0
     """Use only the first N training examples (0 = all): CPU-sized and test runs."""
     max_valid_examples: int = 0
@@ -173,8 +177,9 @@ class TrainConfig:
     update_freq: int = 1
     """Gradient accumulation: batches per optimizer update."""
     label_smoothing: float = 0.1
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """bf16/fp16 autocast on CUDA; CPU runs must use fp32."""
+    precision: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    """bf16/fp16 autocast on CUDA; CPU runs must use fp32. ``auto``: bf16 on CUDA, fp32 elsewhere
+    (the GPU presets); the run's config.toml records what it resolved to."""
     device: str = "auto"
     """``auto`` (CUDA if available), ``cpu``, ``cuda``, ``cuda:1``..."""
     log_every: int = 10
@@ -198,6 +203,9 @@ class TrainConfig:
     """Every N updates, per layer and weight matrix: gradient norm and update-to-weight ratio, and
     the residual stream's RMS per layer, into ``telemetry.jsonl`` (``telemetry.py``); 0 = off.
     Not under FSDP (sharded weights)."""
+    compile: bool = False
+    """``torch.compile`` the model (in place; CUDA is where it pays: see README, GPU). With
+    ``data.pad_to_multiple`` = 8 or 16; the number of compiled graphs is logged."""
     init_from: str = ""
     """A run folder (a masked-LM run) whose newest checkpoint initializes the encoder and whose
     vocabulary this run uses: fine-tuning (``preln finetune``). The pooler and classifier are
@@ -400,6 +408,7 @@ def _training_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
             f"data.max_tokens must hold at least one longest example (>= data.max_len={d.max_len})",
         ),
         (d.batch_size_multiple >= 1, "data.batch_size_multiple must be >= 1"),
+        (d.pad_to_multiple >= 1, "data.pad_to_multiple must be >= 1 (1 = no rounding)"),
         (
             d.max_train_examples >= 0 and d.max_valid_examples >= 0,
             "data.max_train_examples / max_valid_examples must be >= 0 (0 = all)",

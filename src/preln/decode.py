@@ -109,8 +109,8 @@ def beam_search(
         logp = _step_logprobs(model, tokens, memory, mask, cache)  # (B*K, V)
         _ban_eos_before_min_len(logp, t)
         V = logp.shape[1]
-        at_limit = (limit_t <= t).repeat_interleave(K)  # (B*K,): only </s> may follow
-        if at_limit.any():
+        if t >= min(limits):  # decided on the host: no sync with the device
+            at_limit = (limit_t <= t).repeat_interleave(K)  # (B*K,): only </s> may follow
             eos = logp[:, EOS].clone()
             logp[at_limit] = -torch.inf
             logp[:, EOS] = eos

@@ -45,6 +45,14 @@ class Dist:
         dist.all_reduce(t)
         return t.cpu().tolist()
 
+    def sum_tensor(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum of a device tensor over ranks, on the device (no host sync); itself when alone."""
+        if not self.active:
+            return t
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
     def any(self, flag: bool) -> bool:
         return bool(self.sum([float(flag)])[0]) if self.active else flag
 

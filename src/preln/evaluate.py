@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -46,15 +47,17 @@ def translate(
     progress: bool = False,
     max_len_a: float = MAX_LEN_A,
     max_len_b: int = MAX_LEN_B,
+    precision: str = "auto",
 ) -> list[str]:
     """Detokenized translations of ``lines``, in order; beam = 1 means greedy. Defaults are
-    fairseq-generate's: lenpen 1, at most 0 * src_len + 200 tokens."""
+    fairseq-generate's: lenpen 1, at most 0 * src_len + 200 tokens. On a GPU the model runs under
+    bf16 autocast unless ``precision`` is ``fp32`` (scores and log-softmax stay float32)."""
     limits = {"max_len_a": max_len_a, "max_len_b": max_len_b}
     if beam == 1:
         decode = lambda src: greedy(model, src, **limits)
     else:
         decode = lambda src: beam_search(model, src, beam, lenpen, **limits)
-    return tok.decode(_batched(model, tok, lines, beam, max_tokens, progress, decode))
+    return tok.decode(_batched(model, tok, lines, beam, max_tokens, progress, decode, precision))
 
 
 def translate_nbest(
@@ -67,6 +70,7 @@ def translate_nbest(
     max_tokens: int = 4000,
     max_len_a: float = MAX_LEN_A,
     max_len_b: int = MAX_LEN_B,
+    precision: str = "auto",
 ) -> list[list[tuple[str, float]]]:
     """For each line, its ``nbest`` (<= beam) best translations as (text, score), best first; the
     score is fairseq's: log-probability over length ** lenpen. nbest 1 gives ``translate``'s text."""
@@ -81,12 +85,18 @@ def translate_nbest(
         max_tokens,
         False,
         lambda src: beam_search(model, src, beam, lenpen, **limits, nbest=nbest),
+        precision,
     )
     return [[(text, score) for text, (score, _) in zip(tok.decode([ids for _, ids in h]), h)] for h in hyps]
 
 
-def _batched(model: Seq2Seq, tok: Tokenizer, lines: list[str], beam: int, max_tokens: int, progress: bool, decode):
-    """``decode`` over token-budget batches of the encoded ``lines``; results in input order."""
+def _batched(
+    model: Seq2Seq, tok: Tokenizer, lines: list[str], beam: int, max_tokens: int, progress: bool, decode, precision: str
+):
+    """``decode`` over token-budget batches of the encoded ``lines`` (sorted by length, so little
+    padding); results in input order. bf16 autocast on a GPU unless ``precision`` is fp32."""
+    if precision not in ("auto", "bf16", "fp32"):
+        raise ValueError(f"--precision must be auto, bf16 or fp32, got {precision!r}")
     limit = model.config.max_positions - 1
     encoded = tok.encode(lines)
     long = sum(len(s) > limit - 1 for s in encoded)
@@ -99,10 +109,13 @@ def _batched(model: Seq2Seq, tok: Tokenizer, lines: list[str], beam: int, max_to
     ids = [s[: limit - 1] + [EOS] for s in encoded]
     batches = token_batches([(len(s),) for s in ids], max(max_tokens // beam, limit))  # beams multiply it
     device = next(model.parameters()).device
+    bf16 = device.type == "cuda" and precision != "fp32"
     out: list = [[] for _ in lines]
     for batch in tqdm(batches, desc="translate", unit="batch", disable=not progress):
         src = pad([ids[i] for i in batch], PAD).to(device)
-        for i, h in zip(batch, decode(src)):
+        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            hyps = decode(src)
+        for i, h in zip(batch, hyps):
             out[i] = h
     return out
 
@@ -171,7 +184,8 @@ def _warn(msg: str) -> None:
 
 
 def load_for_eval(run_dir: Path, average: int = 1, which: str = "last") -> tuple[RunConfig, Seq2Seq, Tokenizer, str]:
-    """The run's model, optionally with the mean weights of its last ``average`` checkpoints."""
+    """The run's model (on the GPU when there is one), optionally with the mean weights of its
+    last ``average`` checkpoints."""
     cfg, model, tok = load_run(run_dir, which)
     if not isinstance(model, Seq2Seq):
         raise ValueError(f"{run_dir} is a {cfg.model.task} run; translation needs a translation model")
@@ -180,6 +194,8 @@ def load_for_eval(run_dir: Path, average: int = 1, which: str = "last") -> tuple
         ckpts = checkpoint.list_checkpoints(Path(run_dir) / "checkpoints")[-average:]
         model.load_state_dict(checkpoint.average_weights(ckpts), strict=False)
         desc = f"mean of {len(ckpts)} checkpoints ({ckpts[0].name}..{ckpts[-1].name})"
+    if torch.cuda.is_available():
+        model = model.cuda()
     return cfg, model.eval(), tok, desc
 
 
@@ -192,8 +208,10 @@ def evaluate_run(
     limit: int = 0,
     max_len_a: float = MAX_LEN_A,
     max_len_b: int = MAX_LEN_B,
+    precision: str = "auto",
 ) -> dict:
-    """BLEU of a run on its corpus's splits; written to ``RUN_DIR/bleu.json`` (and returned)."""
+    """BLEU of a run on its corpus's splits; written to ``RUN_DIR/bleu.json`` (and returned). On a
+    GPU under bf16 autocast unless ``precision`` is fp32 (``bleu.json`` says which)."""
     run = Path(run_dir)
     check_decoding(beam, lenpen, max_len_a, max_len_b)
     unknown = [s for s in splits if s not in ("valid", "test")]
@@ -206,16 +224,16 @@ def evaluate_run(
     folder = RunFolder(run)
     folder.lock()  # not while a trainer writes the folder, nor two evaluations at once
     try:
-        return _evaluate(run, splits, beam, lenpen, average, limit, max_len_a, max_len_b)
+        return _evaluate(run, splits, beam, lenpen, average, limit, max_len_a, max_len_b, precision)
     finally:
         folder.unlock()
 
 
-def _evaluate(run: Path, splits, beam, lenpen, average, limit, max_len_a, max_len_b) -> dict:
+def _evaluate(run: Path, splits, beam, lenpen, average, limit, max_len_a, max_len_b, precision) -> dict:
     cfg, model, tok, desc = load_for_eval(run, average)
-    if torch.cuda.is_available():
-        model = model.cuda()
+    on_gpu = next(model.parameters()).is_cuda
     result: dict = {"checkpoint": desc, "beam": beam, "lenpen": lenpen, "max_len_a": max_len_a}
+    result["precision"] = "bf16" if on_gpu and precision != "fp32" else "fp32"
     result |= {"max_len_b": max_len_b, "limit": limit, "pretokenized": cfg.data.pretokenized, "splits": {}}
     for split in splits:
         src, ref, _ = read_pairs(cfg, split)
@@ -228,7 +246,8 @@ def _evaluate(run: Path, splits, beam, lenpen, average, limit, max_len_a, max_le
                 file=sys.stderr,
             )
         start = time.perf_counter()
-        hyps = translate(model, tok, src, beam, lenpen, progress=True, max_len_a=max_len_a, max_len_b=max_len_b)
+        limits = {"max_len_a": max_len_a, "max_len_b": max_len_b, "precision": precision}
+        hyps = translate(model, tok, src, beam, lenpen, progress=True, **limits)
         result["splits"][split] = {
             "sentences": len(src),
             "seconds": round(time.perf_counter() - start, 1),

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from .config import RunConfig
@@ -20,7 +21,7 @@ from .data.datasets import read_pairs
 from .evaluate import bleu, classification_scores, translate
 from .process import Interrupts
 from .tblog import TensorBoard
-from .trainer import Diverged, Trainer
+from .trainer import Diverged, Step, Trainer
 
 
 class StopRequested(Exception):
@@ -29,14 +30,23 @@ class StopRequested(Exception):
 
 @dataclass
 class Meter:
-    """Sums over the updates since the last log line."""
+    """Sums over the updates since the last log line; the losses and gradient norms stay on the
+    device until ``read`` (a host sync, at log points only)."""
 
-    loss: float = 0.0
-    nll: float = 0.0
+    sums: torch.Tensor | None = None  # (loss, nll, grad norm) summed over updates, float64
     ntokens: int = 0
-    grad_norm: float = 0.0
     updates: int = 0
     seconds: float = 0.0  # in training steps (batching included; validation, checkpoints excluded)
+
+    def add(self, step: Step) -> None:
+        v = torch.stack([step.loss, step.nll, step.grad_norm])
+        self.sums = v if self.sums is None else self.sums + v
+        self.ntokens, self.updates = self.ntokens + step.ntokens, self.updates + 1
+
+    def read(self) -> tuple[float, float, float]:
+        """(loss per token, nll per token, mean gradient norm)."""
+        loss, nll, gnorm = self.sums.tolist()
+        return loss / self.ntokens, nll / self.ntokens, gnorm / self.updates
 
 
 def train(cfg: RunConfig, out: str | Path) -> dict:
@@ -113,7 +123,8 @@ class _Loop:
                     pass
         except Diverged as e:
             t.log(f"diverged: {e}")
-            self.record({"kind": "diverged", "update": t.state.update + 1, "epoch": t.state.epoch})
+            self.record({"kind": "diverged", "update": e.update, "epoch": t.state.epoch})
+            t.state.update = e.update  # the status names the update where it happened
             t.write_status("diverged", reason=str(e))
             return {"status": "diverged", "reason": str(e)}
         except StopRequested:
@@ -141,21 +152,25 @@ class _Loop:
             batches = t.update_batches()
             lr = t.lr(t.state.update + 1)
             probe = self.telemetry_probe()
-            loss, nll, ntok, gnorm = t.train_step(batches, lr, probe)
-            m.seconds += time.perf_counter() - start
+            m.add(t.train_step(batches, lr, probe))
             t.state.update, t.state.next_batch = t.state.update + 1, t.state.next_batch + t.batches_per_update
+            at_log = t.state.update % t.cfg.train.log_every == 0
+            if at_log:
+                t.check_finite()  # the host waits for the device here, inside the timed interval
+                means = m.read()
+            m.seconds += time.perf_counter() - start
             if probe is not None:
                 self.record({"update": t.state.update, "epoch": t.state.epoch, **probe.take()}, "telemetry")
-            m.loss, m.nll, m.ntokens = m.loss + loss * ntok, m.nll + nll * ntok, m.ntokens + ntok
-            m.grad_norm, m.updates = m.grad_norm + gnorm, m.updates + 1
             self.bar.update(1)
-            if t.state.update % t.cfg.train.log_every == 0:
-                self.log_train(m, lr)
+            if at_log:
+                self.log_train(m, means, lr)
                 m = Meter()
             if t.state.update >= t.max_updates:
+                t.check_finite()
                 return True
             self.after_update(end_of_epoch=t.state.next_batch >= nb)
             if t.dist.any(stop.requested):
+                t.check_finite()  # the checkpoint the stop writes must not hold a diverged model
                 raise StopRequested
         return False
 
@@ -169,14 +184,19 @@ class _Loop:
 
     def after_update(self, end_of_epoch: bool) -> None:
         c, u = self.t.cfg.train, self.t.state.update
-        if (c.valid_every and u % c.valid_every == 0) or end_of_epoch:
+        validate = (c.valid_every and u % c.valid_every == 0) or end_of_epoch
+        save = (c.save_every and u % c.save_every == 0) or (not c.save_every and end_of_epoch)
+        if validate or save:
+            self.t.check_finite()  # never validate or checkpoint a diverged model
+        if validate:
             self.validate_and_log(with_bleu=end_of_epoch)
-        if (c.save_every and u % c.save_every == 0) or (not c.save_every and end_of_epoch):
+        if save:
             self.t.save()
 
     def validate_and_log(self, with_bleu: bool = False) -> dict:
         """Validate, log the result, keep the best checkpoint as ``checkpoints/best``."""
         t = self.t
+        t.check_finite()
         res = t.validate()
         if with_bleu:
             res.update(valid_bleu(t))
@@ -193,23 +213,33 @@ class _Loop:
             t.save(name="best")
         return res
 
-    def log_train(self, m: Meter, lr: float) -> None:
+    def log_train(self, m: Meter, means: tuple[float, float, float], lr: float) -> None:
         t = self.t
+        loss, nll, gnorm = means
         rec = {
             "kind": "train",
             "update": t.state.update,
             "epoch": t.state.epoch,
-            "loss": m.loss / m.ntokens,
-            "nll": m.nll / m.ntokens,
+            "loss": loss,
+            "nll": nll,
             "lr": lr,
-            "grad_norm": m.grad_norm / m.updates,
+            "grad_norm": gnorm,
             "tokens_per_s": m.ntokens / m.seconds,
             "ntokens": m.ntokens,
         }
+        if t.cfg.train.compile:  # recompilations: each distinct graph dynamo compiled so far
+            rec["compiled_graphs"] = compiled_graphs()
         self.record(rec)
         self.bar.set_postfix(
             loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{rec['tokens_per_s']:.0f}", refresh=False
         )
+
+
+def compiled_graphs() -> int:
+    """Graphs torch.compile has compiled in this process (dynamo's own counter)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def valid_scores(t: Trainer) -> dict:
@@ -245,7 +275,8 @@ def valid_bleu(t: Trainer) -> dict:
         n = t.cfg.data.max_valid_examples or len(src)
         # a monitoring signal: greedy, at most 1.2 * src + 10 tokens, so that an untrained model's
         # epoch end stays cheap; `preln evaluate` decodes as fairseq-generate does
-        hyps = translate(t.module.eval(), t.tok, src[:n], beam=1, max_len_a=1.2, max_len_b=10)
+        bf16 = "fp32" if t.cfg.train.precision == "fp32" else "bf16"  # decode as the run trains
+        hyps = translate(t.module.eval(), t.tok, src[:n], beam=1, max_len_a=1.2, max_len_b=10, precision=bf16)
         scores = bleu(hyps, ref[:n], t.cfg.data.tgt_lang, t.cfg.data.pretokenized)
         res = {"valid_bleu_greedy_tok_lc": scores["tok_lc"]}
         if "sacrebleu" in scores:

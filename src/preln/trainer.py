@@ -14,11 +14,11 @@ from __future__ import annotations
 import contextlib
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from tqdm import tqdm
 
 from . import checkpoint, config, distributed, runs, schedules
@@ -33,7 +33,22 @@ from .telemetry import Telemetry
 
 
 class Diverged(RuntimeError):
-    """Non-finite loss or gradient."""
+    """Non-finite loss or gradient, at ``update``."""
+
+    def __init__(self, message: str, update: int) -> None:
+        super().__init__(message)
+        self.update = update
+
+
+@dataclass
+class Step:
+    """One update's sums over all ranks, left on the device (float64 tensors): reading them is a
+    host sync, which the loop does at its log points only."""
+
+    loss: Tensor
+    nll: Tensor
+    ntokens: int
+    grad_norm: Tensor
 
 
 class StopRequested(Exception):
@@ -87,7 +102,7 @@ def _device(cfg: RunConfig) -> torch.device:
         raise ConfigError(f"train.device={cfg.train.device!r} but CUDA is not available")
     if cfg.train.parallel == "fsdp" and cfg.train.precision == "fp16":
         raise ConfigError("train.precision='fp16' with FSDP is not supported; use bf16")
-    if dev.type != "cuda" and cfg.train.precision != "fp32":
+    if dev.type != "cuda" and cfg.train.precision not in ("fp32", "auto"):
         raise ConfigError(f"train.precision={cfg.train.precision!r} needs CUDA; use fp32 on {dev}")
     return dev
 
@@ -130,6 +145,9 @@ class Trainer:
         if self.dist.main:
             self.dist.barrier()
         self.cfg = config.with_vocab(cfg, len(self.tok))
+        if cfg.train.precision == "auto":  # resolved before the folder's resume check compares configs
+            resolved = "bf16" if self.device.type == "cuda" else "fp32"
+            self.cfg = replace(self.cfg, train=replace(self.cfg.train, precision=resolved))
         self.folder.open(self.cfg, self.tok.path)
         self.dist.barrier()
         torch.manual_seed(cfg.train.seed)
@@ -138,6 +156,8 @@ class Trainer:
             self._init_from(source)
         elif cfg.model.norm == "admin" and resume_from is None:
             self._admin_init()  # a resumed run gets its omegas from the checkpoint
+        if cfg.train.compile:
+            self.module.compile()  # in place: the same module, state_dict keys and all
         self.model = distributed.wrap(
             self.module, cfg.train.parallel, self.dist, self.device, find_unused=cfg.model.task != "translation"
         )  # mlm: the unused pair classifier; classify: the unused MLM head
@@ -155,6 +175,7 @@ class Trainer:
         self.lr = schedules.from_config(cfg.schedule, cfg.optim.lr, self.max_updates, self.updates_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
         self.state = State()
+        self._first_bad = torch.zeros(3, dtype=torch.float64, device=self.device)  # see _note_nonfinite
         if cfg.schedule.warmup > self.max_updates:
             self.log(
                 f"warning: schedule.warmup={cfg.schedule.warmup} is longer than the run "
@@ -218,42 +239,42 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
 
-    def _backward(self, batches: list[Batch], ntok: int) -> tuple[float, float]:
+    def _backward(self, batches: list[Batch], ntok: int) -> Tensor:
         """Forward/backward of this rank's share of ``batches``; gradients are the mean over all
-        ``ntok`` target tokens of the update (DDP/FSDP average over ranks, hence the factor world)."""
+        ``ntok`` target tokens of the update (DDP/FSDP average over ranks, hence the factor world).
+        Returns this rank's summed (loss, nll) as a float64 device tensor: no host sync."""
         mine = batches[self.dist.rank :: self.dist.world]
         weight = self.dist.world / ntok
         if not mine:  # no batch left for this rank at the epoch's end: join the collectives with zeros
             mine, weight = batches[:1], 0.0
-        loss_sum = nll_sum = 0.0
+        sums = torch.zeros(2, dtype=torch.float64, device=self.device)
         for i, b in enumerate(mine):
             with distributed.sync_grads(self.model, i == len(mine) - 1):
                 with _autocast(self.device, self.cfg.train.precision):
                     loss, nll = compute_loss(self.model, b.to(self.device), self.cfg.train.label_smoothing)
                 self.scaler.scale(loss * weight).backward()
             if weight:
-                loss_sum, nll_sum = loss_sum + float(loss.detach()), nll_sum + float(nll)
-        return loss_sum, nll_sum
+                sums += torch.stack([loss.detach(), nll]).double()
+        return sums
 
-    def train_step(self, batches: list[Batch], lr: float, probe=None) -> tuple[float, float, int, float]:
-        """One optimizer update over ``batches`` (all ranks' share); loss per target token.
-        ``probe`` (a ``telemetry.Telemetry``) sees the final gradients before the optimizer step
-        and the weights after it."""
+    def train_step(self, batches: list[Batch], lr: float, probe=None) -> Step:
+        """One optimizer update over ``batches`` (all ranks' share). Its sums stay on the device
+        (``Step``): nothing here waits for the GPU. A non-finite loss or gradient norm is noted on
+        the device with its update and raised as ``Diverged`` by ``check_finite`` (which the loop
+        calls at its log, validation and save points). ``probe`` (a ``telemetry.Telemetry``) sees
+        the final gradients before the optimizer step and the weights after it."""
         self.model.train()
         for g in self.opt.param_groups:
             g["lr"] = lr
         self.opt.zero_grad(set_to_none=True)
         ntok = sum(b.ntokens for b in batches)
-        loss_v, nll_v = self.dist.sum(list(self._backward(batches, ntok)))
+        sums = self.dist.sum_tensor(self._backward(batches, ntok))  # (loss, nll) over all ranks
         self.scaler.unscale_(self.opt)
         params = [p for p in self.model.parameters() if p.grad is not None]
         clip = self.cfg.optim.clip_norm
         gnorm = nn.utils.clip_grad_norm_(params, clip) if clip else nn.utils.get_total_norm([p.grad for p in params])
-        gnorm_v = float(gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm)
-        if not math.isfinite(loss_v):
-            raise Diverged(f"non-finite loss ({loss_v}) at update {self.state.update + 1}")
-        if not math.isfinite(gnorm_v) and not self.scaler.is_enabled():
-            raise Diverged(f"non-finite gradient norm ({gnorm_v}) at update {self.state.update + 1}")
+        gnorm = (gnorm.full_tensor() if hasattr(gnorm, "full_tensor") else gnorm).detach().double()
+        self._note_nonfinite(sums[0], gnorm)
         scale = self.scaler.get_scale() if self.scaler.is_enabled() else None
         if probe is not None:
             probe.before_step()
@@ -263,7 +284,23 @@ class Trainer:
             probe.after_step()
         if scale is not None and self.scaler.get_scale() < scale:
             self.state.fp16_skipped += 1  # fp16 overflow: the step was skipped; not divergence
-        return loss_v / ntok, nll_v / ntok, ntok, gnorm_v
+        return Step(sums[0], sums[1], ntok, gnorm)
+
+    def _note_nonfinite(self, loss: Tensor, gnorm: Tensor) -> None:
+        """Keep (update, loss, grad norm) of the first update with a non-finite loss (or gradient
+        norm, unless fp16's scaler handles overflows), on the device."""
+        bad = ~torch.isfinite(loss)
+        if not self.scaler.is_enabled():
+            bad = bad | ~torch.isfinite(gnorm)
+        now = torch.stack([torch.tensor(self.state.update + 1.0, dtype=torch.float64, device=loss.device), loss, gnorm])
+        self._first_bad = torch.where(bad & (self._first_bad[0] == 0), now, self._first_bad)
+
+    def check_finite(self) -> None:
+        """Raise ``Diverged`` for the first non-finite update since the last check (a host sync)."""
+        update, loss, gnorm = self._first_bad.tolist()
+        if update:
+            what = f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({gnorm})"
+            raise Diverged(f"non-finite {what} at update {int(update)}", int(update))
 
     @torch.no_grad()
     def validate(self) -> dict:
@@ -280,7 +317,7 @@ class Trainer:
         loss, nll, ntok = self.dist.sum(sums)
         res = {"valid_loss": loss / ntok, "valid_nll": nll / ntok, "valid_ppl": math.exp(min(nll / ntok, 50))}
         if not math.isfinite(res["valid_loss"]):
-            raise Diverged(f"non-finite validation loss at update {self.state.update}")
+            raise Diverged(f"non-finite validation loss at update {self.state.update}", self.state.update)
         return res
 
     def save(self, name: str | None = None) -> None:

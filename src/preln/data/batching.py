@@ -16,7 +16,10 @@ class Batch:
     ntokens: int
 
     def to(self, device: torch.device) -> Batch:
-        return Batch({k: v.to(device, non_blocking=True) for k, v in self.tensors.items()}, self.ntokens)
+        """On ``device``; to a GPU from pinned memory without blocking (the copy overlaps compute)."""
+        if device.type != "cuda":
+            return Batch({k: v.to(device) for k, v in self.tensors.items()}, self.ntokens)
+        return Batch({k: v.pin_memory().to(device, non_blocking=True) for k, v in self.tensors.items()}, self.ntokens)
 
 
 def token_batches(sizes: list[tuple[int, ...]], max_tokens: int, multiple: int = 8) -> list[list[int]]:
@@ -49,9 +52,11 @@ def token_batches(sizes: list[tuple[int, ...]], max_tokens: int, multiple: int =
     return batches
 
 
-def pad(seqs: list[list[int]], pad_id: int) -> Tensor:
-    """(B, T_max) long tensor, right-padded."""
-    out = torch.full((len(seqs), max(map(len, seqs))), pad_id, dtype=torch.long)
+def pad(seqs: list[list[int]], pad_id: int, multiple: int = 1) -> Tensor:
+    """(B, T) long tensor, right-padded; T = the longest sequence rounded up to ``multiple`` (with
+    ``train.compile``, few distinct shapes mean few recompilations)."""
+    longest = max(map(len, seqs))
+    out = torch.full((len(seqs), -(-longest // multiple) * multiple), pad_id, dtype=torch.long)
     for i, s in enumerate(seqs):
         out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
     return out

@@ -28,6 +28,7 @@ class _Data:
 
     def __init__(self, examples: dict[str, list], max_tokens: int, seed: int, multiple: int = 8) -> None:
         self.examples, self.seed, self.multiple = examples, seed, multiple
+        self.pad_multiple = 1  # data.pad_to_multiple: sequence lengths rounded up (load_data sets it)
         self.batches = {s: token_batches(self.sizes(ex), max_tokens, multiple) for s, ex in examples.items()}
         self.notes: list[str] = []
         self._order: tuple[int, list[int]] = (-1, [])
@@ -66,9 +67,10 @@ class TranslationData(_Data):
         return (len(example[0]), len(example[1]) + 1)
 
     def collate(self, examples: list, seed: int) -> Batch:
-        src = pad([s for s, _ in examples], PAD)
-        tgt_in = pad([[BOS] + t for _, t in examples], PAD)  # (B, T) decoder input
-        tgt_out = pad([t + [EOS] for _, t in examples], -100)  # (B, T) next-token targets
+        m = self.pad_multiple
+        src = pad([s for s, _ in examples], PAD, m)
+        tgt_in = pad([[BOS] + t for _, t in examples], PAD, m)  # (B, T) decoder input
+        tgt_out = pad([t + [EOS] for _, t in examples], -100, m)  # (B, T) next-token targets
         ntokens = sum(len(t) + 1 for _, t in examples)
         return Batch({"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out}, ntokens)
 
@@ -86,7 +88,7 @@ class MLMData(_Data):
         return (len(example),)
 
     def collate(self, examples: list, seed: int) -> Batch:
-        ids = pad(examples, PAD)
+        ids = pad(examples, PAD, self.pad_multiple)
         special = (ids == PAD) | (ids == BOS) | (ids == EOS)
         g = torch.Generator().manual_seed(self.seed * 7919 + seed)
         inputs, targets = mask_tokens(ids, self.mask_prob, special, MASK, self.vocab, MASK + 1, g)
@@ -102,7 +104,7 @@ class PairData(_Data):
         return (len(example[0]),)
 
     def collate(self, examples: list, seed: int) -> Batch:
-        ids = pad([e[0] for e in examples], PAD)  # (B, T)
+        ids = pad([e[0] for e in examples], PAD, self.pad_multiple)  # (B, T)
         first = torch.tensor([e[1] for e in examples])  # (B,)
         segments = (torch.arange(ids.shape[1])[None, :] >= first[:, None]).long()  # (B, T): 0 = A, 1 = B
         labels = torch.tensor([e[2] for e in examples])  # (B,)
@@ -221,5 +223,5 @@ def load_data(cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple[_Data
     for split, ex in data.examples.items():
         if not ex:
             raise CorpusError(f"the {split} split of {d.path} has no usable examples")
-    data.notes = notes
+    data.notes, data.pad_multiple = notes, d.pad_to_multiple
     return data, tok
