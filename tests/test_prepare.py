@@ -114,3 +114,72 @@ def test_damaged_sources_leave_no_damaged_output(tmp_path, capsys):
     (tmp_path / "trunc.tgz").write_bytes(good.read_bytes()[:200])
     assert main(["prepare", "iwslt14", "--source", str(tmp_path / "trunc.tgz"), "--out", str(tmp_path / "o")]) == 2
     assert "not a readable .tgz" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def make_wmt14(tmp_path, n=250):
+    """The five archives of fairseq's prepare-wmt14en2de.sh, tiny, in their real layout."""
+    from preln.data.wmt14 import URLS
+
+    src = tmp_path / "wmt14"
+    src.mkdir()
+    layout = {
+        "training-parallel-europarl-v7.tgz": "training/europarl-v7.de-en",
+        "training-parallel-commoncrawl.tgz": "commoncrawl.de-en",
+        "training-parallel-nc-v12.tgz": "training/news-commentary-v12.de-en",
+    }
+    for k, (archive, stem) in enumerate(layout.items()):
+        staging = tmp_path / f"stage{k}"
+        en = "The state-of-the-art model {i} „works“\x07 well."
+        de = "Das hochmoderne Modell {i} „funktioniert“ wirklich sehr, sehr gut."
+        for lang, text in (("en", en), ("de", de)):
+            path = staging / f"{stem}.{lang}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lines = [text.format(i=f"{k}-{i}") for i in range(n)]
+            if lang == "de":
+                lines[3] = "Kurz."  # against a long English side: the length ratio cleans it away
+            path.write_text("\n".join(lines) + "\n")
+        with tarfile.open(src / archive, "w:gz") as tar:
+            for p in staging.iterdir():
+                tar.add(p, arcname=p.name)
+    staging = tmp_path / "stage-test" / "test-full"
+    staging.mkdir(parents=True)
+    for lang, name in (("en", "newstest2014-deen-src.en.sgm"), ("de", "newstest2014-deen-ref.de.sgm")):
+        segs = "\n".join(f'<seg id="{j}"> It’s test {j} – {lang} </seg>' for j in range(1, 4))
+        (staging / name).write_text(f'<srcset setid="newstest2014">\n<doc docid="a">\n{segs}\n</doc>\n</srcset>\n')
+    with tarfile.open(src / "test-full.tgz", "w:gz") as tar:
+        tar.add(staging, arcname="test-full")
+    with tarfile.open(src / "dev.tgz", "w:gz") as tar:  # downloaded by the recipe, not used by it
+        tar.add(staging / "newstest2014-deen-src.en.sgm", arcname="dev/newstest2013.en.sgm")
+    assert sorted(p.name for p in src.iterdir()) == sorted(URLS)
+    return src
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_wmt14_recipe_on_the_archives_layout(tmp_path, workers):
+    from preln.data.wmt14 import prepare_wmt14
+
+    out = tmp_path / "wmt14-en-de"
+    info = prepare_wmt14(make_wmt14(tmp_path), out, workers)
+    train, valid = (out / "train.en").read_text().splitlines(), (out / "valid.en").read_text().splitlines()
+    assert info["train_pairs_before_cleaning"] == 750
+    # valid = every 100th line of the concatenated corpora (europarl, commoncrawl, news commentary)
+    assert len(valid) == 7 and valid[0].startswith("The state @-@ of @-@ the @-@ art model 0 @-@ 99 ")
+    # three pairs (one a corpus) cleaned away by the ratio rule; cased; -a splits hyphens; the bell
+    # character (non-printing) gone; „“ normalized to plain quotes and escaped as tokenizer.perl does
+    assert len(train) == 750 - 7 - 3 and train[0].startswith("The state @-@ of @-@ the @-@ art model 0 @-@ 0 ")
+    assert "\x07" not in "".join(train) and "&quot; works &quot;" in train[0]
+    de = "Das hochmoderne Modell 0 @-@ 0 &quot; funktioniert &quot; wirklich sehr , sehr gut ."
+    assert (out / "train.de").read_text().splitlines()[0] == de
+    assert valid[1].startswith("The state @-@ of @-@ the @-@ art model 0 @-@ 199 ")
+    test = (out / "test.en").read_text().splitlines()
+    assert test == [f"It &apos;s test {j} – en" for j in range(1, 4)]  # ’ -> ', not normalized (– stays)
+    assert (out / "test.de").read_text().splitlines()[0] == "It &apos; s test 1 – de"  # German splits it
+    assert info["pairs"] == {"valid": 7, "train": 740, "test": 3}
+
+
+def test_wmt14_missing_archive_is_one_line(tmp_path, capsys):
+    src = make_wmt14(tmp_path, n=5)
+    (src / "training-parallel-commoncrawl.tgz").unlink()
+    assert main(["prepare", "wmt14", "--source", str(src), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "missing commoncrawl.de-en.en" in err and len(err.splitlines()) == 1

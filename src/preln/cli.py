@@ -125,6 +125,13 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     if args.corpus == "iwslt14":
         out = Path(args.out or "data/iwslt14-de-en")
         info = prepare_iwslt14(source, out)
+    elif args.corpus == "wmt14":
+        from .data.wmt14 import prepare_wmt14
+
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        out = Path(args.out or "data/wmt14-en-de")
+        info = prepare_wmt14(source, out, args.workers)
     else:
         out = Path(args.out or "data/multi30k")
         info = prepare_multi30k(out, source)
@@ -434,15 +441,21 @@ def _add_report(sub) -> None:
 def _add_prepare(sub) -> None:
     p = sub.add_parser(
         "prepare",
-        help="prepare a corpus: the IWSLT14 De-En recipe, or Multi30k",
+        help="prepare a corpus: the IWSLT14 De-En or WMT14 En-De recipe, or Multi30k",
         description="iwslt14: fairseq's prepare-iwslt14.sh in Python (Moses tokenization and lowercasing with "
         "sacremoses, cleaning, valid = every 23rd line, test = dev2010 + TEDX.dev2012 + tst2010-2012) from the "
-        "official de-en.tgz archive (--source) or downloaded. multi30k: the raw task-1 files, from a local folder "
+        "official de-en.tgz archive (--source) or downloaded. wmt14: fairseq's prepare-wmt14en2de.sh in Python "
+        "(Europarl v7 + Common Crawl + News Commentary v12, punctuation normalized, Moses -a tokenization, cased, "
+        "valid = every 100th line, cleaned to 1..250 tokens and ratio 1.5; test = newstest2014) from a folder of "
+        "its five archives (--source) or downloaded. multi30k: the raw task-1 files, from a local folder "
         "(--source) or downloaded.",
     )
-    p.add_argument("corpus", choices=["iwslt14", "multi30k"])
+    p.add_argument("corpus", choices=["iwslt14", "wmt14", "multi30k"])
+    p.add_argument("--workers", type=int, default=1, help="wmt14: processes that share the tokenization")
     p.add_argument("--source", metavar="PATH", help="local archive or folder (default: download; needs network)")
-    p.add_argument("--out", metavar="DIR", help="output folder (default data/iwslt14-de-en or data/multi30k)")
+    p.add_argument(
+        "--out", metavar="DIR", help="output folder (default data/iwslt14-de-en, data/wmt14-en-de or data/multi30k)"
+    )
     p.set_defaults(func=cmd_prepare)
 
 
