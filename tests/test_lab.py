@@ -311,11 +311,12 @@ def test_claims_compare_the_papers_bleu_in_its_convention_and_say_where_the_corp
     (tmp_path / "runs" / "reproduce.json").write_text(json.dumps({"invocations": [inv, inv | {"seconds": 600}]}))
     text = report.write_report(tmp_path / "runs")[0].read_text()
     # the fake run's tok_lc is sacrebleu + 1 = 12.0: the claim shows tok-lc, never sacreBLEU
-    row = "| post BLEU | ~34 BLEU (IWSLT14 De-En test) | 12.00 tok-lc BLEU | **no** (12.00 vs 12.00 for `pre`; means) |"
-    assert row + " multi30k, d 128, 6+6 layers" in text
-    assert "| pre NLL | lower (IWSLT14 De-En test) | 4.00 nats | yes (4.00 vs 5.00 for `post`; means) |" in text
-    assert "another corpus and scale than the paper's" in text
-    assert "| gone | x (IWSLT14 De-En test) | not run in this preset |" in text
+    row = "| post BLEU | ~34 BLEU | 12.00 tok-lc BLEU | **no** (12.00 vs 12.00 for `pre`; means) |"
+    assert row in text
+    assert "| pre NLL | lower | 4.00 nats | yes (4.00 vs 5.00 for `post`; means) |" in text
+    where = "The paper: IWSLT14 De-En test. Measured here: multi30k, d 128, 6+6 layers"
+    assert where in text and "another corpus and scale than the paper's" in text
+    assert "| gone | x | not run in this preset |" in text
     assert "commit abc1234, preset `quick`" in text and "wall time 40 min over 2 invocations" in text
 
 
@@ -463,3 +464,15 @@ def test_the_submitit_launcher_runs_the_grid_with_the_same_skip_and_resume(tmp_p
     assert "--slurm 'timeout_min': expected key=value" in capsys.readouterr().err
     assert main([*args, "--slurm", "no_such_parameter=1"]) == 2  # submitit's own check, as one line
     assert "preln: error: --slurm:" in capsys.readouterr().err
+
+
+def test_an_ordering_inside_the_seeds_spread_is_flagged():
+    def runs(*finals):
+        return [{"curve": [(10, f)], "status": "completed", "scale": "x"} for f in finals]
+
+    claim = {"text": "a lower", "paper": "p", "condition": "a", "better_than": "b", "metric": "final_nll"}
+    res = {"meta": {"claims": [claim]}, "conditions": {"a": runs(4.0, 4.4), "b": runs(4.3, 4.3)}}
+    (row,) = report.claim_rows(res, None)
+    assert row[3] == "yes (4.20 vs 4.30 for `b`; means, within the seeds' spread (0.28))"
+    res["conditions"]["a"] = runs(3.0, 3.1)
+    assert report.claim_rows(res, None)[0][3] == "yes (3.05 vs 4.30 for `b`; means)"

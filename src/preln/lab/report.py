@@ -34,11 +34,18 @@ def _mean(xs: list[float]) -> float:
     return sum(xs) / len(xs)
 
 
+def _sd(xs: list[float]) -> float:
+    """Sample standard deviation; 0 for fewer than two values."""
+    if len(xs) < 2:
+        return 0.0
+    m = _mean(xs)
+    return (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
+
+
 def _mean_std(xs: list[float], digits: int = 2) -> str:
     if not xs:
         return "-"
-    m = _mean(xs)
-    sd = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
+    m, sd = _mean(xs), _sd(xs)
     return f"{m:.{digits}f} ± {sd:.{digits}f}" if len(xs) > 1 else f"{m:.{digits}f}"
 
 
@@ -188,7 +195,9 @@ def _shows(claim: dict, res: dict) -> str:
         return "not measured"
     ma, mb = _mean(a), _mean(b)
     ok = ma > mb if metric == "test_bleu" or ":" in metric else ma < mb
-    return f"{'yes' if ok else '**no**'} ({ma:.2f} vs {mb:.2f} for `{other}`; means)"
+    spread = max(_sd(a), _sd(b))  # a difference inside one side's seed-to-seed spread decides nothing
+    tie = f", within the seeds' spread ({spread:.2f})" if 0 < abs(ma - mb) <= spread else ""
+    return f"{'yes' if ok else '**no**'} ({ma:.2f} vs {mb:.2f} for `{other}`; means{tie})"
 
 
 def _claim_value(claim: dict, res: dict, sp: dict | None) -> str:
@@ -331,45 +340,56 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
 
 
 def _claims_table(res: dict, sp: dict | None) -> list[str]:
-    """The paper's claims beside the measured values, with where each was measured."""
+    """The paper's claims beside the measured values, under one line saying where each side was
+    measured."""
     return [
         "",
         "The paper's numbers next to ours: BLEU in the paper's convention (tokenized, lowercased); where the "
-        "corpus or scale differs (the row says so), compare directions and orderings, not values.",
+        "corpus or scale differs, compare directions and orderings, not values.",
         "",
-        "| the paper says | paper (its setting) | measured here | shows here? | measured at |",
-        "|---|---|---|---|---|",
+        claim_setting(res),
+        "",
+        "| the paper says | paper | measured here | shows here? |",
+        "|---|---|---|---|",
         *[f"| {' | '.join(row)} |" for row in claim_rows(res, sp)],
     ]
 
 
-def claim_rows(res: dict, sp: dict | None) -> list[list[str]]:
-    """Per claim: the claim, the paper's value and setting, ours, whether it shows, the scale."""
+def claim_setting(res: dict) -> str:
+    """One line: the paper's setting, ours (corpus, size, length of the study's runs), and whether
+    they differ."""
     meta = res["meta"]
     paper_at, paper_corpus = meta.get("paper_setting", ""), meta.get("paper_corpus", "")
-    rows = []
-    for c in meta.get("claims", []):
-        runs = res["conditions"].get(c.get("condition", ""), []) or next(iter(res["conditions"].values()), [])
-        here = next((r["scale"] for r in runs if r.get("scale")), "")
-        other = paper_corpus and here and paper_corpus.lower() not in here.lower()
+    here = "; ".join(dict.fromkeys(r["scale"] for runs in res["conditions"].values() for r in runs if r.get("scale")))
+    other = paper_corpus and here and paper_corpus.lower() not in here.lower()
+    parts = [f"The paper: {cell(paper_at)}."] if paper_at else []
+    if here:
         differs = " — **another corpus and scale than the paper's**" if other else ""
-        paper = c.get("paper", "") + (f" ({paper_at})" if paper_at else "")
-        value, shows = _claim_value(c, res, sp), _shows(c, res)
-        rows.append([cell(c["text"]), cell(paper), cell(value), shows, cell(here) + differs])
-    return rows
+        parts.append(f"Measured here: {cell(here)}{differs}.")
+    return " ".join(parts)
+
+
+def claim_rows(res: dict, sp: dict | None) -> list[list[str]]:
+    """Per claim: the claim, the paper's value, ours, whether the expected ordering shows."""
+    return [
+        [cell(c["text"]), cell(c.get("paper", "")), cell(_claim_value(c, res, sp)), _shows(c, res)]
+        for c in res["meta"].get("claims", [])
+    ]
 
 
 def _summary(studies: list[tuple[str, dict]], analyses: list[tuple[str, Path]]) -> list[str]:
-    """The report's first section: every claim of every study in one table, and the analyses'
-    predictions counted (the sections below have the details)."""
-    rows = [[cell(title), *row] for title, res in studies for row in claim_rows(res, speed(res))]
+    """The report's first section: every claim of every study in one table (each study's setting
+    in one line under it), and the analyses' predictions counted (the sections below have the
+    details)."""
+    rows = [[cell(name), *row] for name, res in studies for row in claim_rows(res, speed(res))]
     lines = ["## Summary", ""]
     if rows:
         lines += [
-            "| study | the paper says | paper (its setting) | measured here | shows here? | measured at |",
-            "|---|---|---|---|---|---|",
+            "| study | the paper says | paper | measured here | shows here? |",
+            "|---|---|---|---|---|",
             *[f"| {' | '.join(r)} |" for r in rows],
             "",
+            *[f"`{name}`: {claim_setting(res)}" + "\n" for name, res in studies if res["meta"].get("claims")],
         ]
     for title, folder in analyses:
         try:
