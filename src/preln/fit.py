@@ -169,7 +169,8 @@ class _Loop:
                 t.check_finite()
                 return True
             self.after_update(end_of_epoch=t.state.next_batch >= nb)
-            if t.dist.any(stop.requested):
+            # under torchrun, agreeing on a stop is a collective the host waits for: only at log points
+            if (at_log or not t.dist.active) and t.dist.any(stop.requested):
                 t.check_finite()  # the checkpoint the stop writes must not hold a diverged model
                 raise StopRequested
         return False
