@@ -112,6 +112,8 @@ def test_a_foreign_run_or_architecture_is_refused(pretrained, tmp_path, capsys):
     assert "another architecture" in err and "model.d_model: 32 there, 64 here" in err and len(err.splitlines()) == 1
     assert main(["finetune", str(tmp_path / "nothing"), "--task", "paraphrase"]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    assert main(["finetune", str(pretrained), "--task", "paraphrase", "--out", str(pretrained)]) == 2
+    assert "is the pretrained run itself" in capsys.readouterr().err
     assert main(["finetune", str(pretrained), "--task", "nosuchtask"]) == 2
     assert "not one of paraphrase, containment" in capsys.readouterr().err
 

@@ -93,5 +93,8 @@ def finetune(
 ) -> dict:
     """Fine-tune ``pretrained`` on ``task`` into ``out`` (resuming it if it holds a checkpoint);
     returns the final status with test accuracy (and F1)."""
+    out = Path(out) if out else default_out(pretrained, task, random_init)
+    if out.resolve() == Path(pretrained).resolve():
+        raise ConfigError(f"--out {out} is the pretrained run itself; fine-tuning writes a run folder of its own")
     cfg = finetune_config(pretrained, task, list(overrides), random_init)
-    return train(cfg, out or default_out(pretrained, task, random_init))
+    return train(cfg, out)
