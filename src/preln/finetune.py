@@ -14,7 +14,6 @@ from pathlib import Path
 
 from . import config
 from .config import ConfigError, RunConfig
-from .fit import train
 
 TASKS = ("paraphrase", "containment")
 """The constructed pair tasks in ``$PRELN_DATA_ROOT/pairclf`` (``{task}.{train,dev,test}.tsv.gz``)."""
@@ -96,5 +95,7 @@ def finetune(
     out = Path(out) if out else default_out(pretrained, task, random_init)
     if out.resolve() == Path(pretrained).resolve():
         raise ConfigError(f"--out {out} is the pretrained run itself; fine-tuning writes a run folder of its own")
+    from .fit import train  # torch and the trainer only when fine-tuning (the lab names folders here)
+
     cfg = finetune_config(pretrained, task, list(overrides), random_init)
     return train(cfg, out)

@@ -292,7 +292,8 @@ class Trainer:
         bad = ~torch.isfinite(loss)
         if not self.scaler.is_enabled():
             bad = bad | ~torch.isfinite(gnorm)
-        now = torch.stack([torch.tensor(self.state.update + 1.0, dtype=torch.float64, device=loss.device), loss, gnorm])
+        # full_like fills on the device: a tensor built from the host value would be a (syncing) copy
+        now = torch.stack([torch.full_like(loss, self.state.update + 1.0), loss, gnorm])
         self._first_bad = torch.where(bad & (self._first_bad[0] == 0), now, self._first_bad)
 
     def check_finite(self) -> None:

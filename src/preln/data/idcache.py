@@ -17,7 +17,6 @@ import json
 import os
 import random
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +41,6 @@ class Segments:
 
     def __getitem__(self, i: int) -> list[int]:
         return self.ids[self.offsets[i] : self.offsets[i + 1]].tolist()
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return (self[i] for i in range(len(self)))
 
     def lengths(self) -> np.ndarray:
         return np.diff(self.offsets)

@@ -145,17 +145,23 @@ def prepare_iwslt14(source: Path | None, out: Path, src: str = "de", tgt: str = 
                     raise CorpusError(f"missing test file {xml}")
                 test += _xml_segments(xml)
             splits["test"][lang] = [ln.lower() for ln in _tok(test, lang, f"tokenize test.{lang}")]
-    out.mkdir(parents=True, exist_ok=True)
-    for split, sides in splits.items():
-        for lang, lines in sides.items():
-            (out / f"{split}.{lang}").write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
     info = {
         "recipe": "iwslt14 (fairseq prepare-iwslt14.sh)",
         "source": str(source),
         "source_sha256": sha256(source) if source.is_file() else None,
         "train_pairs_before_cleaning": len(raw[src]),
-        "pairs": {s: len(v[src]) for s, v in splits.items()},
     }
+    return write_prepared(out, splits, info)
+
+
+def write_prepared(out: Path, splits: dict[str, dict[str, list[str]]], info: dict) -> dict:
+    """``out/{split}.{lang}`` for every split and side, and ``PREPARED.json`` (``info`` with the
+    pair counts), the ``parallel`` corpus layout; returns what PREPARED.json holds."""
+    out.mkdir(parents=True, exist_ok=True)
+    for split, sides in splits.items():
+        for lang, lines in sides.items():
+            (out / f"{split}.{lang}").write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+    info = {**info, "pairs": {split: len(next(iter(sides.values()))) for split, sides in splits.items()}}
     (out / "PREPARED.json").write_text(json.dumps(info, indent=1) + "\n")
     return info
 

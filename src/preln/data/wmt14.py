@@ -19,7 +19,6 @@ processes share it.
 
 from __future__ import annotations
 
-import json
 import re
 import tarfile
 import tempfile
@@ -32,7 +31,7 @@ from sacremoses import MosesPunctNormalizer, MosesTokenizer
 from tqdm import tqdm
 
 from .corpus import CorpusError, read_lines
-from .prepare import clean, download, sha256
+from .prepare import clean, download, sha256, write_prepared
 
 URLS = {
     "training-parallel-europarl-v7.tgz": "http://statmt.org/wmt13/training-parallel-europarl-v7.tgz",
@@ -130,16 +129,10 @@ def prepare_wmt14(source: Path | None, out: Path, workers: int = 1) -> dict:
         kept = clean(sides["en"], sides["de"], 1, 250, 1.5)
         splits[name] = {lang: [sides[lang][i] for i in kept] for lang in sides}
     splits["test"] = {lang: _tokenize(test[lang], lang, False, 1, f"tokenize test.{lang}") for lang in test}
-    out.mkdir(parents=True, exist_ok=True)
-    for split, sides in splits.items():
-        for lang, lines in sides.items():
-            (out / f"{split}.{lang}").write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
     info = {
         "recipe": "wmt14 en-de (fairseq prepare-wmt14en2de.sh; cleaning on Moses tokens)",
         "source": str(source),
         "archives_sha256": {n: sha256(source / n) for n in URLS if (source / n).is_file()},
         "train_pairs_before_cleaning": len(train["en"]),
-        "pairs": {s: len(v["en"]) for s, v in splits.items()},
     }
-    (out / "PREPARED.json").write_text(json.dumps(info, indent=1) + "\n")
-    return info
+    return write_prepared(out, splits, info)

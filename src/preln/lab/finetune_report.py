@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..runs import RunFolder  # noqa: E402
-from .markdown import cell  # noqa: E402
+from .markdown import cell, mean_std  # noqa: E402
 from .studies import CONTROL, finetune_folder  # noqa: E402
 
 
@@ -51,9 +51,8 @@ def finetune_results(sdir: Path, meta: dict) -> dict:
 def metric_values(ft: dict, metric: str, condition: str) -> list[float]:
     """``test_accuracy:<task>``, ``dev_accuracy:<task>``, ``test_f1:<task>``: one value per run."""
     name, task = metric.split(":", 1)
-    split, key = name.split("_", 1)
-    runs = ft.get(task, {}).get(condition, [])
-    return [r[split if split == "test" else "dev"][key] for r in runs if key in r[split if split == "test" else "dev"]]
+    split, key = name.split("_", 1)  # split: "test" or "dev"
+    return [r[split][key] for r in ft.get(task, {}).get(condition, []) if key in r[split]]
 
 
 def mean_by_epoch(runs: list[dict]) -> list[tuple[int, float]]:
@@ -63,14 +62,6 @@ def mean_by_epoch(runs: list[dict]) -> list[tuple[int, float]]:
         for e, a in r["curve"]:
             at.setdefault(e, []).append(a)
     return [(e, sum(v) / len(v)) for e, v in sorted(at.items())]
-
-
-def _mean_std(xs: list[float]) -> str:
-    if not xs:
-        return "-"
-    m = sum(xs) / len(xs)
-    sd = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5 if len(xs) > 1 else 0.0
-    return f"{m:.1f} ± {sd:.1f}" if len(xs) > 1 else f"{m:.1f}"
 
 
 def finetune_markdown(name: str, ft: dict, reference: dict, pretrain: dict) -> str:
@@ -104,7 +95,7 @@ def finetune_markdown(name: str, ft: dict, reference: dict, pretrain: dict) -> s
                 metric_values(ft, f"{m}:{task}", cond) for m in ("dev_accuracy", "test_accuracy", "test_f1")
             )
             above = "-" if ref is None or not acc else f"{sum(a > ref for a in acc)} of {len(acc)}"
-            cells = [cell(cond), count, by_epoch, _mean_std(dev), _mean_std(acc), _mean_std(f1), above]
+            cells = [cell(cond), count, by_epoch, mean_std(dev, 1), mean_std(acc, 1), mean_std(f1, 1), above]
             lines.append(f"| {' | '.join(cells)} |")
         lines.append("")
     return "\n".join(lines)

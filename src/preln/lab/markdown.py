@@ -15,6 +15,25 @@ def cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+def mean(xs: list[float]) -> float:
+    return sum(xs) / len(xs)
+
+
+def sd(xs: list[float]) -> float:
+    """Sample standard deviation; 0 for fewer than two values."""
+    if len(xs) < 2:
+        return 0.0
+    m = mean(xs)
+    return (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
+
+
+def mean_std(xs: list[float], digits: int = 2) -> str:
+    """A table cell: ``m ± sd`` over seeds (``m`` for one value, ``-`` for none)."""
+    if not xs:
+        return "-"
+    return f"{mean(xs):.{digits}f} ± {sd(xs):.{digits}f}" if len(xs) > 1 else f"{mean(xs):.{digits}f}"
+
+
 def to_html(md: str, images: dict[str, Path]) -> str:
     """The report's Markdown as one self-contained HTML page, rendered by markdown-it-py
     (CommonMark + GFM tables, raw HTML off, so every text is escaped); figures whose file name is in

@@ -25,28 +25,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..runs import RunFolder  # noqa: E402
 from .finetune_report import finetune_markdown, finetune_results, metric_values, plot_finetune  # noqa: E402
-from .markdown import cell, to_html  # noqa: E402
+from .markdown import cell, mean, mean_std, sd, to_html  # noqa: E402
 
 INF = math.inf
-
-
-def _mean(xs: list[float]) -> float:
-    return sum(xs) / len(xs)
-
-
-def _sd(xs: list[float]) -> float:
-    """Sample standard deviation; 0 for fewer than two values."""
-    if len(xs) < 2:
-        return 0.0
-    m = _mean(xs)
-    return (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
-
-
-def _mean_std(xs: list[float], digits: int = 2) -> str:
-    if not xs:
-        return "-"
-    m, sd = _mean(xs), _sd(xs)
-    return f"{m:.{digits}f} ± {sd:.{digits}f}" if len(xs) > 1 else f"{m:.{digits}f}"
 
 
 def study_results(sdir: Path, meta: dict | None = None) -> dict:
@@ -125,7 +106,7 @@ def mean_curve(runs: list[dict]) -> list[tuple[int, float]]:
             elif r["status"] == "diverged" and u > r["curve"][-1][0]:
                 vals.append(INF)
         if vals:
-            out.append((u, _mean(vals)))
+            out.append((u, mean(vals)))
     return out
 
 
@@ -193,9 +174,9 @@ def _shows(claim: dict, res: dict) -> str:
     b = _metric_values(metric, res["conditions"].get(other, []), res, other)
     if not a or not b:
         return "not measured"
-    ma, mb = _mean(a), _mean(b)
+    ma, mb = mean(a), mean(b)
     ok = ma > mb if metric == "test_bleu" or ":" in metric else ma < mb
-    spread = max(_sd(a), _sd(b))  # a difference inside one side's seed-to-seed spread decides nothing
+    spread = max(sd(a), sd(b))  # a difference inside one side's seed-to-seed spread decides nothing
     tie = f", within the seeds' spread ({spread:.2f})" if 0 < abs(ma - mb) <= spread else ""
     return f"{'yes' if ok else '**no**'} ({ma:.2f} vs {mb:.2f} for `{other}`; means{tie})"
 
@@ -211,12 +192,12 @@ def _claim_value(claim: dict, res: dict, sp: dict | None) -> str:
         bound = "<= " if sp.get("upper_bound") else ""
         return f"{bound}{sp['ratio']:.2f}" + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
     if metric == "test_bleu":  # the paper reports tokenized lowercased BLEU: compare like with like
-        return _mean_std(_metric_values(metric, runs)) + " tok-lc BLEU"
+        return mean_std(_metric_values(metric, runs)) + " tok-lc BLEU"
     if ":" in metric:
         values = _metric_values(metric, runs, res, claim.get("condition", ""))
-        return (_mean_std(values, 1) + f" % ({metric.split(':')[1]}, {len(values)} runs)") if values else "not measured"
+        return (mean_std(values, 1) + f" % ({metric.split(':')[1]}, {len(values)} runs)") if values else "not measured"
     if metric in ("final_nll", "best_nll"):
-        return _mean_std(_metric_values(metric, runs)) + " nats"
+        return mean_std(_metric_values(metric, runs)) + " nats"
     if metric == "diverged":
         return f"{sum(r['status'] == 'diverged' for r in runs)} / {len(runs)} runs"
     raise ValueError(
@@ -278,7 +259,7 @@ def curve_styles(groups: dict[str, list[str]]) -> dict[str, tuple[str, str, str]
 
 def _bleu_by_update(runs: list[dict]) -> str:
     updates = sorted({u for r in runs for u, _ in r["valid_bleu"]})
-    cells = [f"u{u}: {_mean([b for r in runs for uu, b in r['valid_bleu'] if uu == u]):.1f}" for u in updates]
+    cells = [f"u{u}: {mean([b for r in runs for uu, b in r['valid_bleu'] if uu == u]):.1f}" for u in updates]
     return ", ".join(cells) or "-"
 
 
@@ -311,8 +292,8 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
             per = ", ".join("never" if u is None else str(u) for u in c["per_seed"])
             upd = f"{c['mean_curve'] if c['mean_curve'] is not None else 'never'} ({per})"
         row = [cell(cond), f"{len(runs) - missing}{f' (+{missing} not run)' if missing else ''}", ", ".join(div) or "0"]
-        row += [_mean_std(final), _mean_std(best)]
-        row += [_bleu_by_update(runs), _mean_std(b1), _mean_std(b2)] if bleu else []
+        row += [mean_std(final), mean_std(best)]
+        row += [_bleu_by_update(runs), mean_std(b1), mean_std(b2)] if bleu else []
         lines.append(f"| {' | '.join([*row, upd])} |")
     if sp and "compare" in sp:
         a, b = sp["compare"]

@@ -23,6 +23,7 @@ from pathlib import Path
 from .. import config
 from ..config import ConfigError
 from ..decode import LENPEN, MAX_LEN_A, MAX_LEN_B
+from ..finetune import default_out
 from ..runs import RunFolder
 
 STEPS = ("train", "evaluate", "analyze", "finetune")
@@ -257,7 +258,7 @@ def finetune_folder(folder: Path, step: str) -> Path:
     """Where step ``finetune:<task>`` (``control:<task>``) of the pretraining run in ``folder``
     fine-tunes: ``<folder>-ft-<task>`` (``-random``) beside it, as ``preln finetune`` names it."""
     kind, task = step.split(":", 1)
-    return folder.parent / f"{folder.name}-ft-{task}{'-random' if kind == 'control' else ''}"
+    return default_out(folder, task, random_init=kind == "control")
 
 
 def log_name(step: str) -> str:
