@@ -9,7 +9,7 @@ import pytest
 
 from preln.cli import main
 from preln.config import ConfigError
-from preln.lab import execute, report, studies
+from preln.lab import convergence, document, execute, predictions, report, studies
 
 from .conftest import ROOT, require_data
 
@@ -161,7 +161,7 @@ def test_speed_target_is_the_baselines_mean_curve_minimum(tmp_path):
     div = [([(50, 5.0), (100, 4.0)], "diverged"), ([(50, 5.0), (100, 4.0), (150, 3.0)], "completed")]
     _fake_study(tmp_path / "s", {"post": post, "pre": pre, "div": div})
     res = report.study_results(tmp_path / "s")
-    sp = report.speed(res)
+    sp = convergence.speed(res)
     assert sp["target"] == pytest.approx(4.2)  # mean of 4.0 and 4.4: the baseline's mean reaches it
     assert sp["conditions"]["post"]["mean_curve"] == 150
     assert sp["conditions"]["post"]["per_seed"] == [150, None]  # the worse seed alone never does
@@ -170,16 +170,20 @@ def test_speed_target_is_the_baselines_mean_curve_minimum(tmp_path):
     lo, hi = sp["interval"]
     assert lo <= sp["ratio"] <= hi
     # a diverged seed counts as never reaching the target after its divergence
-    assert report.mean_curve(res["conditions"]["div"])[-1] == (150, float("inf"))
+    assert convergence.mean_curve(res["conditions"]["div"])[-1] == (150, float("inf"))
     assert sp["conditions"]["div"]["mean_curve"] == 100
     md, page = report.write_report(tmp_path)
     text = md.read_text()
-    assert "**0.67**" in text and "| speed | 0.60 | 0.67 [" in text and "s1@101" in text
+    assert (
+        "**0.67**" in text
+        and "| speed | 0.60 | 0.67 [0.67, 1.00] | undecided (the 95% interval holds 1) |" in text
+        and "s1@101" in text
+    )
     assert "| pre | 2 | 0 | 3.55 ± 0.07 |" in text
     # reached at the first validation: the ratio is only an upper bound, and the report says so
     fast = [([(50, 4.0), (100, 3.0)], "completed"), ([(50, 4.1), (100, 3.1)], "completed")]
     _fake_study(tmp_path / "t", {"post": post, "pre": fast})
-    sp = report.speed(report.study_results(tmp_path / "t"))
+    sp = convergence.speed(report.study_results(tmp_path / "t"))
     assert sp["upper_bound"] and sp["ratio"] == pytest.approx(50 / 150)
     assert "upper bound" in report.write_report(tmp_path)[0].read_text()
 
@@ -311,9 +315,10 @@ def test_claims_compare_the_papers_bleu_in_its_convention_and_say_where_the_corp
     (tmp_path / "runs" / "reproduce.json").write_text(json.dumps({"invocations": [inv, inv | {"seconds": 600}]}))
     text = report.write_report(tmp_path / "runs")[0].read_text()
     # the fake run's tok_lc is sacrebleu + 1 = 12.0: the claim shows tok-lc, never sacreBLEU
-    row = "| post BLEU | ~34 BLEU | 12.00 tok-lc BLEU | **no** (12.00 vs 12.00 for `pre`; means) |"
+    row = "| post BLEU | ~34 BLEU | 12.00 tok-lc BLEU | undecided: not as claimed by the means (12.00 vs 12.00 for "
+    row += "`pre`; one run on a side, no interval) |"
     assert row in text
-    assert "| pre NLL | lower | 4.00 nats | yes (4.00 vs 5.00 for `post`; means) |" in text
+    assert "| pre NLL | lower | 4.00 nats | undecided: as claimed by the means (4.00 vs 5.00 for `post`; one" in text
     where = "The paper: IWSLT14 De-En test. Measured here: multi30k, d 128, 6+6 layers"
     assert where in text and "another corpus and scale than the paper's" in text
     assert "| gone | x | not run in this preset |" in text
@@ -402,7 +407,7 @@ def test_the_report_opens_with_a_summary_and_the_headline_study(tmp_path):
     (tmp_path / "runs" / "a-other" / "study.json").write_text(json.dumps(meta))
     text = report.write_report(tmp_path / "runs")[0].read_text()
     summary = text[text.index("## Summary") : text.index("## fake")]
-    assert "| b-headline | speed |" in summary and "| a-other | pre NLL | lower | 4.00 nats | yes" in summary
+    assert "| b-headline | speed |" in summary and "| a-other | pre NLL | lower | 4.00 nats | undecided: as" in summary
     assert text.index("## fake") < text.index("## other")  # the speed claim's study (the headline) first
 
 
@@ -466,13 +471,52 @@ def test_the_submitit_launcher_runs_the_grid_with_the_same_skip_and_resume(tmp_p
     assert "preln: error: --slurm:" in capsys.readouterr().err
 
 
-def test_an_ordering_inside_the_seeds_spread_is_flagged():
+def test_an_ordering_is_decided_by_a_welch_interval_over_seeds():
     def runs(*finals):
         return [{"curve": [(10, f)], "status": "completed", "scale": "x"} for f in finals]
 
     claim = {"text": "a lower", "paper": "p", "condition": "a", "better_than": "b", "metric": "final_nll"}
     res = {"meta": {"claims": [claim]}, "conditions": {"a": runs(4.0, 4.4), "b": runs(4.3, 4.3)}}
-    (row,) = report.claim_rows(res, None)
-    assert row[3] == "yes (4.20 vs 4.30 for `b`; means, within the seeds' spread (0.28))"
+    (row,) = report.claim_rows(res, None)  # lower by 0.10 in the mean, but within the seeds' spread
+    assert _md(row[3]) == "undecided (4.20 vs 4.30 for `b`; difference +0.10 [-2.44, +2.64], 95% Welch interval)"
     res["conditions"]["a"] = runs(3.0, 3.1)
-    assert report.claim_rows(res, None)[0][3] == "yes (3.05 vs 4.30 for `b`; means)"
+    assert _md(report.claim_rows(res, None)[0][3]) == (
+        "yes (3.05 vs 4.30 for `b`; difference +1.25 [+0.61, +1.89], 95% Welch interval)"
+    )
+    res["conditions"]["a"] = runs(5.0, 5.1)
+    assert _md(report.claim_rows(res, None)[0][3]).startswith("**no** (5.05 vs 4.30 for `b`; difference -0.75 [")
+    res["conditions"]["a"] = runs(3.0)
+    assert _md(report.claim_rows(res, None)[0][3]) == (
+        "undecided: as claimed by the means (3.00 vs 4.30 for `b`; one run on a side, no interval)"
+    )
+
+
+def test_welch_interval_by_hand():
+    # means 15.4 and 6.8667; variances of the means 0.2033 and 0.1411; Welch-Satterthwaite df 3.87,
+    # rounded down to 3 (t = 3.182): 8.533 +- 3.182 * 0.5869
+    d, lo, hi = predictions.welch_interval([15.0, 16.3, 14.9], [6.2, 7.5, 6.9])
+    assert (d, lo, hi) == pytest.approx((8.5333, 6.6658, 10.4008), abs=1e-3)
+    assert predictions.welch_interval([1.0], [2.0, 3.0]) is None
+    assert predictions.welch_interval([1.0, 1.0], [2.0, 2.0]) == (-1.0, -1.0, -1.0)
+
+
+def _md(text) -> str:
+    """A report text as its Markdown."""
+    return document.to_markdown([document.Para(text)]).strip()
+
+
+@pytest.mark.parametrize(
+    "ratio, interval, a, shows",
+    [
+        (0.56, [0.5, 0.7], 225, "yes (the 95% interval is below 1)"),
+        (1.3, [1.1, 1.5], 500, "**no** (the 95% interval is above 1)"),
+        (0.9, [0.7, 1.2], 360, "undecided (the 95% interval holds 1)"),
+        (None, None, None, "**no** (it never reached the target)"),
+        (None, None, 300, "yes (only it reached the target)"),
+    ],
+)
+def test_the_speed_claim_is_decided_by_its_interval(ratio, interval, a, shows):
+    sp = {"compare": ["pre", "post"], "ratio": ratio, "interval": interval}
+    sp["conditions"] = {"pre": {"mean_curve": a}, "post": {"mean_curve": None if a == 300 else 400}}
+    claim = {"text": "faster", "metric": "speed_ratio"}
+    assert _md(report.claim_rows({"meta": {"claims": [claim]}, "conditions": {}}, sp)[0][3]) == shows

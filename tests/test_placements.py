@@ -270,7 +270,7 @@ def test_analyze_measures_every_placement_side_by_side(tmp_path, capsys):
     assert pl["post"]["stream"]["encoder"][-1] == pytest.approx(1.0, abs=1e-3)  # LN output, gain 1
     lines = (tmp_path / "summary.md").read_text().splitlines()
     start = next(i for i, ln in enumerate(lines) if ln.startswith("| placement |"))
-    rows = [ln for ln in lines[start:] if ln.startswith("| ")]
+    rows = [ln for ln in lines[start:] if ln.startswith("| ") and not ln.startswith("| --- |")]
     assert len(rows) == 1 + len(PLACEMENTS)
     assert all(r.count("|") == rows[0].count("|") for r in rows)  # no cell split by a stray "|"
     assert (tmp_path / "placements.png").is_file()

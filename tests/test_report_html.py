@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from preln.lab import markdown, report
+from preln.lab import document, report
 
 from .test_lab import _fake_study
 
@@ -61,22 +61,22 @@ def test_report_html_renders_with_its_images_in_headless_chromium(tmp_path):
 
 
 def test_a_pipe_inside_a_cell_does_not_split_it():
-    """Markdown cells escape '|' (E||x||^2), the HTML has as many cells in every row as the header."""
-    md = "\n".join(
-        [
-            "| claim | theory | holds |",
-            "|---|---|---|",
-            f"| {markdown.cell('Lemma 2: E||x_l||^2 = 1.5 d')} | {markdown.cell('a|b')} | yes |",
-        ]
-    )
-    page = markdown.to_html(md, {})
-    rows = re.findall(r"<tr>(.*?)</tr>", page, re.S)
-    assert [len(re.findall(r"<t[hd]>", r)) for r in rows] == [3, 3]
-    assert "E||x_l||^2 = 1.5 d" in page and "a|b" in page
+    """E||x||^2 stays in its cell in both renderings: the HTML has as many cells in every row as the
+    header, and so has the Markdown as a CommonMark/GFM renderer reads it."""
+    from markdown_it import MarkdownIt
+
+    table = document.Table(["claim", "theory", "holds"], [["Lemma 2: E||x_l||^2 = 1.5 d", document.code("a|b"), "yes"]])
+    for page in (
+        document.to_html([table], {}),
+        MarkdownIt("commonmark").enable("table").render(document.to_markdown([table])),
+    ):
+        rows = re.findall(r"<tr>(.*?)</tr>", page, re.S)
+        assert [len(re.findall(r"<t[hd]>", r)) for r in rows] == [3, 3]
+        assert "E||x_l||^2 = 1.5 d" in page and "<code>a|b</code>" in page
 
 
 def test_the_lemma2_rows_have_as_many_cells_as_the_header():
-    from preln.lab.analysis_report import summary_markdown
+    from preln.lab.analysis_report import summary_blocks
 
     preds = [
         {
@@ -87,7 +87,7 @@ def test_the_lemma2_rows_have_as_many_cells_as_the_header():
         },
         {"claim": "Lemma 2, Pre-LN: (1 + l/2) d <= E||x_l||^2", "theory": "|bounds|", "measured": "ok", "holds": None},
     ]
-    md = summary_markdown({"data": "synthetic", "preset": "cpu", "predictions": preds}, [])
-    rows = re.findall(r"<tr>(.*?)</tr>", markdown.to_html(md, {}), re.S)
+    blocks = summary_blocks({"data": "synthetic", "preset": "cpu", "predictions": preds})
+    rows = re.findall(r"<tr>(.*?)</tr>", document.to_html(blocks, {}), re.S)
     assert len(rows) == 3 and {len(re.findall(r"<t[hd]>", r)) for r in rows} == {4}
     assert "E||x_l||^2" in rows[2]

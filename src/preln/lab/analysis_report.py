@@ -1,4 +1,4 @@
-"""Figures and markdown of ``preln analyze`` results, from its files (never from live state).
+"""Figures and the summary document of ``preln analyze`` results, from its files (never from live state).
 
 ``analysis.json`` -> ``fig3_layers.png`` (Fig. 3a/b analogue), ``fig3_depth.png`` (Fig. 3c/d and
 the width sweep), ``lemma2.png`` and ``summary.md``.
@@ -16,7 +16,7 @@ import matplotlib.ticker
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .markdown import cell  # noqa: E402
+from .document import Block, Figure, Heading, Para, Table, code, strong, to_markdown  # noqa: E402
 
 COLORS = {"post": "tab:red", "pre": "tab:blue", "after": "tab:orange"}
 PLACEMENT_COLORS = {"post": "tab:red", "pre": "tab:blue", "sandwich": "tab:green", "deepnorm": "tab:purple"}
@@ -179,18 +179,9 @@ def plot_placements(res: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def placements_markdown(res: dict) -> list[str]:
+def placements_table(res: dict) -> list[Block]:
     pl = res["placements"]
-    lines = [
-        "",
-        "Placements side by side at initialization (same model, batches and seeds): the FFN W2 gradient of the "
-        "last decoder layer over the first's, its log-log slope against depth with a 95% seed-bootstrap interval "
-        "(theory: Post-LN ~0, Pre-LN -1/2), and the residual stream E‖x_L‖² / d leaving the last layer.",
-        "",
-        "| placement | W2 grad, last / first decoder layer | depth slope, decoder | depth slope, encoder "
-        "| stream E‖x_L‖²/d encoder, decoder |",
-        "|---|---|---|---|---|",
-    ]
+    rows = []
     for norm in pl["placements"]:
         r = pl[norm]
         m = r["layers"]["decoder"]["W2"]["mean"]
@@ -200,82 +191,90 @@ def placements_markdown(res: dict) -> list[str]:
             "n/a (zero gradient)" if f is None else f"{f['slope']:+.2f} [{f['ci95'][0]:+.2f}, {f['ci95'][1]:+.2f}]"
             for f in fits
         ]
-        streams = f"{r['stream']['encoder'][-1]:.3g}, {r['stream']['decoder'][-1]:.3g}"
-        lines.append(f"| {norm} | {ratio} | {slopes[0]} | {slopes[1]} | {streams} |")
-    return lines
-
-
-def summary_markdown(res: dict, figures: list[str]) -> str:
-    lines = ["# preln analyze: gradients and hidden states at initialization", ""]
-    lines.append(f"Data: {res['data']}. Preset `{res['preset']}`; settings in `analysis.json`.")
-    if res.get("synthetic"):
-        lines += ["", "**These numbers come from SYNTHETIC random tokens, not a corpus.**"]
-    lines += [
-        "",
-        "Each verdict is decided by a 95% interval over seeds (Student t over per-seed values; bootstrap "
-        "over seeds for slopes), not by a point estimate.",
-        "",
-        "| prediction (Xiong et al. 2020) | theory | measured | holds |",
-        "|---|---|---|---|",
+        rows.append([norm, ratio, *slopes, f"{r['stream']['encoder'][-1]:.3g}, {r['stream']['decoder'][-1]:.3g}"])
+    head = ["placement", "W2 grad, last / first decoder layer", "depth slope, decoder", "depth slope, encoder"]
+    return [
+        Para(
+            "Placements side by side at initialization (same model, batches and seeds): the FFN W2 gradient of the "
+            "last decoder layer over the first's, its log-log slope against depth with a 95% seed-bootstrap "
+            "interval (theory: Post-LN ~0, Pre-LN -1/2), and the residual stream E‖x_L‖² / d leaving the last layer."
+        ),
+        Table([*head, "stream E‖x_L‖²/d encoder, decoder"], rows),
     ]
-    for p in res["predictions"]:
-        verdict = {True: "yes", False: "**no**", None: "(information)"}[p["holds"]]
-        lines.append(f"| {cell(p['claim'])} | {cell(p['theory'])} | {cell(p['measured'])} | {verdict} |")
+
+
+def figures(res: dict) -> list[str]:
+    """The figures ``write_analysis_report`` draws for these results, in the summary's order."""
+    parts = [("fig3", "fig3_layers.png"), ("lemma2_theory", "lemma2.png"), ("placements", "placements.png")]
+    names = [name for key, name in parts if key in res]
+    if "depth" in res or "width" in res:
+        names.insert(1 if "fig3" in res else 0, "fig3_depth_width.png")
+    return names
+
+
+def summary_blocks(res: dict, figure_dir: str = "") -> list[Block]:
+    """The summary of an analysis as a document: its data, the predictions with their verdicts,
+    the depth/width/placement tables, its figures (paths under ``figure_dir``)."""
+    blocks: list[Block] = [
+        Heading("preln analyze: gradients and hidden states at initialization", 1),
+        Para([f"Data: {res['data']}. Preset ", code(res["preset"]), "; settings in ", code("analysis.json"), "."]),
+    ]
+    if res.get("synthetic"):
+        blocks.append(Para(strong("These numbers come from SYNTHETIC random tokens, not a corpus.")))
+    blocks.append(
+        Para(
+            "Each verdict is decided by a 95% interval over seeds (Student t over per-seed values; bootstrap "
+            "over seeds for slopes), not by a point estimate."
+        )
+    )
+    verdict = {True: "yes", False: strong("no"), None: "(information)"}
+    rows = [[p["claim"], p["theory"], p["measured"], verdict[p["holds"]]] for p in res["predictions"]]
+    if rows:  # none when only the placements were measured
+        blocks.append(Table(["prediction (Xiong et al. 2020)", "theory", "measured", "holds"], rows))
     if "depth" in res:
-        lines += [
-            "",
-            "Last-layer W2 expected-gradient norm by depth (mean over seeds, decoder / encoder):",
-            "",
-            "| L | Post-LN decoder | Pre-LN decoder | Post-LN encoder | Pre-LN encoder |",
-            "|---|---|---|---|---|",
-        ]
         d = res["depth"]
-        for i, L in enumerate(d["depths"]):
-            cells = [
+        rows = [
+            [str(L)]
+            + [
                 f"{d[n][s]['mean'][i]:.4g} ± {d[n][s]['std'][i]:.2g}"
                 for s in ("decoder", "encoder")
                 for n in ("post", "pre")
             ]
-            lines.append(f"| {L} | " + " | ".join(cells) + " |")
+            for i, L in enumerate(d["depths"])
+        ]
+        blocks += [
+            Para("Last-layer W2 expected-gradient norm by depth (mean over seeds, decoder / encoder):"),
+            Table(["L", "Post-LN decoder", "Pre-LN decoder", "Post-LN encoder", "Pre-LN encoder"], rows),
+        ]
     if "width" in res:
         w = res["width"]
-        lines += [
-            "",
-            "Last decoder layer W2 norm by width (mean over seeds):",
-            "",
-            "| d | Post-LN | Pre-LN |",
-            "|---|---|---|",
+        rows = [
+            [str(d), f"{w['post']['mean'][i]:.4g}", f"{w['pre']['mean'][i]:.4g}"] for i, d in enumerate(w["widths"])
         ]
-        lines += [
-            f"| {d} | {w['post']['mean'][i]:.4g} | {w['pre']['mean'][i]:.4g} |" for i, d in enumerate(w["widths"])
+        blocks += [
+            Para("Last decoder layer W2 norm by width (mean over seeds):"),
+            Table(["d", "Post-LN", "Pre-LN"], rows),
         ]
     if "placements" in res:
-        lines += placements_markdown(res)
-    failed = [p for p in res["predictions"] if p["holds"] is False]
-    if failed:
-        lines += [
-            "",
-            "Where a prediction does not hold, the table says by how much; nothing was tuned to make it hold.",
-        ]
-    lines += [""] + [f"![{f}]({f})" for f in figures] + [""]
-    return "\n".join(lines)
+        blocks += placements_table(res)
+    if any(p["holds"] is False for p in res["predictions"]):
+        blocks.append(
+            Para("Where a prediction does not hold, the table says by how much; nothing was tuned to make it hold.")
+        )
+    return blocks + [Figure(f"{figure_dir}{f}", f) for f in figures(res)]
 
 
 def write_analysis_report(folder: Path) -> list[Path]:
     """Render figures and ``summary.md`` from ``folder/analysis.json``."""
     res = json.loads((folder / "analysis.json").read_text())
-    figures = []
-    if "fig3" in res:
-        plot_layers(res, folder / "fig3_layers.png")
-        figures.append("fig3_layers.png")
-    if "depth" in res or "width" in res:
-        plot_depth_width(res, folder / "fig3_depth_width.png")
-        figures.append("fig3_depth_width.png")
-    if "lemma2_theory" in res:
-        plot_lemma2(res, folder / "lemma2.png")
-        figures.append("lemma2.png")
-    if "placements" in res:
-        plot_placements(res, folder / "placements.png")
-        figures.append("placements.png")
-    (folder / "summary.md").write_text(summary_markdown(res, figures))
-    return [folder / f for f in figures] + [folder / "summary.md"]
+    draw = {
+        "fig3_layers.png": plot_layers,
+        "fig3_depth_width.png": plot_depth_width,
+        "lemma2.png": plot_lemma2,
+        "placements.png": plot_placements,
+    }
+    names = figures(res)
+    for name in names:
+        draw[name](res, folder / name)
+    (folder / "summary.md").write_text(to_markdown(summary_blocks(res)))
+    return [folder / f for f in names] + [folder / "summary.md"]

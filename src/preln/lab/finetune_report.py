@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..runs import RunFolder  # noqa: E402
-from .markdown import cell, mean_std  # noqa: E402
+from .document import Block, Figure, Heading, Para, Table, code, mean_std, strong  # noqa: E402
 from .studies import CONTROL, finetune_folder  # noqa: E402
 
 
@@ -64,28 +64,26 @@ def mean_by_epoch(runs: list[dict]) -> list[tuple[int, float]]:
     return [(e, sum(v) / len(v)) for e, v in sorted(at.items())]
 
 
-def finetune_markdown(name: str, ft: dict, reference: dict, pretrain: dict) -> str:
+def finetune_blocks(name: str, ft: dict, reference: dict, pretrain: dict) -> list[Block]:
     """The fine-tuning tables (one per task) under the figure ``<name>_finetune.png``."""
-    lines = [
-        "### Fine-tuning (Fig. 5c, d)",
-        "",
-        f"![fine-tuning]({name}_finetune.png)",
-        "",
-        "Each pretrained model (its newest checkpoint) fine-tuned on each task; "
-        f"`{CONTROL}` is the same architecture and vocabulary fine-tuned from random weights (the control "
-        "that shows what pretraining gave). Accuracy in %, mean ± std over the pretraining seeds; the "
-        "final fine-tuned model on dev and test.",
-        "",
+    blocks: list[Block] = [
+        Heading("Fine-tuning (Fig. 5c, d)", 3),
+        Figure(f"{name}_finetune.png", "fine-tuning"),
+        Para(
+            [
+                "Each pretrained model (its newest checkpoint) fine-tuned on each task; ",
+                code(CONTROL),
+                " is the same architecture and vocabulary fine-tuned from random weights (the control that shows "
+                "what pretraining gave). Accuracy in %, mean ± std over the pretraining seeds; the final fine-tuned "
+                "model on dev and test.",
+            ]
+        ),
     ]
+    head = ["pretrained", "fine-tuned runs", "dev accuracy by epoch (mean)", "dev accuracy", "test accuracy"]
+    head += ["test F1", "test above the shallow reference"]
     for task, conds in ft.items():
         ref = reference.get(task)
-        lines += [
-            f"**{task}**" + (f" (shallow six-feature logistic regression: {ref:g}%)" if ref is not None else ""),
-            "",
-            "| pretrained | fine-tuned runs | dev accuracy by epoch (mean) | dev accuracy | test accuracy | test F1 "
-            "| test above the shallow reference |",
-            "|---|---|---|---|---|---|---|",
-        ]
+        rows = []
         for cond, runs in conds.items():
             done = [r for r in runs if r["test"] or r["dev"]]
             skipped = [r for r in pretrain.get(cond, []) if r["status"] == "diverged"]
@@ -95,10 +93,10 @@ def finetune_markdown(name: str, ft: dict, reference: dict, pretrain: dict) -> s
                 metric_values(ft, f"{m}:{task}", cond) for m in ("dev_accuracy", "test_accuracy", "test_f1")
             )
             above = "-" if ref is None or not acc else f"{sum(a > ref for a in acc)} of {len(acc)}"
-            cells = [cell(cond), count, by_epoch, mean_std(dev, 1), mean_std(acc, 1), mean_std(f1, 1), above]
-            lines.append(f"| {' | '.join(cells)} |")
-        lines.append("")
-    return "\n".join(lines)
+            rows.append([cond, count, by_epoch, mean_std(dev, 1), mean_std(acc, 1), mean_std(f1, 1), above])
+        shallow = f" (shallow six-feature logistic regression: {ref:g}%)" if ref is not None else ""
+        blocks += [Para([strong(task), shallow]), Table(head, rows)]
+    return blocks
 
 
 def plot_finetune(ft: dict, reference: dict, path: Path, order: list[str]) -> None:

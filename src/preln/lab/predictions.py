@@ -19,6 +19,28 @@ _T95 += [2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2
 _T95 += [2.045, 2.042]
 
 
+def t95(df: float) -> float:
+    """The two-sided 95% Student t quantile; a fractional df (Welch) is rounded down, which widens
+    the interval."""
+    k = max(int(df), 1)
+    return _T95[k - 1] if k <= len(_T95) else 1.96
+
+
+def welch_interval(a, b) -> tuple[float, float, float] | None:
+    """mean(a) - mean(b) and its 95% Welch interval (unequal variances, Welch-Satterthwaite
+    degrees of freedom); None with fewer than two values on a side."""
+    if len(a) < 2 or len(b) < 2:
+        return None
+    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    d = float(xa.mean() - xb.mean())
+    va, vb = float(xa.var(ddof=1)) / len(xa), float(xb.var(ddof=1)) / len(xb)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return d, d, d
+    df = (va + vb) ** 2 / (va**2 / (len(xa) - 1) + vb**2 / (len(xb) - 1))
+    return d, d - t95(df) * se, d + t95(df) * se
+
+
 def t_interval(xs) -> tuple[float, float, float]:
     """Mean and 95% Student-t interval of the mean of independent seeds' values; with one value
     the interval is unbounded (nothing can be decided from one seed)."""
@@ -26,7 +48,7 @@ def t_interval(xs) -> tuple[float, float, float]:
     m = float(x.mean())
     if len(x) < 2:
         return m, -math.inf, math.inf
-    t = _T95[len(x) - 2] if len(x) - 1 <= len(_T95) else 1.96
+    t = t95(len(x) - 1)
     half = t * float(x.std(ddof=1)) / math.sqrt(len(x))
     return m, m - half, m + half
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import tomllib
 from pathlib import Path
 
@@ -24,10 +23,25 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..runs import RunFolder  # noqa: E402
-from .finetune_report import finetune_markdown, finetune_results, metric_values, plot_finetune  # noqa: E402
-from .markdown import cell, mean, mean_std, sd, to_html  # noqa: E402
-
-INF = math.inf
+from . import analysis_report  # noqa: E402
+from .convergence import mean_curve, speed  # noqa: E402
+from .document import (  # noqa: E402
+    Block,
+    Figure,
+    Heading,
+    Para,
+    Table,
+    Text,
+    code,
+    mean,
+    mean_std,
+    parts,
+    strong,
+    to_html,
+    to_markdown,
+)
+from .finetune_report import finetune_blocks, finetune_results, metric_values, plot_finetune  # noqa: E402
+from .predictions import welch_interval  # noqa: E402
 
 
 def study_results(sdir: Path, meta: dict | None = None) -> dict:
@@ -91,68 +105,6 @@ def _scale(folder: Path) -> str:
     return f"{corpus}, d {m['d_model']}, {layers} layers, {length}"
 
 
-def mean_curve(runs: list[dict]) -> list[tuple[int, float]]:
-    """Mean validation NLL over seeds at each validated update. A diverged run counts as +inf
-    after its last validation (it never gets there); runs not started are left out."""
-    runs = [r for r in runs if r["curve"]]
-    updates = sorted({u for r in runs for u, _ in r["curve"]})
-    out = []
-    for u in updates:
-        vals = []
-        for r in runs:
-            d = dict(r["curve"])
-            if u in d:
-                vals.append(d[u])
-            elif r["status"] == "diverged" and u > r["curve"][-1][0]:
-                vals.append(INF)
-        if vals:
-            out.append((u, mean(vals)))
-    return out
-
-
-def updates_to(curve: list[tuple[int, float]], target: float) -> int | None:
-    """First validated update whose NLL is <= target (resolution: the validation interval)."""
-    return next((u for u, v in curve if v <= target), None)
-
-
-def speed(res: dict, n_boot: int = 2000, seed: int = 0) -> dict | None:
-    """Target, updates to it (mean curves and per seed) and the ratio compare[0] / compare[1]
-    with a 95% seed-bootstrap interval; None when the study names no baseline."""
-    meta, conds = res["meta"], res["conditions"]
-    base = [r for r in conds.get(meta.get("baseline") or "", []) if r["curve"]]
-    if not base:
-        return None
-    target = min(v for _, v in mean_curve(base))
-    out = {"target": target, "baseline": meta["baseline"], "conditions": {}}
-    for name, runs in conds.items():
-        out["conditions"][name] = {
-            "mean_curve": updates_to(mean_curve(runs), target),
-            "per_seed": [updates_to(r["curve"], target) if r["curve"] else None for r in runs],
-        }
-    comp = meta.get("compare", [])
-    if len(comp) == 2 and all(c in conds for c in comp):
-        a, b = (out["conditions"][c]["mean_curve"] for c in comp)
-        out["compare"] = comp
-        out["ratio"] = a / b if a is not None and b else None
-        # reached at its first validation: the true crossing may be earlier, the ratio an upper bound
-        first = min((r["curve"][0][0] for r in conds[comp[0]] if r["curve"]), default=None)
-        out["upper_bound"] = a is not None and a == first
-        rng, ratios, misses = random.Random(seed), [], 0
-        for _ in range(n_boot):
-            pick = {c: [rng.choice(conds[c]) for _ in conds[c]] for c in {*comp, meta["baseline"]}}
-            t = min(v for _, v in mean_curve(pick[meta["baseline"]]))
-            ua, ub = (updates_to(mean_curve(pick[c]), t) for c in comp)
-            if ua is None or not ub:
-                misses += 1
-            else:
-                ratios.append(ua / ub)
-        ratios.sort()
-        if ratios:
-            out["interval"] = (ratios[int(0.025 * len(ratios))], ratios[min(len(ratios) - 1, int(0.975 * len(ratios)))])
-        out["boot_misses"] = misses / n_boot
-    return out
-
-
 def _metric_values(metric: str, runs: list[dict], res: dict | None = None, condition: str = "") -> list[float]:
     """Per-run values of a claim metric (test BLEU in the paper's tokenized-lowercased convention;
     ``test_accuracy:<task>`` and the like from the fine-tuning runs)."""
@@ -164,21 +116,52 @@ def _metric_values(metric: str, runs: list[dict], res: dict | None = None, condi
     return [r["curve"][-1][1] if metric == "final_nll" else min(v for _, v in r["curve"]) for r in done]
 
 
-def _shows(claim: dict, res: dict) -> str:
-    """Whether the claim's expected ordering shows: ``better_than = "<condition>"`` (higher BLEU or
-    lower NLL than that condition, comparing means over seeds); empty where the claim has none."""
+def _shows(claim: dict, res: dict, sp: dict | None) -> Text:
+    """Whether the claim's expected ordering holds, by a 95% interval: ``better_than =
+    "<condition>"`` (higher BLEU or accuracy, or lower NLL, than that condition; a Welch interval of
+    the difference of means over seeds), a speed ratio (the first compared condition needs fewer
+    updates) by its seed-bootstrap interval; empty where the claim has none."""
     other, metric = claim.get("better_than"), claim.get("metric", "test_bleu")
+    if metric == "speed_ratio":
+        return _speed_verdict(sp)
     if not other:
         return ""
     a = _metric_values(metric, res["conditions"].get(claim.get("condition", ""), []), res, claim.get("condition", ""))
     b = _metric_values(metric, res["conditions"].get(other, []), res, other)
     if not a or not b:
         return "not measured"
-    ma, mb = mean(a), mean(b)
-    ok = ma > mb if metric == "test_bleu" or ":" in metric else ma < mb
-    spread = max(sd(a), sd(b))  # a difference inside one side's seed-to-seed spread decides nothing
-    tie = f", within the seeds' spread ({spread:.2f})" if 0 < abs(ma - mb) <= spread else ""
-    return f"{'yes' if ok else '**no**'} ({ma:.2f} vs {mb:.2f} for `{other}`; means{tie})"
+    sign = 1 if metric == "test_bleu" or ":" in metric else -1  # +: the claimed direction
+    means = [f" ({mean(a):.2f} vs {mean(b):.2f} for ", code(other)]
+    iv = welch_interval(a, b)
+    if iv is None:  # one run on a side: an ordering of two numbers, nothing decided
+        order = "as claimed" if sign * (mean(a) - mean(b)) > 0 else "not as claimed"
+        return [f"undecided: {order} by the means", *means, "; one run on a side, no interval)"]
+    d, lo, hi = (sign * v for v in iv)
+    lo, hi = min(lo, hi), max(lo, hi)
+    tail = f"; difference {d:+.2f} [{lo:+.2f}, {hi:+.2f}], 95% Welch interval)"
+    if lo > 0:
+        return ["yes", *means, tail]
+    if hi < 0:
+        return [strong("no"), *means, tail]
+    return ["undecided", *means, tail]
+
+
+def _speed_verdict(sp: dict | None) -> Text:
+    """Fewer updates for the first compared condition: yes when the whole 95% interval of the ratio
+    is below 1, no when it is above, undecided when it holds 1."""
+    if not sp or "compare" not in sp:
+        return "not measured"
+    if sp["ratio"] is None:  # one of the two never reached the target on its mean curve
+        a, b = (sp["conditions"][c]["mean_curve"] for c in sp["compare"])
+        return "yes (only it reached the target)" if a is not None else [strong("no"), " (it never reached the target)"]
+    iv = sp.get("interval")
+    if not iv:
+        return "undecided (no interval)"
+    if iv[1] < 1:
+        return "yes (the 95% interval is below 1)"
+    if iv[0] > 1:
+        return [strong("no"), " (the 95% interval is above 1)"]
+    return "undecided (the 95% interval holds 1)"
 
 
 def _claim_value(claim: dict, res: dict, sp: dict | None) -> str:
@@ -263,22 +246,36 @@ def _bleu_by_update(runs: list[dict]) -> str:
     return ", ".join(cells) or "-"
 
 
-def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
-    """The study's section and the name of its figure."""
+def study_blocks(name: str, res: dict) -> tuple[list[Block], float | None]:
+    """The study's section and its target validation NLL (None without a baseline)."""
     sp = speed(res)
     meta = res["meta"]
-    lines = [f"## {meta['title']}", "", f"![curves]({name}_curves.png)", ""]
+    blocks: list[Block] = [Heading(meta["title"]), Figure(f"{name}_curves.png", "curves")]
     if sp:
-        lines += [
-            f"Target validation NLL {sp['target']:.3f} = minimum of `{sp['baseline']}`'s mean curve. "
-            "Updates to target: mean curve (per seed), at the validation interval's resolution.",
-            "",
-        ]
+        blocks.append(
+            Para(
+                [
+                    f"Target validation NLL {sp['target']:.3f} = minimum of ",
+                    code(sp["baseline"]),
+                    "'s mean curve. Updates to target: mean curve (per seed), at the validation interval's resolution.",
+                ]
+            )
+        )
+    blocks.append(_conditions_table(res, sp))
+    if sp and "compare" in sp:
+        blocks.append(_speed_para(sp, meta))
+    if meta.get("claims"):
+        blocks += _claims_table(res, sp)
+    return blocks, (sp or {}).get("target")
+
+
+def _conditions_table(res: dict, sp: dict | None) -> Table:
+    """A row per condition: runs, divergences, final/best NLL, BLEU where any run translated,
+    updates to the target."""
     bleu = any(r["bleu"] or r["valid_bleu"] for runs in res["conditions"].values() for r in runs)
     head = ["condition", "runs", "diverged (seed@update)", "final valid NLL", "best valid NLL"]
     head += ["greedy valid BLEU (update: mean)", "test sacreBLEU", "test tok-lc BLEU"] if bleu else []
-    head += ["updates to target"]
-    lines += [f"| {' | '.join(head)} |", "|" + "---|" * len(head)]
+    rows = []
     for cond, runs in res["conditions"].items():
         final = [r["curve"][-1][1] for r in runs if r["curve"] and r["status"] == "completed"]
         best = [min(v for _, v in r["curve"]) for r in runs if r["curve"]]
@@ -291,96 +288,93 @@ def study_markdown(name: str, res: dict) -> tuple[str, str | None]:
             c = sp["conditions"][cond]
             per = ", ".join("never" if u is None else str(u) for u in c["per_seed"])
             upd = f"{c['mean_curve'] if c['mean_curve'] is not None else 'never'} ({per})"
-        row = [cell(cond), f"{len(runs) - missing}{f' (+{missing} not run)' if missing else ''}", ", ".join(div) or "0"]
+        row = [cond, f"{len(runs) - missing}{f' (+{missing} not run)' if missing else ''}", ", ".join(div) or "0"]
         row += [mean_std(final), mean_std(best)]
         row += [_bleu_by_update(runs), mean_std(b1), mean_std(b2)] if bleu else []
-        lines.append(f"| {' | '.join([*row, upd])} |")
-    if sp and "compare" in sp:
-        a, b = sp["compare"]
-        ratio = "not defined (a condition never reached the target)" if sp["ratio"] is None else f"{sp['ratio']:.2f}"
-        iv = sp.get("interval")
-        lines += [
-            "",
-            f"**Convergence speed**: updates for `{a}` / updates for `{b}` to reach NLL {sp['target']:.3f} = "
-            f"**{ratio}**"
-            + (f", 95% seed-bootstrap interval [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
-            + (f" ({sp['boot_misses']:.0%} of resamples never reached it)" if sp["boot_misses"] else "")
-            + ". "
-            + "".join(f"The paper: {c['paper']}." for c in meta.get("claims", []) if c.get("metric") == "speed_ratio")
-            + (
-                f" `{a}` was already below the target at its first validation (update "
-                f"{sp['conditions'][a]['mean_curve']}), so the measured ratio is an upper bound (validate more often "
-                "to resolve it)."
-                if sp.get("upper_bound")
-                else ""
-            ),
+        rows.append([*row, upd])
+    return Table([*head, "updates to target"], rows)
+
+
+def _speed_para(sp: dict, meta: dict) -> Para:
+    a, b = sp["compare"]
+    ratio = "not defined (a condition never reached the target)" if sp["ratio"] is None else f"{sp['ratio']:.2f}"
+    iv = sp.get("interval")
+    text: list = [strong("Convergence speed"), ": updates for ", code(a), " / updates for ", code(b)]
+    text += [f" to reach NLL {sp['target']:.3f} = ", strong(ratio)]
+    text.append(
+        (f", 95% seed-bootstrap interval [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
+        + (f" ({sp['boot_misses']:.0%} of resamples never reached it)" if sp["boot_misses"] else "")
+        + ". "
+        + "".join(f"The paper: {c['paper']}." for c in meta.get("claims", []) if c.get("metric") == "speed_ratio")
+    )
+    if sp.get("upper_bound"):
+        text += [
+            " ",
+            code(a),
+            f" was already below the target at its first validation (update {sp['conditions'][a]['mean_curve']}), "
+            "so the measured ratio is an upper bound (validate more often to resolve it).",
         ]
-    if meta.get("claims"):
-        lines += _claims_table(res, sp)
-    return "\n".join(lines + [""]), (sp or {}).get("target")
+    return Para(text)
 
 
-def _claims_table(res: dict, sp: dict | None) -> list[str]:
+def _claims_table(res: dict, sp: dict | None) -> list[Block]:
     """The paper's claims beside the measured values, under one line saying where each side was
     measured."""
     return [
-        "",
-        "The paper's numbers next to ours: BLEU in the paper's convention (tokenized, lowercased); where the "
-        "corpus or scale differs, compare directions and orderings, not values.",
-        "",
-        claim_setting(res),
-        "",
-        "| the paper says | paper | measured here | shows here? |",
-        "|---|---|---|---|",
-        *[f"| {' | '.join(row)} |" for row in claim_rows(res, sp)],
+        Para(
+            "The paper's numbers next to ours: BLEU in the paper's convention (tokenized, lowercased); where the "
+            "corpus or scale differs, compare directions and orderings, not values."
+        ),
+        Para(claim_setting(res)),
+        Table(["the paper says", "paper", "measured here", "shows here?"], claim_rows(res, sp)),
     ]
 
 
-def claim_setting(res: dict) -> str:
+def claim_setting(res: dict) -> Text:
     """One line: the paper's setting, ours (corpus, size, length of the study's runs), and whether
     they differ."""
     meta = res["meta"]
     paper_at, paper_corpus = meta.get("paper_setting", ""), meta.get("paper_corpus", "")
     here = "; ".join(dict.fromkeys(r["scale"] for runs in res["conditions"].values() for r in runs if r.get("scale")))
     other = paper_corpus and here and paper_corpus.lower() not in here.lower()
-    parts = [f"The paper: {cell(paper_at)}."] if paper_at else []
+    text: list = [f"The paper: {paper_at}. "] if paper_at else []
     if here:
-        differs = " — **another corpus and scale than the paper's**" if other else ""
-        parts.append(f"Measured here: {cell(here)}{differs}.")
-    return " ".join(parts)
+        text.append(f"Measured here: {here}")
+        text += [" — ", strong("another corpus and scale than the paper's"), "."] if other else ["."]
+    return text
 
 
-def claim_rows(res: dict, sp: dict | None) -> list[list[str]]:
+def claim_rows(res: dict, sp: dict | None) -> list[list[Text]]:
     """Per claim: the claim, the paper's value, ours, whether the expected ordering shows."""
     return [
-        [cell(c["text"]), cell(c.get("paper", "")), cell(_claim_value(c, res, sp)), _shows(c, res)]
+        [c["text"], c.get("paper", ""), _claim_value(c, res, sp), _shows(c, res, sp)]
         for c in res["meta"].get("claims", [])
     ]
 
 
-def _summary(studies: list[tuple[str, dict]], analyses: list[tuple[str, Path]]) -> list[str]:
+def _summary(studies: list[tuple[str, dict]], analyses: list[tuple[str, str, Path]]) -> list[Block]:
     """The report's first section: every claim of every study in one table (each study's setting
     in one line under it), and the analyses' predictions counted (the sections below have the
     details)."""
-    rows = [[cell(name), *row] for name, res in studies for row in claim_rows(res, speed(res))]
-    lines = ["## Summary", ""]
+    rows = [[name, *row] for name, res in studies for row in claim_rows(res, speed(res))]
+    blocks: list[Block] = []
     if rows:
-        lines += [
-            "| study | the paper says | paper | measured here | shows here? |",
-            "|---|---|---|---|---|",
-            *[f"| {' | '.join(r)} |" for r in rows],
-            "",
-            *[f"`{name}`: {claim_setting(res)}" + "\n" for name, res in studies if res["meta"].get("claims")],
-        ]
-    for title, folder in analyses:
+        blocks.append(Table(["study", "the paper says", "paper", "measured here", "shows here?"], rows))
+        settings = [(name, claim_setting(res)) for name, res in studies if res["meta"].get("claims")]
+        blocks += [Para([code(name), ": ", *parts(text)]) for name, text in settings if parts(text)]
+    for name, title, folder in analyses:
         try:
             preds = json.loads((folder / "analysis.json").read_text()).get("predictions", [])
         except (OSError, ValueError):
             continue
         held = sum(p["holds"] is True for p in preds)
         judged = sum(p["holds"] is not None for p in preds)
-        lines.append(f"{title}: {held} of {judged} predictions hold by their 95% intervals (details below).")
-    return lines + [""] if len(lines) > 2 else []
+        blocks.append(
+            Para(
+                [code(name), f" ({title}): {held} of {judged} predictions hold by their 95% intervals (details below)."]
+            )
+        )
+    return [Heading("Summary"), *blocks] if blocks else []
 
 
 def _headline_first(metas: dict[Path, dict]) -> list[Path]:
@@ -393,47 +387,48 @@ def _headline_first(metas: dict[Path, dict]) -> list[Path]:
 
 
 def write_report(out: Path) -> tuple[Path, Path]:
-    """``report.md`` and ``report.html`` for every study folder under ``out``: the sections of
-    its training runs and of its analyses (each ``summary.md`` with its figures)."""
+    """``report.md`` and ``report.html`` for every study folder under ``out``, both rendered from
+    one document: the sections of its training runs and of its analyses (from ``analysis.json``)."""
     if not out.is_dir():
         raise FileNotFoundError(f"no runs folder {out}")
-    parts, images = [], {}
+    sections: list[Block] = []
+    images: dict[str, Path] = {}
     metas = {p: json.loads((p / "study.json").read_text()) for p in out.iterdir() if (p / "study.json").is_file()}
     study_dirs = _headline_first(metas)
     studies, analyses = [], []
     for sdir in study_dirs:
         meta = metas[sdir]
         for folder in _analysis_folders(sdir, meta):
-            parts.append(_analysis_section(out, folder, meta["title"], images))
-            analyses.append((f"`{sdir.name}` ({meta['title']})", folder))
+            sections += _analysis_section(out, folder, meta["title"], images)
+            analyses.append((sdir.name, meta["title"], folder))
         if training_jobs(meta):
             res = study_results(sdir, meta)
             studies.append((sdir.name, res))
-            text, target = study_markdown(sdir.name, res)
-            png = out / f"{sdir.name}_curves.png"
-            plot_curves(res, png, target)
-            images[png.name] = png
-            parts.append(text)
-            if res.get("finetune"):
-                ref = meta.get("finetune_reference", {})
-                png = out / f"{sdir.name}_finetune.png"
-                plot_finetune(res["finetune"], ref, png, list(res["conditions"]))
-                images[png.name] = png
-                parts.append(finetune_markdown(sdir.name, res["finetune"], ref, res["conditions"]))
+            sections += _study_section(out, sdir.name, res, images)
     plain = None if study_dirs else plain_runs(out)
     if plain is not None:  # run folders outside any study: one section of them all
-        res = study_results(out, plain)
-        text, _ = study_markdown(out.name, res)
-        png = out / f"{out.name}_curves.png"
-        plot_curves(res, png, None)
-        images[png.name] = png
-        parts.append(text)
-    if not images and not any(p.startswith("## ") for p in parts):
+        sections += _study_section(out, out.name, study_results(out, plain), images)
+    if not sections:
         raise FileNotFoundError(f"{out}: no study folders (study.json) or run folders (metrics.jsonl) to report on")
-    md = "\n".join(["# preln report", "", *_header(out), "", *_summary(studies, analyses), *parts])
-    (out / "report.md").write_text(md)
-    (out / "report.html").write_text(to_html(md, images))
+    doc = [Heading("preln report", 1), _header(out), *_summary(studies, analyses), *sections]
+    (out / "report.md").write_text(to_markdown(doc))
+    (out / "report.html").write_text(to_html(doc, images))
     return out / "report.md", out / "report.html"
+
+
+def _study_section(out: Path, name: str, res: dict, images: dict[str, Path]) -> list[Block]:
+    """A study's blocks; draws its figures into ``out`` and adds them to ``images``."""
+    blocks, target = study_blocks(name, res)
+    png = out / f"{name}_curves.png"
+    plot_curves(res, png, target)
+    images[png.name] = png
+    if res.get("finetune"):
+        ref = res["meta"].get("finetune_reference", {})
+        png = out / f"{name}_finetune.png"
+        plot_finetune(res["finetune"], ref, png, list(res["conditions"]))
+        images[png.name] = png
+        blocks += finetune_blocks(name, res["finetune"], ref, res["conditions"])
+    return blocks
 
 
 def plain_runs(out: Path) -> dict | None:
@@ -450,29 +445,36 @@ def plain_runs(out: Path) -> dict | None:
     return {"title": f"Runs in {out.name}", "baseline": None, "compare": [], "claims": [], "jobs": jobs}
 
 
-def _analysis_section(out: Path, folder: Path, title: str, images: dict[str, Path]) -> str:
-    """An analysis's ``summary.md`` under the study's title, its figures' paths made relative to
-    ``out``."""
-    if not (folder / "summary.md").is_file():
-        return "\n".join([f"## {title}", "", "(not run yet)", ""])
-    rel = folder.relative_to(out).as_posix()
-    text = (folder / "summary.md").read_text().replace("](", f"]({rel}/").splitlines()
-    images.update({f"{rel}/{p.name}": p for p in folder.glob("*.png")})
-    return "\n".join([f"## {title}", *text[1:], ""])
+def _analysis_section(out: Path, folder: Path, title: str, images: dict[str, Path]) -> list[Block]:
+    """An analysis's summary (from its ``analysis.json``) under the study's title, its figures'
+    paths relative to ``out``."""
+    try:
+        res = json.loads((folder / "analysis.json").read_text())
+    except (OSError, ValueError):
+        return [Heading(title), Para("(not run yet)")]
+    rel = folder.relative_to(out).as_posix() + "/"
+    images.update({f"{rel}{p.name}": p for p in folder.glob("*.png")})
+    return [Heading(title), *analysis_report.summary_blocks(res, rel)[1:]]
 
 
-def _header(out: Path) -> list[str]:
+def _header(out: Path) -> Para:
     """Who made these numbers: preln version, commit, preset, machine, date, wall time (from the
     ``reproduce.json`` that ``preln reproduce`` appends to; absent for hand-made folders)."""
     try:
         runs = json.loads((out / "reproduce.json").read_text())["invocations"]
     except (OSError, ValueError, KeyError):
-        return [f"Runs folder: `{out.name}`"]
+        return Para(["Runs folder: ", code(out.name)])
     last = runs[-1]
     total = sum(r["seconds"] for r in runs)
-    return [
-        f"preln {last['preln']}, commit {last['commit']}, preset `{last['preset']}`, studies "
-        f"{', '.join(last['studies'])}; {last['machine']}; started {runs[0]['started']}; wall time "
-        f"{total / 60:.0f} min over {len(runs)} invocation{'s' * (len(runs) > 1)} of `preln reproduce` "
-        f"(--jobs {last['jobs']}). Runs folder: `{out.name}`."
-    ]
+    return Para(
+        [
+            f"preln {last['preln']}, commit {last['commit']}, preset ",
+            code(last["preset"]),
+            f", studies {', '.join(last['studies'])}; {last['machine']}; started {runs[0]['started']}; wall time "
+            f"{total / 60:.0f} min over {len(runs)} invocation{'s' * (len(runs) > 1)} of ",
+            code("preln reproduce"),
+            f" (--jobs {last['jobs']}). Runs folder: ",
+            code(out.name),
+            ".",
+        ]
+    )
