@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from preln import config
+from preln.data.batching import Prefetch
 from preln.evaluate import load_run
 from preln.fit import train
 
@@ -241,3 +242,47 @@ def test_pad_to_multiple_rounds_sequence_lengths_with_padding_only(tmp_path):
             n = a[name].shape[1]
             assert b[name].shape[1] % 16 == 0 and b[name].shape[1] >= n
             assert b[name][:, :n].equal(a[name]) and (b[name][:, n:] == fill).all()
+
+
+@pytest.mark.parametrize("task", ["translation", "mlm"])
+def test_prefetched_batches_train_exactly_as_batches_built_on_the_spot(tmp_path, monkeypatch, task):
+    """Across epoch ends and with two batches per update: the prefetched batches are the ones the
+    trainer would have built itself (losses, gradient norms and final weights bit-identical)."""
+    require_data("multi30k")
+    sets = ["train.progress=false", "train.max_updates=14", "train.update_freq=2", "data.max_train_examples=300"]
+    cfg = config.load(ROOT / "configs" / f"tiny-{task}.toml", sets)
+    calls = []
+
+    def on_the_spot(self, key, following):
+        calls.append(key)
+        return self.build(key)
+
+    train(cfg, tmp_path / "prefetched")
+    with monkeypatch.context() as m:
+        m.setattr(Prefetch, "get", on_the_spot)
+        train(cfg, tmp_path / "on_the_spot")
+    rows = {name: metrics(tmp_path / name) for name in ("prefetched", "on_the_spot")}
+    assert max(r["epoch"] for r in rows["prefetched"]) >= 2  # crossed an epoch end
+    assert [(r["loss"], r["grad_norm"]) for r in rows["prefetched"]] == [
+        (r["loss"], r["grad_norm"]) for r in rows["on_the_spot"]
+    ]
+    a, b = (load_run(tmp_path / name)[1].state_dict() for name in ("prefetched", "on_the_spot"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert len(calls) == 14
+
+
+def test_prefetch_builds_the_announced_key_ahead_and_anything_else_on_the_spot():
+    built = []
+
+    def build(key):
+        built.append(key)
+        if key == "bad":
+            raise ValueError("no such batch")
+        return [key]
+
+    p = Prefetch(build)
+    assert p.get(1, 2) == [1] and p.get(2, 3) == [2] and p.get(5, "bad") == [5]
+    with pytest.raises(ValueError, match="no such batch"):  # the thread's error, raised where it is used
+        p.get("bad", None)
+    p.close()
+    assert sorted(built, key=str) == [1, 2, 3, 5, "bad"]  # 3 ahead, though never used

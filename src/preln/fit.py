@@ -103,6 +103,7 @@ class _Loop:
         self.tb = TensorBoard(t.folder.path, t.state.update) if c.train.tensorboard and t.dist.main else None
 
     def close(self) -> None:
+        self.t.prefetch.close()
         self.bar.close()
         if self.tb is not None:
             self.tb.close()

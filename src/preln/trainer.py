@@ -24,6 +24,7 @@ from tqdm import tqdm
 from . import checkpoint, config, distributed, runs, schedules
 from .config import ConfigError, RunConfig
 from .data import Batch, load_data
+from .data.batching import Prefetch
 from .data.tokenizer import PAD
 from .losses import label_smoothed_nll
 from .model import admin_init, build_model
@@ -168,6 +169,7 @@ class Trainer:
             raise ConfigError("train.telemetry_every needs whole weights: not under FSDP (use DDP, or 0)")
         self.telemetry = Telemetry(self.module) if cfg.train.telemetry_every else None
         self.batches_per_update = cfg.train.update_freq * self.dist.world  # all ranks together
+        self.prefetch = Prefetch(self._build_batches)
         self.updates_per_epoch = math.ceil(self.data.num_batches() / self.batches_per_update)
         self.max_updates = cfg.train.max_updates or self.updates_per_epoch * cfg.train.max_epochs
         if cfg.train.max_epochs:
@@ -340,9 +342,17 @@ class Trainer:
         self.dist.barrier()
 
     def update_batches(self) -> list[Batch]:
-        """The batches of the next update: this epoch's order from ``state.next_batch`` on."""
+        """The batches of the next update: this epoch's order from ``state.next_batch`` on; those of
+        the update after it are prepared meanwhile (``Prefetch``), pinned for a GPU."""
         k, nb = self.state.next_batch, self.data.num_batches()
-        return [self.data.batch("train", self.state.epoch, j) for j in range(k, min(k + self.batches_per_update, nb))]
+        after = k + self.batches_per_update
+        following = (self.state.epoch, after) if after < nb else (self.state.epoch + 1, 0)
+        return self.prefetch.get((self.state.epoch, k), following)
+
+    def _build_batches(self, key: tuple[int, int]) -> list[Batch]:
+        (epoch, k), nb = key, self.data.num_batches()
+        batches = [self.data.batch("train", epoch, j) for j in range(k, min(k + self.batches_per_update, nb))]
+        return [b.pinned() for b in batches] if self.device.type == "cuda" else batches
 
     def describe(self) -> str:
         c = self.cfg

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import torch
@@ -19,7 +21,34 @@ class Batch:
         """On ``device``; to a GPU from pinned memory without blocking (the copy overlaps compute)."""
         if device.type != "cuda":
             return Batch({k: v.to(device) for k, v in self.tensors.items()}, self.ntokens)
-        return Batch({k: v.pin_memory().to(device, non_blocking=True) for k, v in self.tensors.items()}, self.ntokens)
+        return Batch({k: v.to(device, non_blocking=True) for k, v in self.pinned().tensors.items()}, self.ntokens)
+
+    def pinned(self) -> Batch:
+        """In page-locked host memory (a GPU copies from it asynchronously); pinned tensors stay."""
+        return Batch({k: v if v.is_pinned() else v.pin_memory() for k, v in self.tensors.items()}, self.ntokens)
+
+
+class Prefetch:
+    """The next update's batches built in a background thread while the current update runs.
+    ``build(key)`` must be a pure function of its key (preln's batches are: of epoch and position),
+    so a prefetched value is exactly what building it on the spot would give; a key other than the
+    announced one is built on the spot."""
+
+    def __init__(self, build: Callable[[Hashable], list[Batch]]) -> None:
+        self.build = build
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="preln-prefetch")
+        self.next: tuple[Hashable, Future] | None = None
+
+    def get(self, key: Hashable, following: Hashable | None) -> list[Batch]:
+        """The batches of ``key``; starts building those of ``following`` (None: nothing)."""
+        ready = self.next
+        batches = ready[1].result() if ready is not None and ready[0] == key else self.build(key)
+        self.next = (following, self.pool.submit(self.build, following)) if following is not None else None
+        return batches
+
+    def close(self) -> None:
+        self.next = None
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def token_batches(sizes: list[tuple[int, ...]], max_tokens: int, multiple: int = 8) -> list[list[int]]:

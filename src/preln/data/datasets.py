@@ -46,10 +46,12 @@ class _Data:
 
     def order(self, epoch: int) -> list[int]:
         """The training batches' order in ``epoch`` (1-based), from (seed, epoch) only."""
-        if self._order[0] != epoch:
+        cached = self._order  # one read: the prefetch thread may be replacing it with the next epoch's
+        if cached[0] != epoch:
             g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-            self._order = (epoch, torch.randperm(len(self.batches["train"]), generator=g).tolist())
-        return self._order[1]
+            cached = (epoch, torch.randperm(len(self.batches["train"]), generator=g).tolist())
+            self._order = cached
+        return cached[1]
 
     def batch(self, split: str, epoch: int, k: int) -> Batch:
         """The k-th batch of ``split`` (in ``epoch``'s shuffled order for train)."""
