@@ -43,12 +43,12 @@ def test_config_prints_resolved_toml(capsys):
 
 
 def test_a_bug_is_one_line_with_the_traceback_kept(tmp_path, capsys, monkeypatch):
-    from preln import cli
+    from preln import commands
 
     def broken(args):
         raise KeyError("surprise")
 
-    monkeypatch.setattr(cli, "cmd_config", broken)
+    monkeypatch.setattr(commands, "cmd_config", broken)
     monkeypatch.setenv("PRELN_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("PRELN_DEBUG", raising=False)
     assert main(["config", "configs/tiny-translation.toml"]) == 3

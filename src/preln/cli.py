@@ -1,5 +1,6 @@
-"""Command line: ``preln train | finetune | analyze | reproduce | report | prepare | translate | evaluate |
-config``. Each ``cmd_*`` parses its arguments, makes one library call and prints the result.
+"""Command line: ``preln train | finetune | analyze | reproduce | plot | export | report | prepare |
+translate | evaluate | config``. The parsers are here; each command's ``cmd_*`` (in ``commands.py``)
+makes one library call and prints the result.
 
 Exit codes are ``process.Exit``: errors a user can fix (bad config, missing corpus, wrong
 checkpoint) are one line ``preln: error: ...`` with status 2, never a traceback; a diverged run
@@ -13,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import __version__, config
+from . import __version__, commands
 from .config import ConfigError
 from .data import CorpusError
 from .decode import LENPEN, MAX_LEN_A, MAX_LEN_B
@@ -22,182 +23,6 @@ from .process import Exit
 EPILOG = """Data: corpora are read from a path, never downloaded by `train`. data.path in the
 config (or --data) is used as given if it exists, else looked up under $PRELN_DATA_ROOT
 (default ../shared/data). Tokenizers are cached in $PRELN_CACHE (default ~/.cache/preln)."""
-
-
-def _load(args: argparse.Namespace) -> config.RunConfig:
-    overrides = list(args.set)
-    if getattr(args, "data", None):
-        overrides.append(f"data.path={config.toml_value(args.data)}")
-    return config.load(args.config, overrides)
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from . import distributed
-    from .fit import train  # torch import deferred so `--help` is instant
-
-    cfg = _load(args)
-    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
-    clean = False
-    try:
-        res = train(cfg, out)
-        clean = True
-    finally:
-        distributed.shutdown(clean)
-    if os.environ.get("RANK", "0") == "0":
-        print(f"run folder: {out}")
-    return Exit.OK if res["status"] == "completed" else Exit.DIVERGED
-
-
-def cmd_finetune(args: argparse.Namespace) -> int:
-    from .finetune import default_out, finetune
-
-    out = Path(args.out) if args.out else default_out(args.run, args.task, args.random_init)
-    res = finetune(args.run, args.task, out, args.set, args.random_init)
-    print(f"run folder: {out}")
-    return Exit.OK if res["status"] == "completed" else Exit.DIVERGED
-
-
-def cmd_analyze(args: argparse.Namespace) -> int:
-    from .lab import analyze
-
-    out = Path(args.out)
-    written = analyze(args.preset, args.set, out, args.only, args.data, args.placements)
-    print((out / "summary.md").read_text())
-    print("wrote " + ", ".join(str(p) for p in written))
-    return Exit.OK
-
-
-def cmd_translate(args: argparse.Namespace) -> int:
-    from .evaluate import check_decoding, load_for_eval, translate, translate_nbest
-    from .textio import read_lines, stdin_chunks
-
-    check_decoding(args.beam, args.lenpen, args.max_len_a, args.max_len_b)
-    if args.nbest and not 1 <= args.nbest <= args.beam:
-        raise ValueError(f"--nbest must be in 1..--beam ({args.beam}), got {args.nbest}")
-    _, model, tok, desc = load_for_eval(Path(args.run), args.average, args.checkpoint)
-    print(f"[preln] translating with the {desc}, beam {args.beam}", file=sys.stderr)
-    limits = {"lenpen": args.lenpen, "max_len_a": args.max_len_a, "max_len_b": args.max_len_b}
-    limits["precision"] = args.precision
-    chunks = [read_lines(args.input)] if args.input else stdin_chunks()
-    done = 0
-    for lines in chunks:
-        if not lines:
-            continue
-        if args.nbest:  # fairseq-interactive's H lines: input number, score, text
-            for i, hyps in enumerate(translate_nbest(model, tok, lines, args.beam, args.nbest, **limits), done + 1):
-                print("\n".join(f"{i}\t{score:.4f}\t{text}" for text, score in hyps), flush=True)
-        else:
-            print("\n".join(translate(model, tok, lines, args.beam, progress=len(lines) > 100, **limits)), flush=True)
-        done += len(lines)
-    return Exit.OK
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate_run
-
-    res = evaluate_run(
-        args.run,
-        tuple(args.splits.split(",")),
-        args.beam,
-        args.lenpen,
-        args.average,
-        args.limit,
-        args.max_len_a,
-        args.max_len_b,
-        args.precision,
-    )
-    for split, r in res["splits"].items():
-        detok = f"sacreBLEU {r['sacrebleu']:.2f} ({r['sacrebleu_signature']}) | " if "sacrebleu" in r else ""
-        print(
-            f"{split}: {detok}tokenized-lowercased BLEU {r['tok_lc']:.2f} ({r['tok_lc_signature']}) | "
-            f"{r['sentences']} sentences, {res['checkpoint']}"
-        )
-    print(f"wrote {Path(args.run) / 'bleu.json'}")
-    return Exit.OK
-
-
-def cmd_prepare(args: argparse.Namespace) -> int:
-    import json
-
-    from .data.prepare import prepare_iwslt14, prepare_multi30k
-
-    source = Path(args.source) if args.source else None
-    if args.corpus == "iwslt14":
-        out = Path(args.out or "data/iwslt14-de-en")
-        info = prepare_iwslt14(source, out)
-    elif args.corpus == "wmt14":
-        from .data.wmt14 import prepare_wmt14
-
-        if args.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        out = Path(args.out or "data/wmt14-en-de")
-        info = prepare_wmt14(source, out, args.workers)
-    else:
-        out = Path(args.out or "data/multi30k")
-        info = prepare_multi30k(out, source)
-    print(json.dumps(info, indent=1))
-    print(f"prepared {out}: train with --data {out}")
-    return Exit.OK
-
-
-def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .lab import execute, reproduce
-
-    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else None
-    out = Path(args.out) if args.out else None
-    root = Path(args.root) if args.root else None
-    try:
-        params = _key_values(args.slurm, "--slurm")
-        md, page = reproduce(
-            args.preset, args.studies, out, args.jobs, gpus, args.beam, root, args.jobs_per_gpu, args.launcher, params
-        )
-    except execute.RunFailed as e:
-        print(f"preln: error: {e}", file=sys.stderr)
-        return Exit.GRID_FAILED
-    print(f"report: {page} (and {md})")
-    return Exit.OK
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    from .lab import plots
-
-    runs = [Path(r) for r in args.runs]
-    missing = [str(r) for r in runs if not (r / "metrics.jsonl").is_file()]
-    if missing:
-        raise FileNotFoundError(f"not a run folder (no metrics.jsonl): {', '.join(missing)}")
-    if args.telemetry:
-        written = [plots.plot_telemetry(r, Path(args.out or r / "telemetry.png")) for r in runs[:1]]
-    else:
-        written = [plots.plot_runs(runs, args.metric, args.x, Path(args.out or runs[0] / f"{args.metric}.png"))]
-    print("wrote " + ", ".join(map(str, written)))
-    return Exit.OK
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export_hf
-
-    out = export_hf(Path(args.run), Path(args.out))
-    print(f"wrote {out} (Transformers: from_pretrained({str(out)!r}); tokenize with {out / 'spm.model'})")
-    return Exit.OK
-
-
-def _key_values(items: list[str], flag: str) -> dict:
-    """``key=value`` items (values in TOML syntax, or bare words) as a dict."""
-    out = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"{flag} {item!r}: expected key=value")
-        out[key.strip()] = config.toml_literal(raw)
-    return out
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from .lab import report
-
-    md, page = report.write_report(Path(args.runs))
-    print(f"report: {md} and {page}")
-    return Exit.OK
 
 
 def _decode_args(p: argparse.ArgumentParser) -> None:
@@ -225,11 +50,6 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="on a GPU: bf16 autocast (auto, the default) or fp32; a CPU always decodes in fp32",
     )
-
-
-def cmd_config(args: argparse.Namespace) -> int:
-    print(config.dumps(_load(args)), end="")
-    return Exit.OK
 
 
 def _config_args(p: argparse.ArgumentParser) -> None:
@@ -282,7 +102,7 @@ def _add_train(sub) -> None:
     )
     _config_args(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<config name>)")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=commands.cmd_train)
 
 
 def _add_finetune(sub) -> None:
@@ -307,7 +127,7 @@ def _add_finetune(sub) -> None:
         "--random-init", action="store_true", help="the control: its vocabulary and architecture, not its weights"
     )
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override (repeatable)")
-    p.set_defaults(func=cmd_finetune)
+    p.set_defaults(func=commands.cmd_finetune)
 
 
 def _add_analyze(sub) -> None:
@@ -337,7 +157,7 @@ def _add_analyze(sub) -> None:
     )
     p.add_argument("--data", metavar="PATH", help="Multi30k-layout corpus folder (default multi30k)")
     p.add_argument("--out", metavar="DIR", default="runs/analysis", help="output folder (default runs/analysis)")
-    p.set_defaults(func=cmd_analyze)
+    p.set_defaults(func=commands.cmd_analyze)
 
 
 def _add_reproduce(sub) -> None:
@@ -399,7 +219,7 @@ def _add_reproduce(sub) -> None:
     p.add_argument("--out", metavar="DIR", help="runs folder (default runs/reproduce-<preset>)")
     p.add_argument("--beam", type=int, default=5, help="beam for test BLEU (default 5)")
     p.add_argument("--root", metavar="DIR", help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_reproduce)
+    p.set_defaults(func=commands.cmd_reproduce)
 
 
 def _add_plot(sub) -> None:
@@ -415,7 +235,7 @@ def _add_plot(sub) -> None:
     p.add_argument("--x", choices=["update", "epoch", "time"], default="update", help="x axis (default update)")
     p.add_argument("--telemetry", action="store_true", help="heatmaps of the (first) run's telemetry.jsonl")
     p.add_argument("--out", metavar="FILE", help="PNG (default RUN_DIR/<metric>.png or RUN_DIR/telemetry.png)")
-    p.set_defaults(func=cmd_plot)
+    p.set_defaults(func=commands.cmd_plot)
 
 
 def _add_export(sub) -> None:
@@ -429,13 +249,13 @@ def _add_export(sub) -> None:
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("out", metavar="OUT_DIR")
     p.add_argument("--format", choices=["hf"], default="hf", help="hf: Hugging Face Transformers (default)")
-    p.set_defaults(func=cmd_export)
+    p.set_defaults(func=commands.cmd_export)
 
 
 def _add_report(sub) -> None:
     p = sub.add_parser("report", help="write report.md and report.html from a runs folder (files only)")
     p.add_argument("runs", metavar="RUNS_DIR")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=commands.cmd_report)
 
 
 def _add_prepare(sub) -> None:
@@ -456,7 +276,7 @@ def _add_prepare(sub) -> None:
     p.add_argument(
         "--out", metavar="DIR", help="output folder (default data/iwslt14-de-en, data/wmt14-en-de or data/multi30k)"
     )
-    p.set_defaults(func=cmd_prepare)
+    p.set_defaults(func=commands.cmd_prepare)
 
 
 def _add_translate(sub) -> None:
@@ -477,7 +297,7 @@ def _add_translate(sub) -> None:
         help="print the N best of each line as 'line<TAB>score<TAB>text' (score: log-prob / length^lenpen)",
     )
     p.add_argument("--checkpoint", choices=["last", "best"], default="last", help="which checkpoint (default last)")
-    p.set_defaults(func=cmd_translate)
+    p.set_defaults(func=commands.cmd_translate)
 
 
 def _add_evaluate(sub) -> None:
@@ -490,7 +310,7 @@ def _add_evaluate(sub) -> None:
     _decode_args(p)
     p.add_argument("--splits", default="valid,test", help="comma-separated (default valid,test)")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N sentences of each split")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=commands.cmd_evaluate)
 
 
 def _add_config(sub) -> None:
@@ -500,7 +320,7 @@ def _add_config(sub) -> None:
         description="Load, override and validate a config, then print it.",
     )
     _config_args(p)
-    p.set_defaults(func=cmd_config)
+    p.set_defaults(func=commands.cmd_config)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,194 @@
+"""What each ``preln`` command does once its arguments are parsed (``cli.py`` parses them): one
+library call, its result printed. Each ``cmd_*`` returns a ``process.Exit`` code."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import config
+from .config import ConfigError
+from .process import Exit
+
+
+def load_config(args: argparse.Namespace) -> config.RunConfig:
+    overrides = list(args.set)
+    if getattr(args, "data", None):
+        overrides.append(f"data.path={config.toml_value(args.data)}")
+    return config.load(args.config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from . import distributed
+    from .fit import train  # torch import deferred so `--help` is instant
+
+    cfg = load_config(args)
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    clean = False
+    try:
+        res = train(cfg, out)
+        clean = True
+    finally:
+        distributed.shutdown(clean)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"run folder: {out}")
+    return Exit.OK if res["status"] == "completed" else Exit.DIVERGED
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from .finetune import default_out, finetune
+
+    out = Path(args.out) if args.out else default_out(args.run, args.task, args.random_init)
+    res = finetune(args.run, args.task, out, args.set, args.random_init)
+    print(f"run folder: {out}")
+    return Exit.OK if res["status"] == "completed" else Exit.DIVERGED
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .lab import analyze
+
+    out = Path(args.out)
+    written = analyze(args.preset, args.set, out, args.only, args.data, args.placements)
+    print((out / "summary.md").read_text())
+    print("wrote " + ", ".join(str(p) for p in written))
+    return Exit.OK
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from .evaluate import check_decoding, load_for_eval, translate, translate_nbest
+    from .textio import read_lines, stdin_chunks
+
+    check_decoding(args.beam, args.lenpen, args.max_len_a, args.max_len_b)
+    if args.nbest and not 1 <= args.nbest <= args.beam:
+        raise ValueError(f"--nbest must be in 1..--beam ({args.beam}), got {args.nbest}")
+    _, model, tok, desc = load_for_eval(Path(args.run), args.average, args.checkpoint)
+    print(f"[preln] translating with the {desc}, beam {args.beam}", file=sys.stderr)
+    limits = {"lenpen": args.lenpen, "max_len_a": args.max_len_a, "max_len_b": args.max_len_b}
+    limits["precision"] = args.precision
+    chunks = [read_lines(args.input)] if args.input else stdin_chunks()
+    done = 0
+    for lines in chunks:
+        if not lines:
+            continue
+        if args.nbest:  # fairseq-interactive's H lines: input number, score, text
+            for i, hyps in enumerate(translate_nbest(model, tok, lines, args.beam, args.nbest, **limits), done + 1):
+                print("\n".join(f"{i}\t{score:.4f}\t{text}" for text, score in hyps), flush=True)
+        else:
+            print("\n".join(translate(model, tok, lines, args.beam, progress=len(lines) > 100, **limits)), flush=True)
+        done += len(lines)
+    return Exit.OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate_run
+
+    res = evaluate_run(
+        args.run,
+        tuple(args.splits.split(",")),
+        args.beam,
+        args.lenpen,
+        args.average,
+        args.limit,
+        args.max_len_a,
+        args.max_len_b,
+        args.precision,
+    )
+    for split, r in res["splits"].items():
+        detok = f"sacreBLEU {r['sacrebleu']:.2f} ({r['sacrebleu_signature']}) | " if "sacrebleu" in r else ""
+        print(
+            f"{split}: {detok}tokenized-lowercased BLEU {r['tok_lc']:.2f} ({r['tok_lc_signature']}) | "
+            f"{r['sentences']} sentences, {res['checkpoint']}"
+        )
+    print(f"wrote {Path(args.run) / 'bleu.json'}")
+    return Exit.OK
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import json
+
+    from .data.prepare import prepare_iwslt14, prepare_multi30k
+
+    source = Path(args.source) if args.source else None
+    if args.corpus == "iwslt14":
+        out = Path(args.out or "data/iwslt14-de-en")
+        info = prepare_iwslt14(source, out)
+    elif args.corpus == "wmt14":
+        from .data.wmt14 import prepare_wmt14
+
+        if args.workers < 1:
+            raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        out = Path(args.out or "data/wmt14-en-de")
+        info = prepare_wmt14(source, out, args.workers)
+    else:
+        out = Path(args.out or "data/multi30k")
+        info = prepare_multi30k(out, source)
+    print(json.dumps(info, indent=1))
+    print(f"prepared {out}: train with --data {out}")
+    return Exit.OK
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from .lab import execute, reproduce
+
+    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else None
+    out = Path(args.out) if args.out else None
+    root = Path(args.root) if args.root else None
+    try:
+        params = key_values(args.slurm, "--slurm")
+        md, page = reproduce(
+            args.preset, args.studies, out, args.jobs, gpus, args.beam, root, args.jobs_per_gpu, args.launcher, params
+        )
+    except execute.RunFailed as e:
+        print(f"preln: error: {e}", file=sys.stderr)
+        return Exit.GRID_FAILED
+    print(f"report: {page} (and {md})")
+    return Exit.OK
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .lab import plots
+
+    runs = [Path(r) for r in args.runs]
+    missing = [str(r) for r in runs if not (r / "metrics.jsonl").is_file()]
+    if missing:
+        raise FileNotFoundError(f"not a run folder (no metrics.jsonl): {', '.join(missing)}")
+    if args.telemetry:
+        written = [plots.plot_telemetry(r, Path(args.out or r / "telemetry.png")) for r in runs[:1]]
+    else:
+        written = [plots.plot_runs(runs, args.metric, args.x, Path(args.out or runs[0] / f"{args.metric}.png"))]
+    print("wrote " + ", ".join(map(str, written)))
+    return Exit.OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export_hf
+
+    out = export_hf(Path(args.run), Path(args.out))
+    print(f"wrote {out} (Transformers: from_pretrained({str(out)!r}); tokenize with {out / 'spm.model'})")
+    return Exit.OK
+
+
+def key_values(items: list[str], flag: str) -> dict:
+    """``key=value`` items (values in TOML syntax, or bare words) as a dict."""
+    out = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r}: expected key=value")
+        out[key.strip()] = config.toml_literal(raw)
+    return out
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .lab import report
+
+    md, page = report.write_report(Path(args.runs))
+    print(f"report: {md} and {page}")
+    return Exit.OK
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    print(config.dumps(load_config(args)), end="")
+    return Exit.OK
