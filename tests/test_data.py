@@ -93,6 +93,10 @@ def test_translation_data_batches_are_deterministic_and_well_formed():
     B = t["src"].shape[0]  # fairseq's rule: examples x the longest side of the longest example
     assert B * max(t["src"].shape[1], t["tgt_out"].shape[1]) <= cfg.data.max_tokens
     assert data.order(1) != data.order(2)  # reshuffled per epoch
+    # what another rank's batch contributes under torchrun: its count, without collating it
+    for split, epoch in (("train", 2), ("valid", 0)):
+        counts = [data.ntokens(split, epoch, k) for k in range(data.num_batches(split))]
+        assert counts == [data.batch(split, epoch, k).ntokens for k in range(data.num_batches(split))]
     assert tok.decode([tok.encode(["Ein Hund läuft."])[0]]) == ["Ein Hund läuft."]
 
 
@@ -156,3 +160,14 @@ def test_empty_or_too_small_inputs_name_what_to_change(tmp_path):
     text = ["".join(chr(0x4E00 + (i * 7 + j) % 3000) for j in range(30)) for i in range(300)]
     with pytest.raises(ValueError, match=r"data.vocab_size=50 does not fit this text: change data.vocab_size"):
         train_or_load(text, 50, "bpe", tmp_path / "cache")
+
+
+def test_pair_batches_count_examples_without_collating():
+    from preln.data.datasets import PairData
+
+    examples = [([2, 5 + i % 7, 3, 9, 3], 3, i % 2) for i in range(40)]
+    data = PairData({"train": examples, "valid": examples[:10]}, max_tokens=40, seed=1)
+    assert data.num_batches() > 1
+    for split in ("train", "valid"):
+        counts = [data.ntokens(split, 3, k) for k in range(data.num_batches(split))]
+        assert counts == [data.batch(split, 3, k).ntokens for k in range(data.num_batches(split))]

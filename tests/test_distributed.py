@@ -63,3 +63,18 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, parallel):
     run(dist_args, env, nproc=2)
     resumed = rows(tmp_path / "dist")
     assert [r.get("loss") for r in resumed] == [r.get("loss") for r in dist]
+
+
+def test_an_update_with_no_batch_left_for_a_rank_matches_one_process(tmp_path):
+    """340 examples make 13 batches: the epoch's 7th update has one, so rank 1 joins its
+    collectives with rank 0's batch at weight 0 (the only batch it collates fully then)."""
+    require_data("multi30k")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    short = ["--set", "data.max_train_examples=340", "--set", "train.max_updates=8"]
+    run(["--out", str(tmp_path / "single"), "--set", "train.update_freq=2", *short], env)
+    run(["--out", str(tmp_path / "dist"), "--set", "train.update_freq=1", *short], env, nproc=2)
+    single = [r for r in rows(tmp_path / "single") if r["kind"] == "train"]
+    dist = [r for r in rows(tmp_path / "dist") if r["kind"] == "train"]
+    assert [r["epoch"] for r in dist] == [1] * 7 + [2]
+    assert [r["ntokens"] for r in single] == [r["ntokens"] for r in dist]
+    assert [r["loss"] for r in dist] == pytest.approx([r["loss"] for r in single], rel=1e-5)

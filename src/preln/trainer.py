@@ -350,9 +350,18 @@ class Trainer:
         return self.prefetch.get((self.state.epoch, k), following)
 
     def _build_batches(self, key: tuple[int, int]) -> list[Batch]:
+        """This rank's share of the update's batches (``_backward`` takes every world-th from its
+        rank on; the first also stands in when none is left for it); of the others' only their token
+        counts, which the loss's denominator needs."""
         (epoch, k), nb = key, self.data.num_batches()
-        batches = [self.data.batch("train", epoch, j) for j in range(k, min(k + self.batches_per_update, nb))]
-        return [b.pinned() for b in batches] if self.device.type == "cuda" else batches
+        out = []
+        for i, j in enumerate(range(k, min(k + self.batches_per_update, nb))):
+            if i % self.dist.world == self.dist.rank or i == 0:
+                b = self.data.batch("train", epoch, j)
+                out.append(b.pinned() if self.device.type == "cuda" else b)
+            else:
+                out.append(Batch({}, self.data.ntokens("train", epoch, j)))
+        return out
 
     def describe(self) -> str:
         c = self.cfg

@@ -55,8 +55,16 @@ class _Data:
 
     def batch(self, split: str, epoch: int, k: int) -> Batch:
         """The k-th batch of ``split`` (in ``epoch``'s shuffled order for train)."""
+        return self.collate(self.batch_examples(split, epoch, k), epoch * 1_000_003 + k)
+
+    def batch_examples(self, split: str, epoch: int, k: int) -> list:
         j = self.order(epoch)[k] if split == "train" else k
-        return self.collate([self.examples[split][i] for i in self.batches[split][j]], epoch * 1_000_003 + k)
+        return [self.examples[split][i] for i in self.batches[split][j]]
+
+    def ntokens(self, split: str, epoch: int, k: int) -> int:
+        """The k-th batch's ``ntokens`` (what its loss is divided by); datasets that can count them
+        from the examples do so without collating (another rank's batch under torchrun)."""
+        return self.batch(split, epoch, k).ntokens
 
     def collate(self, examples: list, seed: int) -> Batch:
         raise NotImplementedError
@@ -73,8 +81,14 @@ class TranslationData(_Data):
         src = pad([s for s, _ in examples], PAD, m)
         tgt_in = pad([[BOS] + t for _, t in examples], PAD, m)  # (B, T) decoder input
         tgt_out = pad([t + [EOS] for _, t in examples], -100, m)  # (B, T) next-token targets
-        ntokens = sum(len(t) + 1 for _, t in examples)
-        return Batch({"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out}, ntokens)
+        return Batch({"src": src, "tgt_in": tgt_in, "tgt_out": tgt_out}, self.count(examples))
+
+    @staticmethod
+    def count(examples: list) -> int:
+        return sum(len(t) + 1 for _, t in examples)  # target tokens and </s>
+
+    def ntokens(self, split: str, epoch: int, k: int) -> int:
+        return self.count(self.batch_examples(split, epoch, k))
 
 
 class MLMData(_Data):
@@ -111,6 +125,9 @@ class PairData(_Data):
         segments = (torch.arange(ids.shape[1])[None, :] >= first[:, None]).long()  # (B, T): 0 = A, 1 = B
         labels = torch.tensor([e[2] for e in examples])  # (B,)
         return Batch({"ids": ids, "segments": segments, "labels": labels}, len(examples))
+
+    def ntokens(self, split: str, epoch: int, k: int) -> int:
+        return len(self.batches[split][self.order(epoch)[k] if split == "train" else k])
 
 
 def encode_pair(a: list[int], b: list[int], max_len: int) -> tuple[list[int], int]:
