@@ -11,11 +11,21 @@
 #   3. a summary table on stdout and everything in OUT/results.tgz.
 #
 #   bash benchmarks/gpu_check.sh OUT [TRAIN_SECONDS]      (env: PRELN_DATA_ROOT, PYTHON)
+#
+# GPU_CHECK_DRY=1 runs the same steps on the CPU at tiny sizes (fp32, tests only collected), so
+# that the script itself is known to work before a GPU's minutes are spent on it.
 set -u
 OUT=${1:?usage: gpu_check.sh OUT [TRAIN_SECONDS]}
 SECS=${2:-180}
 PY=${PYTHON:-python3}
 DATA=${PRELN_DATA_ROOT:-../shared/data}
+if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
+  DEV=cpu PRECS=fp32 MT_UPDATES=2 BERT=(--tiny --no-compile) PYTEST=(--co -q) EVAL=(--limit 50)
+  TINY=(--set model.d_model=32 --set model.d_ffn=64 --set model.encoder_layers=1 --set model.decoder_layers=1
+        --set data.max_valid_examples=100 --set "train.precision='fp32'")
+else
+  DEV=cuda PRECS="fp32 bf16" MT_UPDATES=25 BERT=(--steps 15 --warmup 3) PYTEST=(-q) EVAL=() TINY=()
+fi
 W=$(mktemp -d)
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
@@ -28,16 +38,18 @@ finish() {
 }
 trap finish EXIT
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$W/gpu.txt"
-$PY -c "import torch, preln, sacremoses; print('torch', torch.__version__, torch.cuda.get_device_name())" \
-  2>&1 | tee -a "$W/steps.log"
+if [ "$DEV" = cuda ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$W/gpu.txt"
+fi
+$PY -c "import torch, preln, sacremoses; print('torch', torch.__version__, \
+  torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')" 2>&1 | tee -a "$W/steps.log"
 
 log "1a. BERT-base MLM benchmark"
-timeout 150 $PY benchmarks/bert_mlm.py --steps 15 --warmup 3 --models preln-pre,hf,preln-post --json "$W/bench_bert.json" \
+timeout 150 $PY benchmarks/bert_mlm.py "${BERT[@]}" --models preln-pre,hf,preln-post --json "$W/bench_bert.json" \
   2>&1 | grep -v Warning | tee "$W/bench_bert.log"
 MT=(--config configs/iwslt14-pre.toml --set "data.corpus='tsv'" --set "data.path='$DATA/debdocs-de-en'"
-    --set data.pretokenized=false --device cuda --updates 25)
-for prec in fp32 bf16; do
+    --set data.pretokenized=false --device $DEV --updates $MT_UPDATES ${TINY[@]+"${TINY[@]}"})
+for prec in $PRECS; do
   log "1b. IWSLT-size translation benchmark, $prec"
   timeout 50 $PY benchmarks/throughput.py "${MT[@]}" --precision $prec --json "$W/bench_mt_$prec.json" \
     2>&1 | grep -v Warning | tee -a "$W/bench_mt.log"
@@ -51,8 +63,10 @@ COMMON=(--data "$DATA/debdocs-de-en" --set "data.corpus='tsv'" --set data.pretok
 run() {
   local name=$1 cfg=$2
   shift 2
-  timeout -s TERM "$SECS" $PY -m preln train "$cfg" --out "$W/fig4/$name" "${COMMON[@]}" "$@" > "$W/$name.train.log" 2>&1
-  timeout 100 $PY -m preln evaluate "$W/fig4/$name" --splits test --beam 5 > "$W/$name.eval.log" 2>&1
+  timeout -s TERM "$SECS" $PY -m preln train "$cfg" --out "$W/fig4/$name" "${COMMON[@]}" "$@" \
+    ${TINY[@]+"${TINY[@]}"} > "$W/$name.train.log" 2>&1
+  timeout 100 $PY -m preln evaluate "$W/fig4/$name" --splits test --beam 5 ${EVAL[@]+"${EVAL[@]}"} \
+    > "$W/$name.eval.log" 2>&1
 }
 run post-warmup configs/iwslt14-post.toml &
 run post-nowarmup configs/iwslt14-post.toml --set schedule.warmup=0 --set schedule.timescale=4000 &
@@ -60,7 +74,7 @@ run pre-lr5e-4 configs/iwslt14-pre.toml &
 run pre-lr1e-3 configs/iwslt14-pre.toml --set optim.lr=1e-3 &
 run pre-lr1e-3-fp32 configs/iwslt14-pre.toml --set optim.lr=1e-3 --set "train.precision='fp32'" &
 run pre-lr5e-4-compiled configs/iwslt14-pre.toml --set train.compile=true --set data.pad_to_multiple=8 &
-OMP_NUM_THREADS=4 PRELN_DATA_ROOT=$(cd "$DATA" && pwd) timeout $((SECS + 60)) $PY -m pytest -q -p no:cacheprovider tests \
+OMP_NUM_THREADS=4 PRELN_DATA_ROOT=$(cd "$DATA" && pwd) timeout $((SECS + 60)) $PY -m pytest "${PYTEST[@]}" -p no:cacheprovider tests \
   > "$W/pytest.log" 2>&1 &
 wait
 log "pytest: $(tail -n 1 "$W/pytest.log")"

@@ -4,8 +4,12 @@
 import importlib.util
 import json
 import math
+import os
 import subprocess
 import sys
+import tarfile
+
+from preln.data.corpus import data_root
 
 from .conftest import ROOT, require_data
 
@@ -41,6 +45,23 @@ def test_the_translation_benchmark_compares_with_torch_on_the_same_batches(tmp_p
     assert all(v > 0 for v in res["tokens_per_s"].values())
 
 
-def test_the_gpu_check_script_parses():
-    done = subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu_check.sh")], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+def test_the_gpu_check_script_runs_dry_on_the_cpu(tmp_path):
+    """GPU_CHECK_DRY=1: every step of the one script a GPU session runs (benchmarks, the six Fig. 4
+    runs side by side, stopped by SIGTERM and scored, the tests, the summary, the archive), on the
+    CPU at tiny sizes, so that a GPU's minutes are not spent finding a bug in the script."""
+    require_data("debdocs-de-en")
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    env = {**os.environ, "GPU_CHECK_DRY": "1", "PYTHON": sys.executable, "PRELN_DATA_ROOT": str(data_root().resolve())}
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["bash", str(script), str(out), "30"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "tests collected" in done.stdout  # the suite is only collected in a dry run
+    runs = {"post-warmup", "post-nowarmup", "pre-lr5e-4", "pre-lr1e-3", "pre-lr1e-3-fp32", "pre-lr5e-4-compiled"}
+    assert set(json.loads((out / "summary.json").read_text())) == runs
+    with tarfile.open(out / "results.tgz") as tar:
+        names = set(tar.getnames())
+    assert {"./bench_bert.json", "./bench_mt_fp32.json", "./pytest.log", "./steps.log"} <= names
+    assert not any(n.endswith((".safetensors", "spm.model")) for n in names)  # what a device call can return
