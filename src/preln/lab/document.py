@@ -70,11 +70,24 @@ class Figure:
 Block = Heading | Para | Table | Figure
 
 
+def _strong_core(p: str | Span) -> list[str | Span]:
+    """A strong span's leading and trailing non-alphanumerics (spaces, punctuation) set outside it:
+    ``**`` next to a letter or digit always opens and closes (CommonMark's flanking rules), whatever
+    stands beside the span. A span with nothing alphanumeric is plain text."""
+    if not isinstance(p, Span) or p.style != "strong":
+        return [p]
+    t = p.text
+    i = next((k for k, c in enumerate(t) if c.isalnum()), len(t))
+    j = next((k for k in range(len(t), i, -1) if t[k - 1].isalnum()), i)
+    return [t[:i], Span(t[i:j], "strong"), t[j:]] if j > i else [t]
+
+
 def parts(text: Text) -> list[str | Span]:
-    """The text's pieces, neighbours of one style merged (two code spans side by side would read as
-    one longer fence in Markdown)."""
+    """The text's pieces, as both renderers set them: neighbours of one style merged (two code
+    spans side by side would read as one longer fence in Markdown), strong spans trimmed to their
+    alphanumeric core."""
     out: list[str | Span] = []
-    for p in [text] if isinstance(text, str | Span) else text:
+    for p in (q for piece in ([text] if isinstance(text, str | Span) else text) for q in _strong_core(piece)):
         prev = out[-1] if out else None
         if isinstance(p, str) and isinstance(prev, str):
             out[-1] = prev + p
@@ -132,8 +145,8 @@ def _md(text: Text, line_start: bool = False, cell: bool = False) -> str:
             out.append(_md_plain(p, line_start and i == 0))
         elif p.style == "code":
             out.append(_md_code(p.text, cell))
-        elif p.text.strip():  # ** around nothing would be printed as stars
-            out.append(f"**{_md_plain(p.text.strip(), False)}**")
+        else:
+            out.append(f"**{_md_plain(p.text, False)}**")
     return "".join(out)
 
 
