@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # One GPU session's checks, as one script of ~8 minutes (README "GPU"):
 #   1. benchmarks with the GPU to themselves: BERT-base MLM step (preln Post/Pre-LN vs Hugging Face,
-#      eager and compiled) and the IWSLT-size translation step (preln vs torch.nn.Transformer,
-#      fp32 and bf16) on real debdocs-de-en batches;
+#      eager and compiled), the IWSLT-size translation step (preln vs torch.nn.Transformer,
+#      fp32 and bf16) on real debdocs-de-en batches, and one profiled bf16 step of each
+#      (op_profile.py: kernels, casts, the ops that take the time);
 #   2. the paper-size Fig. 4 on debdocs-de-en (6+6 layers, d 512, 4096-token batches, bf16): Post-LN
 #      with 4000 warm-up updates, Post-LN without, Pre-LN without at lr 5e-4 and 1e-3 (and 1e-3 in
 #      fp32), Pre-LN at lr 5e-4 again with train.compile (padded to multiples of 8: its tokens/s
@@ -21,10 +22,12 @@ PY=${PYTHON:-python3}
 DATA=${PRELN_DATA_ROOT:-../shared/data}
 if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
   DEV=cpu PRECS=fp32 MT_UPDATES=2 BERT=(--tiny --no-compile) PYTEST=(--co -q) EVAL=(--limit 50)
+  OP_PREC=fp32 OP_SIZE=(--batch 4 --len 8)
   TINY=(--set model.d_model=32 --set model.d_ffn=64 --set model.encoder_layers=1 --set model.decoder_layers=1
         --set data.max_valid_examples=100 --set "train.precision='fp32'")
 else
   DEV=cuda PRECS="fp32 bf16" MT_UPDATES=25 BERT=(--steps 15 --warmup 3) PYTEST=(-q) EVAL=() TINY=()
+  OP_PREC=bf16 OP_SIZE=()
 fi
 W=$(mktemp -d)
 mkdir -p "$OUT"
@@ -54,6 +57,10 @@ for prec in $PRECS; do
   timeout 50 $PY benchmarks/throughput.py "${MT[@]}" --precision $prec --json "$W/bench_mt_$prec.json" \
     2>&1 | grep -v Warning | tee -a "$W/bench_mt.log"
 done
+
+log "1c. where a bf16 step's time goes, preln vs torch.nn.Transformer"
+timeout 90 $PY benchmarks/op_profile.py --device $DEV --precision $OP_PREC ${TINY[@]+"${TINY[@]}"} \
+  ${OP_SIZE[@]+"${OP_SIZE[@]}"} --json "$W/op_profile.json" 2>&1 | grep -v Warning | tee "$W/op_profile.log"
 
 log "2. paper-size Fig. 4 on debdocs-de-en for $SECS s, side by side; tests meanwhile"
 COMMON=(--data "$DATA/debdocs-de-en" --set "data.corpus='tsv'" --set data.pretokenized=false

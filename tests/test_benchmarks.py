@@ -45,6 +45,17 @@ def test_the_translation_benchmark_compares_with_torch_on_the_same_batches(tmp_p
     assert all(v > 0 for v in res["tokens_per_s"].values())
 
 
+def test_the_op_profile_counts_both_models_calls(tmp_path):
+    sizes = ["--set", "model.d_model=32", "--set", "model.d_ffn=64", "--set", "model.encoder_layers=1"]
+    sizes += ["--set", "model.decoder_layers=1", "--batch", "4", "--len", "8", "--precision", "fp32"]
+    res = _run(["benchmarks/op_profile.py", *sizes], tmp_path)
+    for name in ("preln", "torch.nn.Transformer"):
+        r = res[name]
+        assert r["operator_calls"] > r["matmuls"] > 0 and r["self_time_us"] > 0 and r["top"]
+        assert r["kernels"] is None  # no CUDA here
+        assert all(count > 0 and us >= 0 for _, count, us in r["top"])
+
+
 def test_the_gpu_check_script_runs_dry_on_the_cpu(tmp_path):
     """GPU_CHECK_DRY=1: every step of the one script a GPU session runs (benchmarks, the six Fig. 4
     runs side by side, stopped by SIGTERM and scored, the tests, the summary, the archive), on the
@@ -63,5 +74,5 @@ def test_the_gpu_check_script_runs_dry_on_the_cpu(tmp_path):
     assert set(json.loads((out / "summary.json").read_text())) == runs
     with tarfile.open(out / "results.tgz") as tar:
         names = set(tar.getnames())
-    assert {"./bench_bert.json", "./bench_mt_fp32.json", "./pytest.log", "./steps.log"} <= names
+    assert {"./bench_bert.json", "./bench_mt_fp32.json", "./op_profile.json", "./pytest.log", "./steps.log"} <= names
     assert not any(n.endswith((".safetensors", "spm.model")) for n in names)  # what a device call can return
