@@ -150,7 +150,7 @@ def test_generated_bad_inputs_fail_cleanly(tmp_path, monkeypatch):
     allowed = {"afile.txt", "run", "an", "rep"}
     # `preln report TMP` reports on the run folder TMP holds (plain run folders are reportable):
     # its documented outputs, and nothing else, may appear
-    allowed |= {"report.md", "report.html", f"{tmp_path.name}_curves.png"}
+    allowed |= {"report.md", "report.html", "claims.json", f"{tmp_path.name}_curves.png"}
     assert {p.name for p in tmp_path.iterdir()} <= allowed, sorted(p.name for p in tmp_path.iterdir())
     print(f"fuzz: {len(cases)} cases, outcomes {outcomes}")
 

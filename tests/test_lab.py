@@ -394,7 +394,7 @@ def test_curves_colour_by_lr_and_dash_by_warmup_across_panels():
     assert plain == {"pre-nowarmup": ("C0", "-", "pre-nowarmup"), "post-warmup": ("C1", "-", "post-warmup")}
 
 
-def test_the_report_opens_with_a_summary_and_the_headline_study(tmp_path):
+def test_the_report_opens_with_a_summary_and_the_headline_study(tmp_path, capsys):
     post = [([(50, 6.0), (100, 5.0)], "completed")]
     pre = [([(50, 5.0), (100, 4.0)], "completed")]
     _fake_study(tmp_path / "runs" / "b-headline", {"post": post, "pre": pre})  # its claim: speed_ratio
@@ -409,6 +409,17 @@ def test_the_report_opens_with_a_summary_and_the_headline_study(tmp_path):
     summary = text[text.index("## Summary") : text.index("## fake")]
     assert "| b-headline | speed |" in summary and "| a-other | pre NLL | lower | 4.00 nats | undecided: as" in summary
     assert text.index("## fake") < text.index("## other")  # the speed claim's study (the headline) first
+    # the same summary as data, and on the terminal after `preln report`
+    claims = json.loads((tmp_path / "runs" / "claims.json").read_text())["claims"]
+    assert [(c["study"], c["claim"], c["verdict"]) for c in claims] == [
+        ("b-headline", "speed", "yes"),  # 50 vs 100 updates, one seed each: the interval is [0.5, 0.5]
+        ("a-other", "pre NLL", "undecided"),
+    ]
+    assert claims[1]["measured"] == "4.00 nats" and claims[1]["shows"].startswith("undecided: as claimed by the means")
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "runs")]) == 0
+    printed = capsys.readouterr().out
+    assert "a-other: pre NLL\n    paper: lower | here: 4.00 nats | undecided: as claimed" in printed
 
 
 def test_several_runs_share_a_gpu_and_an_n_that_cannot_fit_is_refused(tmp_path, monkeypatch):

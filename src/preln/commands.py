@@ -143,8 +143,17 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     except execute.RunFailed as e:
         print(f"preln: error: {e}", file=sys.stderr)
         return Exit.GRID_FAILED
+    _print_summary(Path(page).parent)
     print(f"report: {page} (and {md})")
     return Exit.OK
+
+
+def _print_summary(out: Path) -> None:
+    from .lab import report
+
+    text = report.summary_text(out)
+    if text:
+        print(text)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -185,6 +194,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from .lab import report
 
     md, page = report.write_report(Path(args.runs))
+    _print_summary(Path(args.runs))
     print(f"report: {md} and {page}")
     return Exit.OK
 

@@ -12,8 +12,10 @@ measured values.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import re
 import tomllib
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from .document import (  # noqa: E402
     mean,
     mean_std,
     parts,
+    plain,
     strong,
     to_html,
     to_markdown,
@@ -413,7 +416,45 @@ def write_report(out: Path) -> tuple[Path, Path]:
     doc = [Heading("preln report", 1), _header(out), *_summary(studies, analyses), *sections]
     (out / "report.md").write_text(to_markdown(doc))
     (out / "report.html").write_text(to_html(doc, images))
+    (out / "claims.json").write_text(json.dumps(_claims_record(studies, analyses), indent=1))
     return out / "report.md", out / "report.html"
+
+
+def _claims_record(studies: list[tuple[str, dict]], analyses: list[tuple[str, str, Path]]) -> dict:
+    """The summary as data (``claims.json``): per claim the study, the paper's words and value,
+    ours and the verdict (yes / no / undecided, or "" where the claim compares nothing)."""
+    claims = []
+    for name, res in studies:
+        for text, paper, measured, shows in claim_rows(res, speed(res)):
+            shown = plain(shows)
+            verdict = m.group(1) if (m := re.match(r"(yes|no|undecided)\b", shown)) else ""
+            claims.append(
+                {"study": name, "claim": plain(text), "paper": plain(paper), "measured": plain(measured)}
+                | {"verdict": verdict, "shows": shown}
+            )
+    predictions = []
+    for name, title, folder in analyses:
+        with contextlib.suppress(OSError, ValueError):
+            preds = json.loads((folder / "analysis.json").read_text()).get("predictions", [])
+            held, judged = sum(p["holds"] is True for p in preds), sum(p["holds"] is not None for p in preds)
+            predictions.append({"study": name, "title": title, "hold": held, "judged": judged})
+    return {"claims": claims, "predictions": predictions}
+
+
+def summary_text(out: Path) -> str:
+    """The report's summary for a terminal, from ``claims.json``: two lines per claim."""
+    try:
+        rec = json.loads((out / "claims.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    lines = []
+    for c in rec["claims"]:
+        lines.append(f"{c['study']}: {c['claim']}")
+        lines.append(f"    paper: {c['paper']} | here: {c['measured']}" + (f" | {c['shows']}" if c["shows"] else ""))
+    lines += [
+        f"{p['study']}: {p['hold']} of {p['judged']} predictions hold (95% intervals)" for p in rec["predictions"]
+    ]
+    return "\n".join(lines)
 
 
 def _study_section(out: Path, name: str, res: dict, images: dict[str, Path]) -> list[Block]:
