@@ -9,7 +9,7 @@ import pytest
 
 from preln.cli import main
 from preln.config import ConfigError
-from preln.lab import convergence, document, execute, predictions, report, studies
+from preln.lab import claims, convergence, document, execute, predictions, report, studies
 
 from .conftest import ROOT, require_data
 
@@ -410,12 +410,13 @@ def test_the_report_opens_with_a_summary_and_the_headline_study(tmp_path, capsys
     assert "| b-headline | speed |" in summary and "| a-other | pre NLL | lower | 4.00 nats | undecided: as" in summary
     assert text.index("## fake") < text.index("## other")  # the speed claim's study (the headline) first
     # the same summary as data, and on the terminal after `preln report`
-    claims = json.loads((tmp_path / "runs" / "claims.json").read_text())["claims"]
-    assert [(c["study"], c["claim"], c["verdict"]) for c in claims] == [
+    recorded = json.loads((tmp_path / "runs" / "claims.json").read_text())["claims"]
+    assert [(c["study"], c["claim"], c["verdict"]) for c in recorded] == [
         ("b-headline", "speed", "yes"),  # 50 vs 100 updates, one seed each: the interval is [0.5, 0.5]
         ("a-other", "pre NLL", "undecided"),
     ]
-    assert claims[1]["measured"] == "4.00 nats" and claims[1]["shows"].startswith("undecided: as claimed by the means")
+    assert recorded[1]["measured"] == "4.00 nats"
+    assert recorded[1]["shows"].startswith("undecided: as claimed by the means")
     capsys.readouterr()
     assert main(["report", str(tmp_path / "runs")]) == 0
     printed = capsys.readouterr().out
@@ -488,16 +489,16 @@ def test_an_ordering_is_decided_by_a_welch_interval_over_seeds():
 
     claim = {"text": "a lower", "paper": "p", "condition": "a", "better_than": "b", "metric": "final_nll"}
     res = {"meta": {"claims": [claim]}, "conditions": {"a": runs(4.0, 4.4), "b": runs(4.3, 4.3)}}
-    (row,) = report.claim_rows(res, None)  # lower by 0.10 in the mean, but within the seeds' spread
+    (row,) = claims.claim_rows(res, None)  # lower by 0.10 in the mean, but within the seeds' spread
     assert _md(row[3]) == "undecided (4.20 vs 4.30 for `b`; difference +0.10 [-2.44, +2.64], 95% Welch interval)"
     res["conditions"]["a"] = runs(3.0, 3.1)
-    assert _md(report.claim_rows(res, None)[0][3]) == (
+    assert _md(claims.claim_rows(res, None)[0][3]) == (
         "yes (3.05 vs 4.30 for `b`; difference +1.25 [+0.61, +1.89], 95% Welch interval)"
     )
     res["conditions"]["a"] = runs(5.0, 5.1)
-    assert _md(report.claim_rows(res, None)[0][3]).startswith("**no** (5.05 vs 4.30 for `b`; difference -0.75 [")
+    assert _md(claims.claim_rows(res, None)[0][3]).startswith("**no** (5.05 vs 4.30 for `b`; difference -0.75 [")
     res["conditions"]["a"] = runs(3.0)
-    assert _md(report.claim_rows(res, None)[0][3]) == (
+    assert _md(claims.claim_rows(res, None)[0][3]) == (
         "undecided: as claimed by the means (3.00 vs 4.30 for `b`; one run on a side, no interval)"
     )
 
@@ -530,4 +531,4 @@ def test_the_speed_claim_is_decided_by_its_interval(ratio, interval, a, shows):
     sp = {"compare": ["pre", "post"], "ratio": ratio, "interval": interval}
     sp["conditions"] = {"pre": {"mean_curve": a}, "post": {"mean_curve": None if a == 300 else 400}}
     claim = {"text": "faster", "metric": "speed_ratio"}
-    assert _md(report.claim_rows({"meta": {"claims": [claim]}, "conditions": {}}, sp)[0][3]) == shows
+    assert _md(claims.claim_rows({"meta": {"claims": [claim]}, "conditions": {}}, sp)[0][3]) == shows

@@ -149,9 +149,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 
 def _print_summary(out: Path) -> None:
-    from .lab import report
+    from .lab import claims
 
-    text = report.summary_text(out)
+    text = claims.summary_text(out)
     if text:
         print(text)
 

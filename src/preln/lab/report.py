@@ -12,10 +12,8 @@ measured values.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
-import re
 import tomllib
 from pathlib import Path
 
@@ -26,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..runs import RunFolder  # noqa: E402
 from . import analysis_report  # noqa: E402
+from .claims import claim_rows, claim_setting, claims_record  # noqa: E402
 from .convergence import mean_curve, speed  # noqa: E402
 from .document import (  # noqa: E402
     Block,
@@ -33,18 +32,15 @@ from .document import (  # noqa: E402
     Heading,
     Para,
     Table,
-    Text,
     code,
     mean,
     mean_std,
     parts,
-    plain,
     strong,
     to_html,
     to_markdown,
 )
-from .finetune_report import finetune_blocks, finetune_results, metric_values, plot_finetune  # noqa: E402
-from .predictions import welch_interval  # noqa: E402
+from .finetune_report import finetune_blocks, finetune_results, plot_finetune  # noqa: E402
 
 
 def study_results(sdir: Path, meta: dict | None = None) -> dict:
@@ -106,90 +102,6 @@ def _scale(folder: Path) -> str:
     layers = f"{m['encoder_layers']}+{m['decoder_layers']}" if m["task"] == "translation" else m["encoder_layers"]
     length = f"{t['max_updates']} updates" if t["max_updates"] else f"{t['max_epochs']} epochs"
     return f"{corpus}, d {m['d_model']}, {layers} layers, {length}"
-
-
-def _metric_values(metric: str, runs: list[dict], res: dict | None = None, condition: str = "") -> list[float]:
-    """Per-run values of a claim metric (test BLEU in the paper's tokenized-lowercased convention;
-    ``test_accuracy:<task>`` and the like from the fine-tuning runs)."""
-    if ":" in metric:
-        return metric_values((res or {}).get("finetune", {}), metric, condition)
-    if metric == "test_bleu":
-        return [r["bleu"]["tok_lc"] for r in runs if r["bleu"]]
-    done = [r for r in runs if r["curve"]]
-    return [r["curve"][-1][1] if metric == "final_nll" else min(v for _, v in r["curve"]) for r in done]
-
-
-def _shows(claim: dict, res: dict, sp: dict | None) -> Text:
-    """Whether the claim's expected ordering holds, by a 95% interval: ``better_than =
-    "<condition>"`` (higher BLEU or accuracy, or lower NLL, than that condition; a Welch interval of
-    the difference of means over seeds), a speed ratio (the first compared condition needs fewer
-    updates) by its seed-bootstrap interval; empty where the claim has none."""
-    other, metric = claim.get("better_than"), claim.get("metric", "test_bleu")
-    if metric == "speed_ratio":
-        return _speed_verdict(sp)
-    if not other:
-        return ""
-    a = _metric_values(metric, res["conditions"].get(claim.get("condition", ""), []), res, claim.get("condition", ""))
-    b = _metric_values(metric, res["conditions"].get(other, []), res, other)
-    if not a or not b:
-        return "not measured"
-    sign = 1 if metric == "test_bleu" or ":" in metric else -1  # +: the claimed direction
-    means = [f" ({mean(a):.2f} vs {mean(b):.2f} for ", code(other)]
-    iv = welch_interval(a, b)
-    if iv is None:  # one run on a side: an ordering of two numbers, nothing decided
-        order = "as claimed" if sign * (mean(a) - mean(b)) > 0 else "not as claimed"
-        return [f"undecided: {order} by the means", *means, "; one run on a side, no interval)"]
-    d, lo, hi = (sign * v for v in iv)
-    lo, hi = min(lo, hi), max(lo, hi)
-    tail = f"; difference {d:+.2f} [{lo:+.2f}, {hi:+.2f}], 95% Welch interval)"
-    if lo > 0:
-        return ["yes", *means, tail]
-    if hi < 0:
-        return [strong("no"), *means, tail]
-    return ["undecided", *means, tail]
-
-
-def _speed_verdict(sp: dict | None) -> Text:
-    """Fewer updates for the first compared condition: yes when the whole 95% interval of the ratio
-    is below 1, no when it is above, undecided when it holds 1."""
-    if not sp or "compare" not in sp:
-        return "not measured"
-    if sp["ratio"] is None:  # one of the two never reached the target on its mean curve
-        a, b = (sp["conditions"][c]["mean_curve"] for c in sp["compare"])
-        return "yes (only it reached the target)" if a is not None else [strong("no"), " (it never reached the target)"]
-    iv = sp.get("interval")
-    if not iv:
-        return "undecided (no interval)"
-    if iv[1] < 1:
-        return "yes (the 95% interval is below 1)"
-    if iv[0] > 1:
-        return [strong("no"), " (the 95% interval is above 1)"]
-    return "undecided (the 95% interval holds 1)"
-
-
-def _claim_value(claim: dict, res: dict, sp: dict | None) -> str:
-    metric, runs = claim.get("metric", "test_bleu"), res["conditions"].get(claim.get("condition", ""), [])
-    if claim.get("condition") and not runs:
-        return "not run in this preset"
-    if metric == "speed_ratio":
-        if not sp or sp.get("ratio") is None:
-            return "not reached"
-        iv = sp.get("interval")
-        bound = "<= " if sp.get("upper_bound") else ""
-        return f"{bound}{sp['ratio']:.2f}" + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
-    if metric == "test_bleu":  # the paper reports tokenized lowercased BLEU: compare like with like
-        return mean_std(_metric_values(metric, runs)) + " tok-lc BLEU"
-    if ":" in metric:
-        values = _metric_values(metric, runs, res, claim.get("condition", ""))
-        return (mean_std(values, 1) + f" % ({metric.split(':')[1]}, {len(values)} runs)") if values else "not measured"
-    if metric in ("final_nll", "best_nll"):
-        return mean_std(_metric_values(metric, runs)) + " nats"
-    if metric == "diverged":
-        return f"{sum(r['status'] == 'diverged' for r in runs)} / {len(runs)} runs"
-    raise ValueError(
-        f"claim metric {metric!r}: use test_bleu, final_nll, best_nll, diverged, speed_ratio or "
-        "test_accuracy:<task> / dev_accuracy:<task> / test_f1:<task>"
-    )
 
 
 def plot_curves(res: dict, path: Path, target: float | None) -> None:
@@ -333,28 +245,6 @@ def _claims_table(res: dict, sp: dict | None) -> list[Block]:
     ]
 
 
-def claim_setting(res: dict) -> Text:
-    """One line: the paper's setting, ours (corpus, size, length of the study's runs), and whether
-    they differ."""
-    meta = res["meta"]
-    paper_at, paper_corpus = meta.get("paper_setting", ""), meta.get("paper_corpus", "")
-    here = "; ".join(dict.fromkeys(r["scale"] for runs in res["conditions"].values() for r in runs if r.get("scale")))
-    other = paper_corpus and here and paper_corpus.lower() not in here.lower()
-    text: list = [f"The paper: {paper_at}. "] if paper_at else []
-    if here:
-        text.append(f"Measured here: {here}")
-        text += [" — ", strong("another corpus and scale than the paper's"), "."] if other else ["."]
-    return text
-
-
-def claim_rows(res: dict, sp: dict | None) -> list[list[Text]]:
-    """Per claim: the claim, the paper's value, ours, whether the expected ordering shows."""
-    return [
-        [c["text"], c.get("paper", ""), _claim_value(c, res, sp), _shows(c, res, sp)]
-        for c in res["meta"].get("claims", [])
-    ]
-
-
 def _summary(studies: list[tuple[str, dict]], analyses: list[tuple[str, str, Path]]) -> list[Block]:
     """The report's first section: every claim of every study in one table (each study's setting
     in one line under it), and the analyses' predictions counted (the sections below have the
@@ -416,45 +306,8 @@ def write_report(out: Path) -> tuple[Path, Path]:
     doc = [Heading("preln report", 1), _header(out), *_summary(studies, analyses), *sections]
     (out / "report.md").write_text(to_markdown(doc))
     (out / "report.html").write_text(to_html(doc, images))
-    (out / "claims.json").write_text(json.dumps(_claims_record(studies, analyses), indent=1))
+    (out / "claims.json").write_text(json.dumps(claims_record(studies, analyses), indent=1))
     return out / "report.md", out / "report.html"
-
-
-def _claims_record(studies: list[tuple[str, dict]], analyses: list[tuple[str, str, Path]]) -> dict:
-    """The summary as data (``claims.json``): per claim the study, the paper's words and value,
-    ours and the verdict (yes / no / undecided, or "" where the claim compares nothing)."""
-    claims = []
-    for name, res in studies:
-        for text, paper, measured, shows in claim_rows(res, speed(res)):
-            shown = plain(shows)
-            verdict = m.group(1) if (m := re.match(r"(yes|no|undecided)\b", shown)) else ""
-            claims.append(
-                {"study": name, "claim": plain(text), "paper": plain(paper), "measured": plain(measured)}
-                | {"verdict": verdict, "shows": shown}
-            )
-    predictions = []
-    for name, title, folder in analyses:
-        with contextlib.suppress(OSError, ValueError):
-            preds = json.loads((folder / "analysis.json").read_text()).get("predictions", [])
-            held, judged = sum(p["holds"] is True for p in preds), sum(p["holds"] is not None for p in preds)
-            predictions.append({"study": name, "title": title, "hold": held, "judged": judged})
-    return {"claims": claims, "predictions": predictions}
-
-
-def summary_text(out: Path) -> str:
-    """The report's summary for a terminal, from ``claims.json``: two lines per claim."""
-    try:
-        rec = json.loads((out / "claims.json").read_text())
-    except (OSError, ValueError):
-        return ""
-    lines = []
-    for c in rec["claims"]:
-        lines.append(f"{c['study']}: {c['claim']}")
-        lines.append(f"    paper: {c['paper']} | here: {c['measured']}" + (f" | {c['shows']}" if c["shows"] else ""))
-    lines += [
-        f"{p['study']}: {p['hold']} of {p['judged']} predictions hold (95% intervals)" for p in rec["predictions"]
-    ]
-    return "\n".join(lines)
 
 
 def _study_section(out: Path, name: str, res: dict, images: dict[str, Path]) -> list[Block]:
