@@ -58,8 +58,11 @@ class _Data:
         return self.collate(self.batch_examples(split, epoch, k), epoch * 1_000_003 + k)
 
     def batch_examples(self, split: str, epoch: int, k: int) -> list:
-        j = self.order(epoch)[k] if split == "train" else k
-        return [self.examples[split][i] for i in self.batches[split][j]]
+        return [self.examples[split][i] for i in self.batch_indices(split, epoch, k)]
+
+    def batch_indices(self, split: str, epoch: int, k: int) -> list[int]:
+        """The examples (their indices) of the k-th batch of ``split``."""
+        return self.batches[split][self.order(epoch)[k] if split == "train" else k]
 
     def ntokens(self, split: str, epoch: int, k: int) -> int:
         """The k-th batch's ``ntokens`` (what its loss is divided by); datasets that can count them
@@ -127,7 +130,7 @@ class PairData(_Data):
         return Batch({"ids": ids, "segments": segments, "labels": labels}, len(examples))
 
     def ntokens(self, split: str, epoch: int, k: int) -> int:
-        return len(self.batches[split][self.order(epoch)[k] if split == "train" else k])
+        return len(self.batch_indices(split, epoch, k))  # one per example
 
 
 def encode_pair(a: list[int], b: list[int], max_len: int) -> tuple[list[int], int]:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from pathlib import Path
 
-from .convergence import speed
 from .document import Text, code, mean, mean_std, plain, strong
 from .finetune_report import metric_values
 from .predictions import welch_interval
@@ -26,52 +24,60 @@ def values_of(metric: str, runs: list[dict], res: dict | None = None, condition:
     return [r["curve"][-1][1] if metric == "final_nll" else min(v for _, v in r["curve"]) for r in done]
 
 
-def _shows(claim: dict, res: dict, sp: dict | None) -> Text:
-    """Whether the claim's expected ordering holds, by a 95% interval: ``better_than =
+def _shows(claim: dict, res: dict, sp: dict | None) -> tuple[str, Text]:
+    """Whether the claim's expected ordering holds, by a 95% interval — the verdict (yes, no,
+    undecided, or "" where the claim compares nothing) and its words: ``better_than =
     "<condition>"`` (higher BLEU or accuracy, or lower NLL, than that condition; a Welch interval of
     the difference of means over seeds), a speed ratio (the first compared condition needs fewer
-    updates) by its seed-bootstrap interval; empty where the claim has none."""
+    updates) by its seed-bootstrap interval."""
     other, metric = claim.get("better_than"), claim.get("metric", "test_bleu")
     if metric == "speed_ratio":
         return _speed_verdict(sp)
     if not other:
-        return ""
+        return "", ""
     a = values_of(metric, res["conditions"].get(claim.get("condition", ""), []), res, claim.get("condition", ""))
     b = values_of(metric, res["conditions"].get(other, []), res, other)
     if not a or not b:
-        return "not measured"
+        return "", "not measured"
     sign = 1 if metric == "test_bleu" or ":" in metric else -1  # +: the claimed direction
     means = [f" ({mean(a):.2f} vs {mean(b):.2f} for ", code(other)]
     iv = welch_interval(a, b)
     if iv is None:  # one run on a side: an ordering of two numbers, nothing decided
         order = "as claimed" if sign * (mean(a) - mean(b)) > 0 else "not as claimed"
-        return [f"undecided: {order} by the means", *means, "; one run on a side, no interval)"]
+        return "undecided", [f"undecided: {order} by the means", *means, "; one run on a side, no interval)"]
     d, lo, hi = (sign * v for v in iv)
     lo, hi = min(lo, hi), max(lo, hi)
     tail = f"; difference {d:+.2f} [{lo:+.2f}, {hi:+.2f}], 95% Welch interval)"
     if lo > 0:
-        return ["yes", *means, tail]
+        return "yes", ["yes", *means, tail]
     if hi < 0:
-        return [strong("no"), *means, tail]
-    return ["undecided", *means, tail]
+        return "no", [strong("no"), *means, tail]
+    return "undecided", ["undecided", *means, tail]
 
 
-def _speed_verdict(sp: dict | None) -> Text:
+def _speed_verdict(sp: dict | None) -> tuple[str, Text]:
     """Fewer updates for the first compared condition: yes when the whole 95% interval of the ratio
     is below 1, no when it is above, undecided when it holds 1."""
     if not sp or "compare" not in sp:
-        return "not measured"
+        return "", "not measured"
     if sp["ratio"] is None:  # one of the two never reached the target on its mean curve
-        a, b = (sp["conditions"][c]["mean_curve"] for c in sp["compare"])
-        return "yes (only it reached the target)" if a is not None else [strong("no"), " (it never reached the target)"]
+        a = sp["conditions"][sp["compare"][0]]["mean_curve"]
+        return (
+            ("yes", "yes (only it reached the target)")
+            if a is not None
+            else (
+                "no",
+                [strong("no"), " (it never reached the target)"],
+            )
+        )
     iv = sp.get("interval")
     if not iv:
-        return "undecided (no interval)"
+        return "undecided", "undecided (no interval)"
     if iv[1] < 1:
-        return "yes (the 95% interval is below 1)"
+        return "yes", "yes (the 95% interval is below 1)"
     if iv[0] > 1:
-        return [strong("no"), " (the 95% interval is above 1)"]
-    return "undecided (the 95% interval holds 1)"
+        return "no", [strong("no"), " (the 95% interval is above 1)"]
+    return "undecided", "undecided (the 95% interval holds 1)"
 
 
 def _claim_value(claim: dict, res: dict, sp: dict | None) -> str:
@@ -113,32 +119,48 @@ def claim_setting(res: dict) -> Text:
     return text
 
 
+def judge(res: dict, sp: dict | None) -> list[dict]:
+    """Per claim of the study: ``claim``, ``paper``, ``measured``, ``shows`` (texts) and
+    ``verdict`` (yes / no / undecided / "")."""
+    out = []
+    for c in res["meta"].get("claims", []):
+        verdict, shows = _shows(c, res, sp)
+        out.append(
+            {"claim": c["text"], "paper": c.get("paper", ""), "measured": _claim_value(c, res, sp)}
+            | {"verdict": verdict, "shows": shows}
+        )
+    return out
+
+
+def rows(judged: list[dict]) -> list[list[Text]]:
+    """Table rows: the claim, the paper's value, ours, whether the expected ordering shows."""
+    return [[j["claim"], j["paper"], j["measured"], j["shows"]] for j in judged]
+
+
 def claim_rows(res: dict, sp: dict | None) -> list[list[Text]]:
-    """Per claim: the claim, the paper's value, ours, whether the expected ordering shows."""
-    return [
-        [c["text"], c.get("paper", ""), _claim_value(c, res, sp), _shows(c, res, sp)]
-        for c in res["meta"].get("claims", [])
-    ]
+    return rows(judge(res, sp))
 
 
-def claims_record(studies: list[tuple[str, dict]], analyses: list[tuple[str, str, Path]]) -> dict:
-    """The summary as data (``claims.json``): per claim the study, the paper's words and value,
-    ours and the verdict (yes / no / undecided, or "" where the claim compares nothing)."""
-    claims = []
-    for name, res in studies:
-        for text, paper, measured, shows in claim_rows(res, speed(res)):
-            shown = plain(shows)
-            verdict = m.group(1) if (m := re.match(r"(yes|no|undecided)\b", shown)) else ""
-            claims.append(
-                {"study": name, "claim": plain(text), "paper": plain(paper), "measured": plain(measured)}
-                | {"verdict": verdict, "shows": shown}
-            )
-    predictions = []
+def prediction_counts(analyses: list[tuple[str, str, Path]]) -> list[dict]:
+    """Per analysis (study name, title, folder) that has run: how many of its predictions hold by
+    their 95% intervals, of those that are predictions."""
+    out = []
     for name, title, folder in analyses:
         with contextlib.suppress(OSError, ValueError):
             preds = json.loads((folder / "analysis.json").read_text()).get("predictions", [])
             held, judged = sum(p["holds"] is True for p in preds), sum(p["holds"] is not None for p in preds)
-            predictions.append({"study": name, "title": title, "hold": held, "judged": judged})
+            out.append({"study": name, "title": title, "hold": held, "judged": judged})
+    return out
+
+
+def claims_record(studies: list[tuple[str, list[dict]]], predictions: list[dict]) -> dict:
+    """The summary as data (``claims.json``): per claim the study, the paper's words and value,
+    ours, the verdict and its words; the analyses' prediction counts."""
+    claims = [
+        {"study": name, **{k: v if k == "verdict" else plain(v) for k, v in j.items()}}
+        for name, judged in studies
+        for j in judged
+    ]
     return {"claims": claims, "predictions": predictions}
 
 

@@ -24,7 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ..runs import RunFolder  # noqa: E402
 from . import analysis_report  # noqa: E402
-from .claims import claim_rows, claim_setting, claims_record  # noqa: E402
+from .claims import claim_setting, claims_record, judge, prediction_counts, rows  # noqa: E402
 from .convergence import mean_curve, speed  # noqa: E402
 from .document import (  # noqa: E402
     Block,
@@ -161,9 +161,9 @@ def _bleu_by_update(runs: list[dict]) -> str:
     return ", ".join(cells) or "-"
 
 
-def study_blocks(name: str, res: dict) -> tuple[list[Block], float | None]:
-    """The study's section and its target validation NLL (None without a baseline)."""
-    sp = speed(res)
+def study_blocks(name: str, res: dict, sp: dict | None, judged: list[dict]) -> tuple[list[Block], float | None]:
+    """The study's section and its target validation NLL (None without a baseline); ``sp`` is its
+    ``convergence.speed``, ``judged`` its ``claims.judge``."""
     meta = res["meta"]
     blocks: list[Block] = [Heading(meta["title"]), Figure(f"{name}_curves.png", "curves")]
     if sp:
@@ -180,7 +180,7 @@ def study_blocks(name: str, res: dict) -> tuple[list[Block], float | None]:
     if sp and "compare" in sp:
         blocks.append(_speed_para(sp, meta))
     if meta.get("claims"):
-        blocks += _claims_table(res, sp)
+        blocks += _claims_table(res, judged)
     return blocks, (sp or {}).get("target")
 
 
@@ -232,7 +232,7 @@ def _speed_para(sp: dict, meta: dict) -> Para:
     return Para(text)
 
 
-def _claims_table(res: dict, sp: dict | None) -> list[Block]:
+def _claims_table(res: dict, judged: list[dict]) -> list[Block]:
     """The paper's claims beside the measured values, under one line saying where each side was
     measured."""
     return [
@@ -241,32 +241,23 @@ def _claims_table(res: dict, sp: dict | None) -> list[Block]:
             "corpus or scale differs, compare directions and orderings, not values."
         ),
         Para(claim_setting(res)),
-        Table(["the paper says", "paper", "measured here", "shows here?"], claim_rows(res, sp)),
+        Table(["the paper says", "paper", "measured here", "shows here?"], rows(judged)),
     ]
 
 
-def _summary(studies: list[tuple[str, dict]], analyses: list[tuple[str, str, Path]]) -> list[Block]:
+def _summary(studies: list[tuple[str, dict, list[dict]]], predictions: list[dict]) -> list[Block]:
     """The report's first section: every claim of every study in one table (each study's setting
     in one line under it), and the analyses' predictions counted (the sections below have the
     details)."""
-    rows = [[name, *row] for name, res in studies for row in claim_rows(res, speed(res))]
+    table = [[name, *row] for name, _, judged in studies for row in rows(judged)]
     blocks: list[Block] = []
-    if rows:
-        blocks.append(Table(["study", "the paper says", "paper", "measured here", "shows here?"], rows))
-        settings = [(name, claim_setting(res)) for name, res in studies if res["meta"].get("claims")]
+    if table:
+        blocks.append(Table(["study", "the paper says", "paper", "measured here", "shows here?"], table))
+        settings = [(name, claim_setting(res)) for name, res, _ in studies if res["meta"].get("claims")]
         blocks += [Para([code(name), ": ", *parts(text)]) for name, text in settings if parts(text)]
-    for name, title, folder in analyses:
-        try:
-            preds = json.loads((folder / "analysis.json").read_text()).get("predictions", [])
-        except (OSError, ValueError):
-            continue
-        held = sum(p["holds"] is True for p in preds)
-        judged = sum(p["holds"] is not None for p in preds)
-        blocks.append(
-            Para(
-                [code(name), f" ({title}): {held} of {judged} predictions hold by their 95% intervals (details below)."]
-            )
-        )
+    for p in predictions:
+        text = f" ({p['title']}): {p['hold']} of {p['judged']} predictions hold by their 95% intervals (details below)."
+        blocks.append(Para([code(p["study"]), text]))
     return [Heading("Summary"), *blocks] if blocks else []
 
 
@@ -296,23 +287,29 @@ def write_report(out: Path) -> tuple[Path, Path]:
             analyses.append((sdir.name, meta["title"], folder))
         if training_jobs(meta):
             res = study_results(sdir, meta)
-            studies.append((sdir.name, res))
-            sections += _study_section(out, sdir.name, res, images)
-    plain = None if study_dirs else plain_runs(out)
-    if plain is not None:  # run folders outside any study: one section of them all
-        sections += _study_section(out, out.name, study_results(out, plain), images)
+            sp = speed(res)  # once per study: a seed bootstrap
+            studies.append((sdir.name, res, judge(res, sp)))
+            sections += _study_section(out, sdir.name, res, sp, studies[-1][2], images)
+    loose = None if study_dirs else plain_runs(out)
+    if loose is not None:  # run folders outside any study: one section of them all
+        res = study_results(out, loose)
+        sections += _study_section(out, out.name, res, speed(res), [], images)
     if not sections:
         raise FileNotFoundError(f"{out}: no study folders (study.json) or run folders (metrics.jsonl) to report on")
-    doc = [Heading("preln report", 1), _header(out), *_summary(studies, analyses), *sections]
+    predictions = prediction_counts(analyses)
+    doc = [Heading("preln report", 1), _header(out), *_summary(studies, predictions), *sections]
     (out / "report.md").write_text(to_markdown(doc))
     (out / "report.html").write_text(to_html(doc, images))
-    (out / "claims.json").write_text(json.dumps(claims_record(studies, analyses), indent=1))
+    record = claims_record([(name, judged) for name, _, judged in studies], predictions)
+    (out / "claims.json").write_text(json.dumps(record, indent=1))
     return out / "report.md", out / "report.html"
 
 
-def _study_section(out: Path, name: str, res: dict, images: dict[str, Path]) -> list[Block]:
+def _study_section(
+    out: Path, name: str, res: dict, sp: dict | None, judged: list[dict], images: dict[str, Path]
+) -> list[Block]:
     """A study's blocks; draws its figures into ``out`` and adds them to ``images``."""
-    blocks, target = study_blocks(name, res)
+    blocks, target = study_blocks(name, res, sp, judged)
     png = out / f"{name}_curves.png"
     plot_curves(res, png, target)
     images[png.name] = png
