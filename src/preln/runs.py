@@ -18,12 +18,11 @@ import fcntl
 import fnmatch
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import checkpoint, config
+from . import atomic, checkpoint, config
 from .config import ConfigError, RunConfig
 from .data.corpus import CorpusError, resolve_path
 
@@ -127,13 +126,14 @@ class RunFolder:
                 "Use another --out folder."
             )
 
-    def open(self, cfg: RunConfig, tokenizer_file: Path) -> None:
+    def open(self, cfg: RunConfig, tokenizer: bytes) -> None:
         """Make the folder ready for ``cfg``: check that a run it holds may be resumed with it, then
-        write config.toml and spm.model (see ``check_resumable`` and ``prepare``)."""
+        write config.toml and spm.model (``tokenizer``: the model's bytes; see ``check_resumable``
+        and ``prepare``)."""
         self.check_resumable(cfg)
-        self.prepare(cfg, tokenizer_file)
+        self.prepare(cfg, tokenizer)
 
-    def prepare(self, cfg: RunConfig, tokenizer_file: Path) -> None:
+    def prepare(self, cfg: RunConfig, tokenizer: bytes) -> None:
         """Write config.toml and spm.model; a log without a checkpoint is kept under a new name."""
         if not self.writer:
             return
@@ -145,8 +145,9 @@ class RunFolder:
         (self.path / "config.toml").write_text(config.dumps(cfg))
         if self.extended:  # what a resume changed, for whoever reads the run later
             self.write_metrics({"changed": self.extended}, "history.jsonl")
-        if tokenizer_file.resolve() != (self.path / "spm.model").resolve():
-            shutil.copyfile(tokenizer_file, self.path / "spm.model")
+        spm = self.path / "spm.model"
+        if not (spm.is_file() and spm.read_bytes() == tokenizer):
+            atomic.write_bytes(spm, tokenizer)
 
     def truncate_metrics(self, update: int) -> None:
         """Drop log lines written after the checkpoint being resumed (they will be redone)."""
@@ -154,7 +155,7 @@ class RunFolder:
             path = self.path / name
             if self.writer and path.exists():
                 keep = [ln for ln, row in self._rows(name) if row.get("update", 0) <= update]
-                path.write_text("".join(ln + "\n" for ln in keep))
+                atomic.write_text(path, "".join(ln + "\n" for ln in keep))  # never a log half-rewritten
 
     def _rows(self, name: str = "metrics.jsonl") -> list[tuple[str, dict]]:
         """(line, record) of a JSON-lines log; a line that is not a JSON object (torn by a crash
@@ -183,16 +184,11 @@ class RunFolder:
         """A JSON file in the folder (rank 0 only), written whole or not at all."""
         if self.writer:
             self.path.mkdir(parents=True, exist_ok=True)
-            tmp = self.path / f".{name}.tmp"
-            tmp.write_text(json.dumps(obj, indent=1) + "\n")
-            tmp.replace(self.path / name)
+            atomic.write_text(self.path / name, json.dumps(obj, indent=1) + "\n")
 
     def write_status(self, status: str, **fields) -> None:
         if self.writer:
-            text = json.dumps({"status": status, **fields}, indent=1) + "\n"
-            tmp = self.path / ".status.json.tmp"
-            tmp.write_text(text)
-            tmp.replace(self.path / "status.json")
+            atomic.write_text(self.path / "status.json", json.dumps({"status": status, **fields}, indent=1) + "\n")
 
     def status(self) -> dict | None:
         p = self.path / "status.json"

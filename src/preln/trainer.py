@@ -149,7 +149,7 @@ class Trainer:
         if cfg.train.precision == "auto":  # resolved before the folder's resume check compares configs
             resolved = "bf16" if self.device.type == "cuda" else "fp32"
             self.cfg = replace(self.cfg, train=replace(self.cfg.train, precision=resolved))
-        self.folder.open(self.cfg, self.tok.path)
+        self.folder.open(self.cfg, self.tok.proto)
         self.dist.barrier()
         torch.manual_seed(cfg.train.seed)
         self.module = build_model(self.cfg.model, PAD).to(self.device)

@@ -59,12 +59,24 @@ def find_file(folder: Path, stem: str) -> Path:
 
 def read_lines(path: Path) -> list[str]:
     """All lines of a UTF-8 text file (plain or gzip), without line ends."""
-    opener = gzip.open if path.suffix == ".gz" else open
+    return lines_of(path, read_bytes(path))
+
+
+def read_bytes(path: Path) -> bytes:
+    """The file's bytes as stored (compressed for a .gz): what a hash of the corpus must cover."""
     try:
-        with opener(path, "rb") as f:
-            raw = f.read()
-    except (OSError, EOFError, zlib.error) as e:  # EOFError, zlib.error: a truncated or corrupt .gz
+        return path.read_bytes()
+    except OSError as e:
         raise CorpusError(f"cannot read {path}: {e or type(e).__name__}") from None
+
+
+def lines_of(path: Path, raw: bytes) -> list[str]:
+    """The lines of ``raw``, the bytes read from ``path`` (gunzipped for a .gz), without line ends."""
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:  # EOFError, zlib.error: a truncated or corrupt .gz
+            raise CorpusError(f"cannot read {path}: {e or type(e).__name__}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

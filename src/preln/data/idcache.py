@@ -21,8 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import atomic
 from ..config import DataConfig
-from .corpus import CorpusError, read_lines, refuse_subword_joins
+from .corpus import CorpusError, lines_of, read_bytes, refuse_subword_joins
 from .tokenizer import BOS, EOS, Tokenizer, default_cache_dir, train_or_load
 
 VERSION = "ids-v1"
@@ -70,12 +71,11 @@ def _key(*parts: object) -> str:
     return hashlib.sha256("|".join(map(str, (VERSION, *parts))).encode()).hexdigest()[:20]
 
 
-def read_text(path: Path, d: DataConfig) -> tuple[dict[str, list[str]], list[str]]:
-    """The corpus's non-empty lines, shuffled by a fixed seed (independent of the training seed)
-    and split into train and valid (``data.valid_fraction``), each cut to its limit."""
-    if path.is_dir():
-        raise CorpusError(f"{path}: a text corpus is one file, one segment a line")
-    lines = [ln.strip() for ln in read_lines(path)]
+def read_text(path: Path, d: DataConfig, raw: bytes) -> tuple[dict[str, list[str]], list[str]]:
+    """The corpus's non-empty lines (of ``raw``, the bytes read from ``path``), shuffled by a fixed
+    seed (independent of the training seed) and split into train and valid
+    (``data.valid_fraction``), each cut to its limit."""
+    lines = [ln.strip() for ln in lines_of(path, raw)]
     refuse_subword_joins(path, lines)
     empty = sum(1 for ln in lines if not ln)
     lines = [ln for ln in lines if ln]
@@ -110,19 +110,27 @@ def load_text_corpus(
     path: Path, d: DataConfig, tokenizer_file: Path | None = None
 ) -> tuple[dict[str, Segments], Tokenizer, list[str], bool]:
     """(train/valid segments, tokenizer, notes, whether the token ids came from the cache).
-    ``tokenizer_file`` (a resumed or fine-tuned run's vocabulary) is used instead of training one."""
+    ``tokenizer_file`` (a resumed or fine-tuned run's vocabulary) is used instead of training one.
+    A hit reads the file only to hash it; a miss reads it once, and the entry is keyed by the hash
+    of exactly the bytes it tokenized (a file that changes meanwhile cannot key another's ids)."""
+    if path.is_dir():
+        raise CorpusError(f"{path}: a text corpus is one file, one segment a line")
     cache = (Path(d.cache_dir) if d.cache_dir else default_cache_dir()) / "ids"
-    split = _key(file_sha256(path), d.valid_fraction, d.max_train_examples, d.max_valid_examples)
-    pointer = cache / f"tokenizer-{_key(split, d.vocab_size, d.spm_model)}.txt"
-    tok = Tokenizer(tokenizer_file) if tokenizer_file else _remembered(pointer)
-    if tok is not None:
-        entry = cache / _key(split, tok.sha256(), d.max_len)
-        if (entry / "meta.json").is_file():
-            return _open(entry), tok, json.loads((entry / "meta.json").read_text())["notes"], True
-    text, notes = read_text(path, d)
+    if path.is_file():  # a pipe or a device cannot be read twice: it is read once, below
+        hit = _lookup(cache, file_sha256(path), d, tokenizer_file)
+        if hit is not None:
+            return hit
+    raw = read_bytes(path)
+    text_sha = hashlib.sha256(raw).hexdigest()
+    hit = _lookup(cache, text_sha, d, tokenizer_file)
+    if hit is not None:
+        return hit
+    text, notes = read_text(path, d, raw)
+    split = _split_key(text_sha, d)
+    tok = Tokenizer(tokenizer_file) if tokenizer_file else _remembered(_pointer(cache, split, d))
     if tok is None:
         tok = train_or_load(text["train"], d.vocab_size, d.spm_model, d.cache_dir)
-        _write_atomic(pointer, str(tok.path.resolve()))
+        _write_atomic(_pointer(cache, split, d), str(tok.path.resolve()))
     segments = {}
     for name, lines in text.items():
         segments[name], truncated = encode(tok, lines, d.max_len)
@@ -131,6 +139,27 @@ def load_text_corpus(
     entry = cache / _key(split, tok.sha256(), d.max_len)
     _store(entry, segments, {"notes": notes, "text": str(path), "tokenizer": str(tok.path), "max_len": d.max_len})
     return _open(entry), tok, notes, False
+
+
+def _split_key(text_sha: str, d: DataConfig) -> str:
+    return _key(text_sha, d.valid_fraction, d.max_train_examples, d.max_valid_examples)
+
+
+def _pointer(cache: Path, split: str, d: DataConfig) -> Path:
+    """The file naming the vocabulary trained for this text, split and vocabulary settings."""
+    return cache / f"tokenizer-{_key(split, d.vocab_size, d.spm_model)}.txt"
+
+
+def _lookup(cache: Path, text_sha: str, d: DataConfig, tokenizer_file: Path | None):
+    """``load_text_corpus``'s result from the cache for the text with this hash, or None."""
+    split = _split_key(text_sha, d)
+    tok = Tokenizer(tokenizer_file) if tokenizer_file else _remembered(_pointer(cache, split, d))
+    if tok is None:
+        return None
+    entry = cache / _key(split, tok.sha256(), d.max_len)
+    if not (entry / "meta.json").is_file():
+        return None
+    return _open(entry), tok, json.loads((entry / "meta.json").read_text())["notes"], True
 
 
 def _remembered(pointer: Path) -> Tokenizer | None:
@@ -162,7 +191,4 @@ def _store(entry: Path, segments: dict[str, Segments], meta: dict) -> None:
 
 def _write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic.write_text(path, text)

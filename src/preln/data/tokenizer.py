@@ -18,12 +18,17 @@ PAD, UNK, BOS, EOS, MASK = 0, 1, 2, 3, 4
 
 
 class Tokenizer:
+    """A sentencepiece model read once from ``model_file``: its bytes stay in memory (``proto``), so
+    the tokenizer, its hash and a copy written elsewhere never depend on the file staying put."""
+
     def __init__(self, model_file: str | Path) -> None:
         self.path = Path(model_file)
         try:
-            self.sp = spm.SentencePieceProcessor(model_file=str(self.path))
+            self.proto = self.path.read_bytes()
+            self.sp = spm.SentencePieceProcessor(model_proto=self.proto)
         except (RuntimeError, OSError) as e:  # a damaged or missing file: sentencepiece's own error
             raise ValueError(f"{self.path}: not a readable sentencepiece model ({str(e).splitlines()[0]})") from None
+        self._sha256 = hashlib.sha256(self.proto).hexdigest()
         if self.sp.piece_to_id("<mask>") != MASK or self.sp.pad_id() != PAD:
             raise ValueError(f"{self.path}: not a preln sentencepiece model (special ids differ)")
 
@@ -37,7 +42,8 @@ class Tokenizer:
         return self.sp.decode(ids)
 
     def sha256(self) -> str:
-        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+        """Of the model as it was read (not of the file now)."""
+        return self._sha256
 
 
 def default_cache_dir() -> Path:
