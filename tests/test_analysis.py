@@ -6,13 +6,13 @@ from tqdm import tqdm
 
 from preln import config
 from preln.cli import main
-from preln.lab import analysis
+from preln.lab import analysis, measure
 from preln.model import build_model
 
 from .conftest import ROOT, require_data
 
 
-def tiny_analysis(**kw) -> analysis.AnalysisConfig:
+def tiny_analysis(**kw) -> measure.AnalysisConfig:
     run = config.load(ROOT / "configs" / "tiny-translation.toml")
     base = dict(
         d_model=32,
@@ -35,16 +35,16 @@ def tiny_analysis(**kw) -> analysis.AnalysisConfig:
         lemma_seeds=2,
         base=run,
     )
-    return analysis.AnalysisConfig(**{**base, **kw})
+    return measure.AnalysisConfig(**{**base, **kw})
 
 
 def test_matrix_keys():
-    assert analysis.matrix_key("encoder.layers.3.ffn.w2.weight") == ("encoder", 3, "W2")
-    assert analysis.matrix_key("encoder.layers.0.self_attn.q_proj.weight") == ("encoder", 0, "WQ")
-    assert analysis.matrix_key("decoder.layers.5.cross_attn.out_proj.weight") == ("decoder", 5, "cross.WO")
-    assert analysis.matrix_key("decoder.layers.1.self_attn.v_proj.weight") == ("decoder", 1, "self.WV")
-    assert analysis.matrix_key("decoder.layers.1.ffn.w2.bias") is None
-    assert analysis.matrix_key("embed_tokens.weight") is None
+    assert measure.matrix_key("encoder.layers.3.ffn.w2.weight") == ("encoder", 3, "W2")
+    assert measure.matrix_key("encoder.layers.0.self_attn.q_proj.weight") == ("encoder", 0, "WQ")
+    assert measure.matrix_key("decoder.layers.5.cross_attn.out_proj.weight") == ("decoder", 5, "cross.WO")
+    assert measure.matrix_key("decoder.layers.1.self_attn.v_proj.weight") == ("decoder", 1, "self.WV")
+    assert measure.matrix_key("decoder.layers.1.ffn.w2.bias") is None
+    assert measure.matrix_key("embed_tokens.weight") is None
 
 
 def test_per_parameter_norms_root_sum_square_is_the_global_norm():
@@ -52,8 +52,8 @@ def test_per_parameter_norms_root_sum_square_is_the_global_norm():
     a = tiny_analysis()
     data, vocab, _ = analysis.load_batches(a)
     batches = analysis.take_batches(data, vocab, 3, 600)
-    model = analysis.init_model(analysis.model_config(a, vocab, norm="post"), 0)
-    norms = analysis.expected_gradient_norms(model, batches)
+    model = measure.init_model(measure.model_config(a, vocab, norm="post"), 0)
+    norms = measure.expected_gradient_norms(model, batches)
     # independent computation: autograd.grad per batch, averaged, one global norm
     params = [p for p in model.parameters()]
     total = [torch.zeros_like(p) for p in params]
@@ -66,12 +66,12 @@ def test_per_parameter_norms_root_sum_square_is_the_global_norm():
                 t += g / len(batches)
     global_norm = math.sqrt(sum(float((t.double() ** 2).sum()) for t in total))
     assert math.isclose(math.sqrt(sum(v * v for v in norms.values())), global_norm, rel_tol=1e-6)
-    table = analysis.layer_table(norms)
+    table = measure.layer_table(norms)
     assert len(table["encoder"]["W2"]) == a.layers and len(table["decoder"]["cross.WQ"]) == a.layers
 
 
 def test_lemma2_theory_setting_d512_within_5_percent():
-    a = analysis.AnalysisConfig(lemma_d=512, lemma_layers=6, lemma_seeds=6, lemma_batch=8, lemma_tokens=64)
+    a = measure.AnalysisConfig(lemma_d=512, lemma_layers=6, lemma_seeds=6, lemma_batch=8, lemma_tokens=64)
     res = analysis.lemma2_theory(a)
     for v in res["post"]["mean"]:
         assert abs(v / 1.5 - 1) <= 0.05, res["post"]["mean"]
@@ -97,7 +97,7 @@ def test_depth_slopes_land_on_the_predicted_sides():
 def test_loglog_slope_recovers_a_power_law():
     xs = [2, 4, 8, 16]
     ys = [[3.0 * x**-0.5 * (1 + e) for e in (-0.01, 0.0, 0.01)] for x in xs]
-    fit = analysis.loglog_slope(xs, ys)
+    fit = measure.loglog_slope(xs, ys)
     assert abs(fit["slope"] + 0.5) < 0.01
     assert fit["ci95"][0] <= -0.5 <= fit["ci95"][1]
 
@@ -108,8 +108,8 @@ def test_synthetic_fallback_is_labelled(tmp_path):
     data, vocab, source = analysis.load_batches(a)
     assert data is None and source.startswith("SYNTHETIC")
     batches = analysis.take_batches(data, vocab, 2, 300)
-    model = build_model(analysis.model_config(a, vocab, norm="pre"))
-    assert all(math.isfinite(v) for v in analysis.expected_gradient_norms(model, batches).values())
+    model = build_model(measure.model_config(a, vocab, norm="pre"))
+    assert all(math.isfinite(v) for v in measure.expected_gradient_norms(model, batches).values())
 
 
 def test_analyze_cli_writes_json_figures_and_summary(tmp_path, capsys):
@@ -175,20 +175,24 @@ def test_analyze_cli_writes_json_figures_and_summary(tmp_path, capsys):
 
 
 def test_t_interval_and_verdicts_use_the_seed_spread():
-    from preln.lab.predictions import _top_bottom, t_interval
+    from preln.lab.predictions import predictions
+    from preln.lab.stats import mean_interval
 
-    m, lo, hi = t_interval([1.0, 2.0, 3.0])
-    assert m == 2.0 and math.isclose(hi - m, 4.303 * 1.0 / math.sqrt(3), rel_tol=1e-3)
-    assert t_interval([5.0])[1:] == (-math.inf, math.inf)  # one seed decides nothing
-    # mean top/bottom 1.19, but one seed below 1: the interval reaches below 1, so no "holds"
-    col = {"values": [[1.0, 1.5], [1.0, 0.9], [1.0, 1.2]]}
-    g, lo, _ = _top_bottom(col)
-    assert g > 1 and lo < 1
+    iv = mean_interval([1.0, 2.0, 3.0])
+    assert iv.estimate == 2.0 and math.isclose(iv.hi - 2.0, 4.303 * 1.0 / math.sqrt(3), rel_tol=1e-3)
+    assert (mean_interval([5.0]).lo, mean_interval([5.0]).hi) == (-math.inf, math.inf)  # one seed decides nothing
+    # mean top/bottom 1.19, but one seed below 1: the interval reaches below 1, so not "yes"
+    col = {"W2": {"values": [[1.0, 1.5], [1.0, 0.9], [1.0, 1.2]]}}
+    res = {"fig3": {norm: {"encoder": col, "decoder": col} for norm in ("post", "pre")}}
+    rises = predictions(res)[0]
+    assert rises["claim"].startswith("Post-LN W2 gradient norm rises") and rises["verdict"] == "undecided"
+    assert rises["reason"] == "the interval holds 1 (ratio)"
 
 
 def test_tightness_is_information_not_a_prediction():
     from preln.lab.predictions import predictions
 
-    res = {"width": {"theory_slope": 1.2, "post": {"fit": {"slope": 0.7, "ci95": [0.6, 0.8]}}}}
+    values = [[2.0 * w**0.7 * (1 + e) for e in (-0.01, 0.0, 0.01)] for w in (16, 32, 64)]
+    res = {"width": {"widths": [16, 32, 64], "theory_slope": 1.2, "post": {"values": values}}}
     rows = predictions(res)
-    assert rows[0]["holds"] is True and rows[1]["holds"] is None
+    assert rows[0]["verdict"] == "yes" and rows[1]["verdict"] == "" and rows[1]["holds"] is None

@@ -220,7 +220,11 @@ def test_a_torn_last_metrics_line_does_not_block_resume(tmp_path):
     [
         (("set = []", "sett = []"), "unknown key 'sett'"),
         (("seeds = [1, 2, 3]", "seed = [1, 2, 3]"), "unknown key 'seed'"),
-        (("baseline = ", "basline = "), "top level: unknown key 'basline'"),
+        (("title = ", "titel = "), "top level: unknown key 'titel'"),
+        (("seeds = [1, 2, 3]", "seeds = [1, 1, 2]"), "seeds must be distinct"),
+        (('metric = "speed_ratio"', 'metric = "speed-ratio"'), "claim metric 'speed-ratio': use one of"),
+        (('better_than = "post-warmup"', 'better_than = "post-warmpu"'), "'post-warmpu' is not a condition"),
+        (('as_good_as = "post-warmup"', 'as_good_as = "post-warmup"\nbetter_than = "post-nowarmup"'), "one condition"),
         (("seeds = [1, 2, 3]", "seeds = 3"), "seeds must be a non-empty list of integers"),
         (('name = "pre-nowarmup"', 'name = "../../escaped"'), "name must be a folder-safe string"),
         (('metric = "speed_ratio"', 'metrc = "speed_ratio"'), "unknown key 'metrc'"),

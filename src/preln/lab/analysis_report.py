@@ -212,6 +212,16 @@ def figures(res: dict) -> list[str]:
     return names
 
 
+def _verdict(p: dict):
+    """A prediction's verdict and reason (an ``analysis.json`` before 0.3 has only ``holds``)."""
+    if "verdict" not in p:
+        return {True: "yes", False: strong("no"), None: "(information)"}[p["holds"]]
+    if not p["verdict"]:
+        return "(information)"
+    word = strong("no") if p["verdict"] == "no" else p["verdict"]
+    return [word, f" ({p['reason']})"]
+
+
 def summary_blocks(res: dict, figure_dir: str = "") -> list[Block]:
     """The summary of an analysis as a document: its data, the predictions with their verdicts,
     the depth/width/placement tables, its figures (paths under ``figure_dir``)."""
@@ -223,14 +233,16 @@ def summary_blocks(res: dict, figure_dir: str = "") -> list[Block]:
         blocks.append(Para(strong("These numbers come from SYNTHETIC random tokens, not a corpus.")))
     blocks.append(
         Para(
-            "Each verdict is decided by a 95% interval over seeds (Student t over per-seed values; bootstrap "
-            "over seeds for slopes), not by a point estimate."
+            "Each verdict is its rule's (docs/statistics.md), read on a 95% Student t interval over seeds (for "
+            "slopes, of the least-squares slope of the per-seed means): a direction by a bound, an equality by "
+            "equivalence within the stated tolerance; yes, no, or undecided."
         )
     )
-    verdict = {True: "yes", False: strong("no"), None: "(information)"}
-    rows = [[p["claim"], p["theory"], p["measured"], verdict[p["holds"]]] for p in res["predictions"]]
+    preds = res["predictions"]
+    rows = [[p["claim"], p["theory"], p["measured"], _verdict(p)] for p in preds]
     if rows:  # none when only the placements were measured
-        blocks.append(Table(["prediction (Xiong et al. 2020)", "theory", "measured", "holds"], rows))
+        tones = [p.get("verdict", "") for p in preds]
+        blocks.append(Table(["prediction (Xiong et al. 2020)", "theory", "measured", "holds?"], rows, tones))
     if "depth" in res:
         d = res["depth"]
         rows = [
@@ -257,7 +269,7 @@ def summary_blocks(res: dict, figure_dir: str = "") -> list[Block]:
         ]
     if "placements" in res:
         blocks += placements_table(res)
-    if any(p["holds"] is False for p in res["predictions"]):
+    if any(p.get("verdict") == "no" for p in res["predictions"]):
         blocks.append(
             Para("Where a prediction does not hold, the table says by how much; nothing was tuned to make it hold.")
         )

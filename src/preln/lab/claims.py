@@ -1,116 +1,123 @@
-"""The paper's claims beside what a study measured: the value in the paper's convention, and
-whether the claimed ordering holds by a 95% interval (Welch over seeds for two conditions, the
-seed bootstrap for the speed ratio). ``claims.json`` is the same summary as data."""
+"""The paper's claims beside what a study measured, each decided by its metric's rule
+(``lab/stats.py``; docs/statistics.md): an ordering ("better than", "worse than") by the Welch
+interval of the difference over seeds, "at least as good as" by non-inferiority with the metric's
+margin, a speed claim by the interval of the updates-to-target ratio. ``claims.json`` and the
+terminal summary are the same verdicts as data and as lines."""
 
 from __future__ import annotations
 
-import contextlib
 import json
+from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-from .document import Text, code, mean, mean_std, plain, strong
-from .finetune_report import metric_values
-from .predictions import welch_interval
+from . import convergence
+from .document import Text, code, mean_std, plain, strong
+from .metrics import Metric, metric
+from .results import Sample, StudyResults
+from .stats import Decision, noninferiority, ordering
+from .studies import CONTROL, Claim
 
 
-def values_of(metric: str, runs: list[dict], res: dict | None = None, condition: str = "") -> list[float]:
-    """Per-run values of a claim metric (test BLEU in the paper's tokenized-lowercased convention;
-    ``test_accuracy:<task>`` and the like from the fine-tuning runs)."""
-    if ":" in metric:
-        return metric_values((res or {}).get("finetune", {}), metric, condition)
-    if metric == "test_bleu":
-        return [r["bleu"]["tok_lc"] for r in runs if r["bleu"]]
-    done = [r for r in runs if r["curve"]]
-    return [r["curve"][-1][1] if metric == "final_nll" else min(v for _, v in r["curve"]) for r in done]
+@dataclass(frozen=True)
+class Judged:
+    """One claim of one study, measured and decided."""
+
+    study: str
+    claim: Claim
+    measured: Text
+    """The claim's condition's value (mean ± sd over its runs, with what diverged counted)."""
+    decision: Decision | None
+    """None: the claim states a value and compares nothing."""
+    shows: Text
+    """The verdict in words, with the numbers it read."""
+
+    @property
+    def verdict(self) -> str:
+        return self.decision.verdict if self.decision else ""
+
+    @property
+    def reason(self) -> str:
+        return self.decision.reason if self.decision else ""
 
 
-def _shows(claim: dict, res: dict, sp: dict | None) -> tuple[str, Text]:
-    """Whether the claim's expected ordering holds, by a 95% interval — the verdict (yes, no,
-    undecided, or "" where the claim compares nothing) and its words: ``better_than =
-    "<condition>"`` (higher BLEU or accuracy, or lower NLL, than that condition; a Welch interval of
-    the difference of means over seeds), a speed ratio (the first compared condition needs fewer
-    updates) by its seed-bootstrap interval."""
-    other, metric = claim.get("better_than"), claim.get("metric", "test_bleu")
-    if metric == "speed_ratio":
-        return _speed_verdict(sp)
-    if not other:
-        return "", ""
-    a = values_of(metric, res["conditions"].get(claim.get("condition", ""), []), res, claim.get("condition", ""))
-    b = values_of(metric, res["conditions"].get(other, []), res, other)
-    if not a or not b:
-        return "", "not measured"
-    sign = 1 if metric == "test_bleu" or ":" in metric else -1  # +: the claimed direction
-    means = [f" ({mean(a):.2f} vs {mean(b):.2f} for ", code(other)]
-    iv = welch_interval(a, b)
-    if iv is None:  # one run on a side: an ordering of two numbers, nothing decided
-        order = "as claimed" if sign * (mean(a) - mean(b)) > 0 else "not as claimed"
-        return "undecided", [f"undecided: {order} by the means", *means, "; one run on a side, no interval)"]
-    d, lo, hi = (sign * v for v in iv)
-    lo, hi = min(lo, hi), max(lo, hi)
-    tail = f"; difference {d:+.2f} [{lo:+.2f}, {hi:+.2f}], 95% Welch interval)"
-    if lo > 0:
-        return "yes", ["yes", *means, tail]
-    if hi < 0:
-        return "no", [strong("no"), *means, tail]
-    return "undecided", ["undecided", *means, tail]
+def judge(res: StudyResults) -> list[Judged]:
+    """Every claim of the study, measured and decided."""
+    return [_judge(res, c) for c in res.study.claims]
 
 
-def _speed_verdict(sp: dict | None) -> tuple[str, Text]:
-    """Fewer updates for the first compared condition: yes when the whole 95% interval of the ratio
-    is below 1, no when it is above, undecided when it holds 1."""
-    if not sp or "compare" not in sp:
-        return "", "not measured"
-    if sp["ratio"] is None:  # one of the two never reached the target on its mean curve
-        a = sp["conditions"][sp["compare"][0]]["mean_curve"]
-        return (
-            ("yes", "yes (only it reached the target)")
-            if a is not None
-            else (
-                "no",
-                [strong("no"), " (it never reached the target)"],
-            )
-        )
-    iv = sp.get("interval")
-    if not iv:
-        return "undecided", "undecided (no interval)"
-    if iv[1] < 1:
-        return "yes", "yes (the 95% interval is below 1)"
-    if iv[0] > 1:
-        return "no", [strong("no"), " (the 95% interval is above 1)"]
-    return "undecided", "undecided (the 95% interval holds 1)"
+def _judge(res: StudyResults, c: Claim) -> Judged:
+    m = metric(c.metric)
+    known = [*res.conditions, CONTROL]
+    if c.condition and c.condition not in known or c.other and c.other not in known:
+        return Judged(res.name, c, "not run in this preset", None, "")
+    if m.name == "speed_ratio":
+        return _speed(res, c)
+    if m.name == "diverged":
+        runs = res.conditions[c.condition]
+        return Judged(res.name, c, f"{sum(r.diverged for r in runs)} of {len(runs)} runs diverged", None, "")
+    a = res.sample(m, c.condition)
+    measured = _value(a, m)
+    if not c.other:
+        return Judged(res.name, c, measured, None, "")
+    b = res.sample(m, c.other)
+    if c.as_good_as:
+        d = noninferiority(a.values, b.values, m.higher_is_better, m.margin)
+    else:
+        d = ordering(a.values, b.values, m.higher_is_better if c.better_than else not m.higher_is_better)
+    return Judged(res.name, c, measured, d, _shows(d, a, b, c, m))
 
 
-def _claim_value(claim: dict, res: dict, sp: dict | None) -> str:
-    metric, runs = claim.get("metric", "test_bleu"), res["conditions"].get(claim.get("condition", ""), [])
-    if claim.get("condition") and not runs:
-        return "not run in this preset"
-    if metric == "speed_ratio":
-        if not sp or sp.get("ratio") is None:
-            return "not reached"
-        iv = sp.get("interval")
-        bound = "<= " if sp.get("upper_bound") else ""
-        return f"{bound}{sp['ratio']:.2f}" + (f" [{iv[0]:.2f}, {iv[1]:.2f}]" if iv else "")
-    if metric == "test_bleu":  # the paper reports tokenized lowercased BLEU: compare like with like
-        return mean_std(values_of(metric, runs)) + " tok-lc BLEU"
-    if ":" in metric:
-        values = values_of(metric, runs, res, claim.get("condition", ""))
-        return (mean_std(values, 1) + f" % ({metric.split(':')[1]}, {len(values)} runs)") if values else "not measured"
-    if metric in ("final_nll", "best_nll"):
-        return mean_std(values_of(metric, runs)) + " nats"
-    if metric == "diverged":
-        return f"{sum(r['status'] == 'diverged' for r in runs)} / {len(runs)} runs"
-    raise ValueError(
-        f"claim metric {metric!r}: use test_bleu, final_nll, best_nll, diverged, speed_ratio or "
-        "test_accuracy:<task> / dev_accuracy:<task> / test_f1:<task>"
-    )
+def _value(s: Sample, m: Metric) -> Text:
+    """``mean ± sd unit (n runs; k of n diverged)``."""
+    if not s.values:
+        return "not measured" + (f" ({s.note()})" if s.note() else "")
+    unit = f" {m.unit}" if m.unit not in ("%",) else " %"
+    runs = f"{len(s.values)} run{'s' * (len(s.values) != 1)}"
+    return mean_std(list(s.values), m.digits) + f"{unit} ({runs}" + (f"; {s.note()})" if s.note() else ")")
 
 
-def claim_setting(res: dict) -> Text:
+def _shows(d: Decision, a: Sample, b: Sample, c: Claim, m: Metric) -> Text:
+    """ "yes (3.05 vs 4.30 for `b`; difference -1.25 [-1.89, -0.61] nats, ordering: ...)"."""
+    word: Text = strong("no") if d.verdict == "no" else d.verdict
+    if not a.values or not b.values:
+        return [word, f" ({d.reason})"]
+    means = [f" ({m.fmt(sum(a.values) / len(a.values))} vs {m.fmt(sum(b.values) / len(b.values))} for ", code(c.other)]
+    notes = "; ".join(f"{name}: {s.note()}" for name, s in ((c.condition, a), (c.other, b)) if s.note())
+    tail = f"; {notes}" if notes else ""
+    if d.interval is None:
+        return [word, *means, f"; {d.reason}{tail})"]
+    sign = 1 if (m.higher_is_better == (not c.worse_than)) else -1  # back from the claimed direction to A - B
+    iv = d.interval.scaled(sign)
+    diff = f"difference {iv.estimate:+.{m.digits}f} [{iv.lo:+.{m.digits}f}, {iv.hi:+.{m.digits}f}]"
+    return [word, *means, f"; {diff}, 95% {d.rule}: {d.reason}{tail})"]
+
+
+def _speed(res: StudyResults, c: Claim) -> Judged:
+    sp = convergence.speed(res.conditions, c.condition, c.better_than)
+    if sp is None:
+        return Judged(res.name, c, "not measured (no completed run)", None, "")
+    d = sp.decision
+    per = "; ".join(f"{name}: {', '.join(x.text() for x in xs) or '-'}" for name, xs in sp.crossings.items())
+    if d.interval is None:
+        measured: Text = f"updates to NLL {sp.target:.3f}: {per}"
+    else:
+        iv = d.interval
+        measured = f"{iv.estimate:.2f} [{iv.lo:.2f}, {iv.hi:.2f}] (updates to NLL {sp.target:.3f}: {per})"
+    word: Text = strong("no") if d.verdict == "no" else d.verdict
+    return Judged(res.name, c, measured, d, [word, f" ({d.reason})"])
+
+
+def rows(judged: list[Judged]) -> list[list[Text]]:
+    """Table rows: the claim, the paper's value, ours, whether it shows here."""
+    return [[j.claim.text, j.claim.paper, j.measured, j.shows or "(a value: nothing to decide)"] for j in judged]
+
+
+def claim_setting(res: StudyResults) -> Text:
     """One line: the paper's setting, ours (corpus, size, length of the study's runs), and whether
     they differ."""
-    meta = res["meta"]
-    paper_at, paper_corpus = meta.get("paper_setting", ""), meta.get("paper_corpus", "")
-    here = "; ".join(dict.fromkeys(r["scale"] for runs in res["conditions"].values() for r in runs if r.get("scale")))
+    paper_at, paper_corpus = res.study.paper
+    here = "; ".join(dict.fromkeys(r.scale for runs in res.conditions.values() for r in runs if r.scale))
     other = paper_corpus and here and paper_corpus.lower() not in here.lower()
     text: list = [f"The paper: {paper_at}. "] if paper_at else []
     if here:
@@ -119,62 +126,73 @@ def claim_setting(res: dict) -> Text:
     return text
 
 
-def judge(res: dict, sp: dict | None) -> list[dict]:
-    """Per claim of the study: ``claim``, ``paper``, ``measured``, ``shows`` (texts) and
-    ``verdict`` (yes / no / undecided / "")."""
-    out = []
-    for c in res["meta"].get("claims", []):
-        verdict, shows = _shows(c, res, sp)
-        out.append(
-            {"claim": c["text"], "paper": c.get("paper", ""), "measured": _claim_value(c, res, sp)}
-            | {"verdict": verdict, "shows": shows}
+@dataclass(frozen=True)
+class Tally:
+    """How many decided claims (and predictions) came out each way, and why the rest did not."""
+
+    yes: int = 0
+    no: int = 0
+    undecided: int = 0
+    reasons: tuple[tuple[str, int], ...] = ()
+    """(reason, count) of the undecided ones, most frequent first."""
+
+    @property
+    def checked(self) -> int:
+        return self.yes + self.no + self.undecided
+
+    def line(self, what: str) -> str:
+        """ "Of the paper's 9 claims checked here: 6 shown, 1 not shown, 2 undecided (...)"."""
+        head = f"Of the {self.checked} {what} checked here: {self.yes} shown, {self.no} not shown, "
+        why = "; ".join(f"{n} {r}" for r, n in self.reasons)
+        return head + f"{self.undecided} undecided" + (f" ({why})" if why else "") + "."
+
+
+def reason_kind(reason: str) -> str:
+    """An undecided verdict's reason, grouped for the summary."""
+    if reason.startswith("too few seeds"):
+        return "too few seeds"
+    if reason.startswith("zero spread"):
+        return "zero spread"
+    if "bound" in reason:
+        return "a run never reached the speed target"
+    if "wider than" in reason:
+        return "interval wider than the tolerance"
+    return "interval too wide to decide"
+
+
+def tally(verdicts: list[tuple[str, str]]) -> Tally:
+    """Counts of (verdict, reason) pairs; "" verdicts (nothing to decide) are left out."""
+    v = Counter(verdict for verdict, _ in verdicts)
+    reasons = Counter(reason_kind(r) for verdict, r in verdicts if verdict == "undecided")
+    return Tally(v["yes"], v["no"], v["undecided"], tuple(reasons.most_common()))
+
+
+def record(judged: list[Judged], analyses: list[dict], summary: str) -> dict:
+    """``claims.json``: the summary line; per claim the study, the paper's words and value, ours,
+    the verdict, its rule, reason and interval; per analysis its predictions with theirs."""
+    claims = []
+    for j in judged:
+        d = j.decision
+        iv = d.interval if d else None
+        claims.append(
+            {"study": j.study, "claim": j.claim.text, "paper": j.claim.paper, "measured": plain(j.measured)}
+            | {"verdict": j.verdict, "rule": d.rule if d else "", "reason": d.reason if d else ""}
+            | {"interval": [iv.estimate, iv.lo, iv.hi] if iv else None, "shows": plain(j.shows)}
         )
-    return out
-
-
-def rows(judged: list[dict]) -> list[list[Text]]:
-    """Table rows: the claim, the paper's value, ours, whether the expected ordering shows."""
-    return [[j["claim"], j["paper"], j["measured"], j["shows"]] for j in judged]
-
-
-def claim_rows(res: dict, sp: dict | None) -> list[list[Text]]:
-    return rows(judge(res, sp))
-
-
-def prediction_counts(analyses: list[tuple[str, str, Path]]) -> list[dict]:
-    """Per analysis (study name, title, folder) that has run: how many of its predictions hold by
-    their 95% intervals, of those that are predictions."""
-    out = []
-    for name, title, folder in analyses:
-        with contextlib.suppress(OSError, ValueError):
-            preds = json.loads((folder / "analysis.json").read_text()).get("predictions", [])
-            held, judged = sum(p["holds"] is True for p in preds), sum(p["holds"] is not None for p in preds)
-            out.append({"study": name, "title": title, "hold": held, "judged": judged})
-    return out
-
-
-def claims_record(studies: list[tuple[str, list[dict]]], predictions: list[dict]) -> dict:
-    """The summary as data (``claims.json``): per claim the study, the paper's words and value,
-    ours, the verdict and its words; the analyses' prediction counts."""
-    claims = [
-        {"study": name, **{k: v if k == "verdict" else plain(v) for k, v in j.items()}}
-        for name, judged in studies
-        for j in judged
-    ]
-    return {"claims": claims, "predictions": predictions}
+    return {"summary": summary, "claims": claims, "analyses": analyses}
 
 
 def summary_text(out: Path) -> str:
-    """The report's summary for a terminal, from ``claims.json``: two lines per claim."""
+    """The report's summary for a terminal, from ``claims.json``: the tally, then two lines per
+    claim."""
     try:
         rec = json.loads((out / "claims.json").read_text())
     except (OSError, ValueError):
         return ""
-    lines = []
+    lines = [rec.get("summary", "")]
     for c in rec["claims"]:
         lines.append(f"{c['study']}: {c['claim']}")
         lines.append(f"    paper: {c['paper']} | here: {c['measured']}" + (f" | {c['shows']}" if c["shows"] else ""))
-    lines += [
-        f"{p['study']}: {p['hold']} of {p['judged']} predictions hold (95% intervals)" for p in rec["predictions"]
-    ]
-    return "\n".join(lines)
+    for a in rec.get("analyses", []):
+        lines.append(f"{a['study']}: {a['line']}")
+    return "\n".join(ln for ln in lines if ln)

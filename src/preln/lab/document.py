@@ -46,17 +46,27 @@ class Heading:
 @dataclass(frozen=True)
 class Para:
     text: Text
+    lead: bool = False
+    """The report's verdict line: set apart in HTML."""
+
+
+Tone = Literal["yes", "no", "undecided", ""]
+"""A row's colour in HTML, by the verdict it carries ("": none); Markdown has no colours."""
 
 
 @dataclass(frozen=True)
 class Table:
     head: Sequence[Text]
     rows: Sequence[Sequence[Text]]
+    tones: Sequence[Tone] = ()
+    """Per row (or none at all)."""
 
     def __post_init__(self) -> None:
         for row in self.rows:  # a short or long row would shift every cell after it
             if len(row) != len(self.head):
                 raise ValueError(f"table row has {len(row)} cells, its header {len(self.head)}: {row!r}")
+        if self.tones and len(self.tones) != len(self.rows):
+            raise ValueError(f"{len(self.tones)} tones for {len(self.rows)} rows")
 
 
 @dataclass(frozen=True)
@@ -174,6 +184,8 @@ _STYLE = (
     "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:0 1em}"
     "td,th{border:1px solid #ccc;padding:3px 6px;vertical-align:top}th{background:#f4f4f4}"
     "table{border-collapse:collapse;margin:0.5em 0}img{max-width:100%}code{background:#f4f4f4}"
+    "tr.v-yes td{background:#e6f4e6}tr.v-no td{background:#fbe3e3}tr.v-undecided td{background:#fff6d9}"
+    "p.verdict{font-size:1.15em;padding:0.4em 0.6em;background:#f4f4f4;border-left:4px solid #888}"
 )
 
 
@@ -192,14 +204,18 @@ def _html_block(b: Block, images: dict[str, Path]) -> str:
     if isinstance(b, Heading):
         return f"<h{b.level}>{_html(b.text)}</h{b.level}>"
     if isinstance(b, Para):
-        return f"<p>{_html(b.text)}</p>"
+        return f'<p class="verdict">{_html(b.text)}</p>' if b.lead else f"<p>{_html(b.text)}</p>"
     if isinstance(b, Figure):
         if b.src not in images:  # a figure that was not drawn: say so instead of a broken image
             return f"<p>(figure {html.escape(b.src)} missing)</p>"
         data = base64.b64encode(images[b.src].read_bytes()).decode()
         return f'<p><img src="data:image/png;base64,{data}" alt="{html.escape(b.alt)}"></p>'
     head = "<tr>" + "".join(f"<th>{_html(c)}</th>" for c in b.head) + "</tr>"
-    body = "\n".join("<tr>" + "".join(f"<td>{_html(c)}</td>" for c in r) + "</tr>" for r in b.rows)
+    tones = b.tones or [""] * len(b.rows)
+    body = "\n".join(
+        (f'<tr class="v-{t}">' if t else "<tr>") + "".join(f"<td>{_html(c)}</td>" for c in r) + "</tr>"
+        for r, t in zip(b.rows, tones)
+    )
     return f"<table>\n<thead>\n{head}\n</thead>\n<tbody>\n{body}\n</tbody>\n</table>"
 
 

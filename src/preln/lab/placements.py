@@ -18,7 +18,7 @@ from ..data import Batch
 from ..data.tokenizer import PAD
 from ..model import Stack, admin_init
 from ..trainer import compute_loss
-from .analysis import (
+from .measure import (
     AnalysisConfig,
     expected_gradient_norms,
     init_model,

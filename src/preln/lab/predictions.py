@@ -1,10 +1,12 @@
 """The paper's predictions about gradients and hidden states (Theorem 1, Lemma 2, Fig. 3) beside
-the values ``analysis.run_analysis`` measured: a pure function of its results dict.
+the values ``analysis.run_analysis`` measured: a pure function of its results dict, so a report
+re-judges an older ``analysis.json`` by today's rules.
 
-Every verdict is decided by a 95% interval over seeds, never by a point estimate: a ratio that is
-above 1 in the mean but within the seeds' spread of 1 does not "hold". ``holds`` is True, False,
-or None for statements that are information rather than predictions (Theorem 1 is an O() bound:
-it claims no tightness).
+Each prediction has one rule of ``lab/stats.py`` (docs/statistics.md), read on a 95% t interval
+over seeds: a direction ("rises toward the top", "shrinks after warm-up", "no faster than the
+bound") is a *bound* or an *ordering*; an equality ("flat", "slope -1/2", "1.5 d") is an
+*equivalence* with a stated tolerance, so that a noisier measurement cannot pass more easily. The
+verdict is yes, no, undecided, or "" for information (Theorem 1's bound claims no tightness).
 """
 
 from __future__ import annotations
@@ -13,173 +15,182 @@ import math
 
 import numpy as np
 
-# two-sided 95% Student t quantiles by degrees of freedom (1..30); normal beyond
-_T95 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145]
-_T95 += [2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048]
-_T95 += [2.045, 2.042]
+from .stats import (
+    Decision,
+    bound,
+    combination_interval,
+    equivalence,
+    mean_interval,
+    ordering,
+    slope_interval,
+    slope_weights,
+)
+
+FLAT = math.log(1.5)
+"""Pre-LN's top/bottom gradient ratio counts as flat within 2/3..3/2 (on the log scale +-ln 1.5)."""
+SLOPE_TOLERANCE = 0.1
+"""A depth slope equals the theory's within +-0.1."""
+LEMMA2_TOLERANCE = 0.05
+"""Lemma 2's values hold within 5% (finite width d, finite batches)."""
 
 
-def t95(df: float) -> float:
-    """The two-sided 95% Student t quantile; a fractional df (Welch) is rounded down, which widens
-    the interval."""
-    k = max(int(df), 1)
-    return _T95[k - 1] if k <= len(_T95) else 1.96
+def _record(claim: str, theory: str, measured: str, d: Decision | None) -> dict:
+    verdict = d.verdict if d else ""
+    holds = {"yes": True, "no": False}.get(verdict) if d else None
+    return {"claim": claim, "theory": theory, "measured": measured, "verdict": verdict, "holds": holds} | (
+        {"rule": d.rule, "reason": d.reason} if d else {"rule": "", "reason": "information, not a prediction"}
+    )
 
 
-def welch_interval(a, b) -> tuple[float, float, float] | None:
-    """mean(a) - mean(b) and its 95% Welch interval (unequal variances, Welch-Satterthwaite
-    degrees of freedom); None with fewer than two values on a side."""
-    if len(a) < 2 or len(b) < 2:
-        return None
-    xa, xb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    d = float(xa.mean() - xb.mean())
-    va, vb = float(xa.var(ddof=1)) / len(xa), float(xb.var(ddof=1)) / len(xb)
-    se = math.sqrt(va + vb)
-    if se == 0:
-        return d, d, d
-    df = (va + vb) ** 2 / (va**2 / (len(xa) - 1) + vb**2 / (len(xb) - 1))
-    return d, d - t95(df) * se, d + t95(df) * se
+def _fmt(m: float, lo: float, hi: float, digits: int = 2, sign: str = "") -> str:
+    return f"{m:{sign}.{digits}f} [{lo:{sign}.{digits}f}, {hi:{sign}.{digits}f}]"
 
 
-def t_interval(xs) -> tuple[float, float, float]:
-    """Mean and 95% Student-t interval of the mean of independent seeds' values; with one value
-    the interval is unbounded (nothing can be decided from one seed)."""
-    x = np.asarray(xs, dtype=float)
-    m = float(x.mean())
-    if len(x) < 2:
-        return m, -math.inf, math.inf
-    t = t95(len(x) - 1)
-    half = t * float(x.std(ddof=1)) / math.sqrt(len(x))
-    return m, m - half, m + half
-
-
-def _top_bottom(col: dict) -> tuple[float, float, float]:
-    """Top layer over bottom layer, per seed; the geometric mean and its 95% interval."""
-    logs = [math.log(v[-1] / v[0]) for v in col["values"]]
-    m, lo, hi = t_interval(logs)
-    return math.exp(m), math.exp(lo), math.exp(hi)
-
-
-def _fmt(m: float, lo: float, hi: float, digits: int = 2) -> str:
-    return f"{m:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+def _log_top_bottom(col: dict) -> list[float]:
+    return [math.log(v[-1] / v[0]) for v in col["values"]]
 
 
 def _gradients(res: dict) -> list[dict]:
     out, f = [], res["fig3"]
     n = len(f["post"]["encoder"]["W2"]["values"])
     for stack in ("encoder", "decoder"):
-        post, pre = _top_bottom(f["post"][stack]["W2"]), _top_bottom(f["pre"][stack]["W2"])
+        post = mean_interval(_log_top_bottom(f["post"][stack]["W2"]))
+        pre = mean_interval(_log_top_bottom(f["pre"][stack]["W2"]))
         out.append(
-            {
-                "claim": f"Post-LN W2 gradient norm rises toward the top layer ({stack}, init)",
-                "theory": "top/bottom > 1",
-                "measured": f"top/bottom = {_fmt(*post)} ({n} seeds, 95% interval)",
-                "holds": post[1] > 1,
-            }
+            _record(
+                f"Post-LN W2 gradient norm rises toward the top layer ({stack}, init)",
+                "top/bottom > 1",
+                f"top/bottom = {_fmt(*(math.exp(x) for x in (post.estimate, post.lo, post.hi)))} ({n} seeds)",
+                bound(post, 0.0, above=True, n=n, words="1 (ratio)"),
+            )
         )
         out.append(
-            {
-                "claim": f"Pre-LN W2 gradient norm is flat across layers ({stack}, init)",
-                "theory": "top/bottom ~ 1 (within 2/3..3/2)",
-                "measured": f"top/bottom = {_fmt(*pre)} ({n} seeds, 95% interval)",
-                "holds": 2 / 3 < pre[1] and pre[2] < 3 / 2,
-            }
+            _record(
+                f"Pre-LN W2 gradient norm is flat across layers ({stack}, init)",
+                "top/bottom = 1 within 2/3..3/2",
+                f"top/bottom = {_fmt(*(math.exp(x) for x in (pre.estimate, pre.lo, pre.hi)))} ({n} seeds)",
+                equivalence(pre, 0.0, FLAT, n, band="2/3..3/2 (ratio)"),
+            )
         )
     if "after_warmup" in res:
-        after = float(np.mean(res["after_warmup"]["decoder"]["W2"]["mean"]))
-        init = t_interval([np.mean(v) for v in f["post"]["decoder"]["W2"]["values"]])
+        after = [float(np.mean(v)) for v in res["after_warmup"]["decoder"]["W2"]["values"]]
+        init = [float(np.mean(v)) for v in f["post"]["decoder"]["W2"]["values"]]
+        d = ordering(after, init, higher_is_better=False)
         out.append(
-            {
-                "claim": "Post-LN gradients shrink after warm-up (decoder W2, mean over layers)",
-                "theory": "after < init",
-                "measured": f"after {after:.3g} vs init {init[0]:.3g} [{init[1]:.3g}, {init[2]:.3g}] "
-                f"({n} init seeds, 95% interval)",
-                "holds": after < init[1],
-            }
+            _record(
+                "Post-LN gradients shrink after warm-up (decoder W2, mean over layers)",
+                "after < init",
+                f"after {np.mean(after):.3g} ({len(after)} seed{'s' * (len(after) > 1)}) vs init "
+                f"{np.mean(init):.3g} ({len(init)} seeds)",
+                d,
+            )
         )
     return out
 
 
+def _slope(xs: list[float], values: list[list[float]]):
+    """The log-log slope of the per-x values (seeds at each x), its interval, and the fewest seeds."""
+    logs = [np.log(np.asarray(v, dtype=float)) for v in values]
+    return slope_interval(np.log(xs), logs), logs, min(len(v) for v in values)
+
+
 def _depth(res: dict) -> list[dict]:
     out, fits = [], {}
-    for norm, target in (("post", 0.0), ("pre", -0.5)):
-        fit = fits[norm] = res["depth"][norm]["decoder"]["fit"]
-        lo, hi = fit["ci95"]
+    depths = res["depth"]["depths"]
+    for norm, value in (("post", 0.0), ("pre", -0.5)):
+        iv, logs, n = _slope(depths, res["depth"][norm]["decoder"]["values"])
+        fits[norm] = (logs, iv)
         out.append(
-            {
-                "claim": f"{norm.capitalize()}-LN last-layer W2 gradient norm vs depth L (log-log slope)",
-                "theory": f"{target:+.1f}",
-                "measured": f"{fit['slope']:+.3f} [{lo:+.3f}, {hi:+.3f}]",
-                "holds": lo <= target <= hi,
-            }
+            _record(
+                f"{norm.capitalize()}-LN last-layer W2 gradient norm vs depth L (log-log slope)",
+                f"{value:+.1f} (within ±{SLOPE_TOLERANCE:g})",
+                _fmt(iv.estimate, iv.lo, iv.hi, 3, "+") + f" ({n} seeds per depth)",
+                equivalence(iv, value, SLOPE_TOLERANCE, n),
+            )
         )
-    (p_lo, p_hi), (q_lo, q_hi) = fits["post"]["ci95"], fits["pre"]["ci95"]
+    (post_logs, _), (pre_logs, pre) = fits["post"], fits["pre"]
+    w = slope_weights(np.log(depths))
+    diff = combination_interval([*w, *(-w)], [*pre_logs, *post_logs])  # pre slope - post slope
+    n = min(len(v) for v in [*pre_logs, *post_logs])
+    d = _all([bound(pre, 0.0, above=False, n=n), bound(diff, 0.0, above=False, n=n)])
     out.append(
-        {
-            "claim": "Depth slopes land on the predicted sides (Pre-LN decays with L, faster than Post-LN)",
-            "theory": "pre < 0 and pre < post (intervals)",
-            "measured": f"post [{p_lo:+.3f}, {p_hi:+.3f}], pre [{q_lo:+.3f}, {q_hi:+.3f}]",
-            "holds": q_hi < 0 and q_hi < p_lo,
-        }
+        _record(
+            "Depth slopes land on the predicted sides (Pre-LN decays with L, faster than Post-LN)",
+            "pre < 0 and pre - post < 0",
+            f"pre {_fmt(pre.estimate, pre.lo, pre.hi, 3, '+')}, "
+            f"pre - post {_fmt(diff.estimate, diff.lo, diff.hi, 3, '+')}",
+            d,
+        )
     )
     return out
 
 
 def _width(res: dict) -> list[dict]:
-    t, fit = res["width"]["theory_slope"], res["width"]["post"]["fit"]
-    lo, hi = fit["ci95"]
-    measured = f"{fit['slope']:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    t = res["width"]["theory_slope"]
+    iv, _, n = _slope(res["width"]["widths"], res["width"]["post"]["values"])
+    measured = _fmt(iv.estimate, iv.lo, iv.hi, 3, "+") + f" ({n} seeds per width)"
     return [
-        {
-            "claim": "Theorem 1 bound: Post-LN last-layer W2 gradient grows with width d no faster than "
+        _record(
+            "Theorem 1 bound: Post-LN last-layer W2 gradient grows with width d no faster than "
             "d sqrt(ln d) (log-log slope)",
-            "theory": f"<= {t:+.3f}",
-            "measured": measured,
-            "holds": hi <= t,
-        },
-        {
-            "claim": "Information (not a prediction: Theorem 1 is an O() bound): how close the slope comes "
+            f"<= {t:+.3f}",
+            measured,
+            bound(iv, t, above=False, n=n),
+        ),
+        _record(
+            "Information (not a prediction: Theorem 1 is an O() bound): how close the slope comes "
             "to that of d sqrt(ln d)",
-            "theory": f"bound slope {t:+.3f}",
-            "measured": measured,
-            "holds": None,
-        },
+            f"bound slope {t:+.3f}",
+            measured,
+            None,
+        ),
     ]
+
+
+def _all(decisions: list[Decision], parts: str = "") -> Decision:
+    """Every part holds: yes when each does, no when any does not (that part's reason), else the
+    first undecided part's reason; ``parts`` names the parts ("layer") in the reasons."""
+    for verdict in ("no", "undecided"):
+        i, hit = next(((i, d) for i, d in enumerate(decisions) if d.verdict == verdict), (0, None))
+        if hit:
+            where = f"{parts} {i}: " if parts else ""
+            return Decision(hit.verdict, hit.rule, where + hit.reason, hit.interval)
+    what = f"every {parts}'s interval lies inside its band" if parts else "each part holds"
+    return Decision("yes", decisions[0].rule, what)
 
 
 def _lemma2(res: dict) -> list[dict]:
     lt = res["lemma2_theory"]
-    post = [t_interval(col) for col in np.array(lt["post"]["values"]).T]  # per layer over seeds
-    # holds when every layer's interval reaches 1.5 (within the 5% a finite d and batch allow)
-    post_ok = all(lo <= 1.5 * 1.05 and hi >= 1.5 * 0.95 for _, lo, hi in post)
-    worst = max(abs(m / 1.5 - 1) for m, _, _ in post)
-    pre = lt["pre"]
-    pre_iv = [t_interval(col) for col in np.array(pre["values"]).T]
-    pre_ok = all(
-        lo_i <= hi_b * 1.05 and hi_i >= lo_b * 0.95
-        for (_, lo_i, hi_i), lo_b, hi_b in zip(pre_iv, pre["lower"], pre["upper"])
-    )
-    vals = ", ".join(f"{m:.2f}" for m, _, _ in pre_iv)
     n = len(lt["post"]["values"])
+    post = [mean_interval(col) for col in np.array(lt["post"]["values"]).T]  # per layer over seeds
+    post_d = [equivalence(iv, 1.5, 1.5 * LEMMA2_TOLERANCE, n) for iv in post]
+    worst = max(abs(iv.estimate / 1.5 - 1) for iv in post)
+    pre = lt["pre"]
+    pre_iv = [mean_interval(col) for col in np.array(pre["values"]).T]
+    pre_d = []
+    for iv, lo, hi in zip(pre_iv, pre["lower"], pre["upper"]):
+        mid, half = (lo + hi) / 2, (hi - lo) / 2 + LEMMA2_TOLERANCE * hi  # the band, widened by 5%
+        pre_d.append(equivalence(iv, mid, half, n))
+    vals = ", ".join(f"{iv.estimate:.2f}" for iv in pre_iv)
     return [
-        {
-            "claim": "Lemma 2, Post-LN: E‖x^{post,5}_l‖² = 1.5 d at every layer (theory setting)",
-            "theory": "1.5 d",
-            "measured": f"{min(m for m, _, _ in post):.3f} d .. {max(m for m, _, _ in post):.3f} d "
+        _record(
+            "Lemma 2, Post-LN: E‖x^{post,5}_l‖² = 1.5 d at every layer (theory setting)",
+            f"1.5 d (within {LEMMA2_TOLERANCE:.0%})",
+            f"{min(iv.estimate for iv in post):.3f} d .. {max(iv.estimate for iv in post):.3f} d "
             f"(worst mean {worst:.1%} off; {n} seeds)",
-            "holds": post_ok,
-        },
-        {
-            "claim": "Lemma 2, Pre-LN: (1 + l/2) d ≤ E‖x_l‖² ≤ (1 + 3l/2) d (theory setting)",
-            "theory": "within the bounds",
-            "measured": f"l = 0..{len(pre_iv) - 1}: {vals} (x d; {n} seeds)",
-            "holds": pre_ok,
-        },
+            _all(post_d, "layer"),
+        ),
+        _record(
+            "Lemma 2, Pre-LN: (1 + l/2) d ≤ E‖x_l‖² ≤ (1 + 3l/2) d (theory setting)",
+            f"within the bounds (± {LEMMA2_TOLERANCE:.0%})",
+            f"l = 0..{len(pre_iv) - 1}: {vals} (x d; {n} seeds)",
+            _all(pre_d, "layer"),
+        ),
     ]
 
 
 def predictions(res: dict) -> list[dict]:
-    """Each prediction of the paper next to the measured value and whether it holds."""
+    """Each prediction of the paper next to the measured value and its verdict."""
     out = []
     if res.get("fig3"):
         out += _gradients(res)

@@ -20,11 +20,12 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import config
+from .. import atomic, config
 from ..config import ConfigError
 from ..decode import LENPEN, MAX_LEN_A, MAX_LEN_B
 from ..finetune import default_out
 from ..runs import RunFolder
+from .metrics import metric
 
 STEPS = ("train", "evaluate", "analyze", "finetune")
 # A study with steps ["train", "finetune"] pretrains masked-LM runs and fine-tunes each on the
@@ -56,14 +57,44 @@ class JobSpec:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A statement of the paper (or beyond it) that the report puts beside what was measured: the
+    value of ``metric`` for ``condition`` and, where it compares, the verdict of the metric's rule
+    against the other condition (``lab/claims.py``; the rules in docs/statistics.md)."""
+
+    text: str
+    paper: str = ""
+    """The paper's number or words."""
+    condition: str = ""
+    metric: str = "test_bleu"
+    """A name of ``lab/metrics.py``'s table."""
+    better_than: str = ""
+    """Ordering: ``condition`` is better than this one (higher BLEU/accuracy, lower NLL; for
+    ``speed_ratio``: needs fewer updates)."""
+    worse_than: str = ""
+    """Ordering the other way: ``condition`` is worse than this one."""
+    as_good_as: str = ""
+    """Non-inferiority: ``condition`` is at least as good as this one, up to the metric's margin."""
+
+    @property
+    def other(self) -> str:
+        return self.better_than or self.worse_than or self.as_good_as
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Claim:
+        return cls(**{k: v for k, v in d.items() if k in CLAIM_KEYS})
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in vars(self).items() if v != ""}
+
+
+@dataclass(frozen=True)
 class Study:
     name: str
     title: str
-    baseline: str | None
-    compare: tuple[str, ...]
     jobs: tuple[JobSpec, ...]
-    claims: tuple[dict, ...] = field(default_factory=tuple)
-    """The paper's claims the report puts beside measured values (see studies/*.toml); a claim on a
+    claims: tuple[Claim, ...] = field(default_factory=tuple)
+    """The claims the report puts beside measured values (see studies/*.toml); a claim on a
     condition left out of the preset reports "not run"."""
     decode: tuple[str, ...] = ()
     """Extra ``preln evaluate`` flags of the preset (``evaluate = ["--max-len-b", "10"]``)."""
@@ -108,10 +139,11 @@ def _grid_conditions(p: Path, grids: list[dict], preset: str) -> list[dict]:
     return out
 
 
-STUDY_KEYS = {"title", "steps", "baseline", "compare", "paper_setting", "paper_corpus", "preset", "condition"}
+STUDY_KEYS = {"title", "steps", "paper_setting", "paper_corpus", "preset", "condition"}
 STUDY_KEYS |= {"grid", "claim", "finetune_reference"}
 PRESET_KEYS = {"config", "seeds", "set", "evaluate", "analysis", "finetune", "finetune_set", "control"}
-CLAIM_KEYS = {"text", "paper", "condition", "metric", "better_than"}
+CLAIM_KEYS = {"text", "paper", "condition", "metric", "better_than", "worse_than", "as_good_as"}
+COMPARISONS = ("better_than", "worse_than", "as_good_as")
 
 
 def _check_keys(p: Path, where: str, table: object, allowed: set[str], dotted: bool = False) -> None:
@@ -127,7 +159,15 @@ def check_study_file(p: Path, raw: dict) -> None:
     """The whole file's shape, for every preset: keys, and seeds as a list of integers."""
     if "kind" in raw:  # study files before 0.2
         raise ConfigError(f'{p}: `kind = "analysis"` is now `steps = ["analyze"]`')
+    if "baseline" in raw or "compare" in raw:  # study files before 0.3
+        raise ConfigError(
+            f"{p}: `baseline` and `compare` are gone: a speed claim names its conditions "
+            '(condition = "a", better_than = "b", metric = "speed_ratio"; docs/statistics.md)'
+        )
     _check_keys(p, "top level", raw, STUDY_KEYS)
+    for key in ("title", "paper_setting", "paper_corpus"):
+        if not isinstance(raw.get(key, ""), str):
+            raise ConfigError(f"{p}: {key} must be a string, got {raw[key]!r}")
     steps = raw.get("steps", ["train", "evaluate"])
     if steps not in (["train"], ["train", "evaluate"], ["analyze"], ["train", "finetune"]):
         raise ConfigError(
@@ -142,6 +182,8 @@ def check_study_file(p: Path, raw: dict) -> None:
             isinstance(seeds, list) and seeds and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds)
         ):
             raise ConfigError(f"{p}: [preset.{name}] seeds must be a non-empty list of integers, got {seeds!r}")
+        if len(set(seeds)) != len(seeds):  # a repeated seed is the same run, not another sample
+            raise ConfigError(f"{p}: [preset.{name}] seeds must be distinct, got {seeds!r}")
         tasks = pre.get("finetune", [])
         if "finetune" in steps and not (isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)):
             raise ConfigError(f"{p}: [preset.{name}] finetune must list the tasks to fine-tune on, got {tasks!r}")
@@ -153,7 +195,31 @@ def check_study_file(p: Path, raw: dict) -> None:
     for i, g in enumerate(raw.get("grid", []), 1):
         _check_keys(p, f"[[grid]] #{i}", g, {"name", "set", *presets}, dotted=True)
     for i, c in enumerate(raw.get("claim", []), 1):
-        _check_keys(p, f"[[claim]] #{i}", c, CLAIM_KEYS)
+        _check_claim(p, f"[[claim]] #{i}", c)
+
+
+def _check_claim(p: Path, where: str, c: object) -> None:
+    """A claim's keys and values: texts are strings, the metric is one of the table's, and it
+    compares with at most one other condition."""
+    _check_keys(p, where, c, CLAIM_KEYS)
+    if not isinstance(c.get("text"), str) or not c["text"]:
+        raise ConfigError(f"{p}: {where}: text must be a non-empty string")
+    bad = [k for k in CLAIM_KEYS if k in c and not isinstance(c[k], str)]
+    if bad:
+        raise ConfigError(f"{p}: {where}: {bad[0]} must be a string, got {c[bad[0]]!r}")
+    try:
+        m = metric(c.get("metric", "test_bleu"))
+    except ConfigError as e:
+        raise ConfigError(f"{p}: {where}: {e}") from None
+    compared = [k for k in COMPARISONS if c.get(k)]
+    if len(compared) > 1:
+        raise ConfigError(f"{p}: {where}: a claim compares with one condition; it has {' and '.join(compared)}")
+    if compared and not c.get("condition"):
+        raise ConfigError(f"{p}: {where}: {compared[0]} needs a condition to compare")
+    if compared and not m.comparable:
+        raise ConfigError(f"{p}: {where}: metric {m.name!r} is reported as a count; it compares with nothing")
+    if m.name == "speed_ratio" and not (c.get("condition") and c.get("better_than")):
+        raise ConfigError(f"{p}: {where}: a speed claim names condition (the faster) and better_than (the slower)")
 
 
 def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study:
@@ -169,9 +235,9 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
     pre = raw["preset"][preset]
     steps = tuple(raw.get("steps", ["train", "evaluate"]))
     jobs, names = _train_jobs(p, raw, preset, steps, root) if "train" in steps else (_analysis_job(p, pre), [])
-    claims = tuple(raw.get("claim", []))
-    claimed = [x for c in claims for x in (c.get("condition"), c.get("better_than"))]
-    for key in [raw.get("baseline"), *raw.get("compare", []), *claimed, pre.get("control")]:
+    claims = tuple(Claim.from_dict(c) for c in raw.get("claim", []))
+    claimed = [x for c in claims for x in (c.condition, c.other) if x]
+    for key in [*claimed, pre.get("control")]:
         if key is not None and key not in names and key != CONTROL:
             raise ConfigError(f"{p}: {key!r} is not a condition of this study (has {', '.join(names)})")
     decode = tuple(str(x) for x in pre.get("evaluate", []))
@@ -183,8 +249,6 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
     return Study(
         p.stem,
         raw.get("title", p.stem),
-        raw.get("baseline"),
-        tuple(raw.get("compare", [])),
         jobs,
         claims=claims,
         decode=decode,
@@ -322,17 +386,63 @@ def decode_settings(beam: int, flags: tuple[str, ...]) -> dict:
 
 
 def write_study_json(study: Study, sdir: Path) -> None:
-    """What the report reads: the study's text, claims, and its jobs (folder, steps, condition...)."""
+    """What the report reads: the study as ``read_study_json`` gives it back."""
     jobs = [
         {"folder": j.folder, "steps": list(j.steps), "condition": j.condition, "group": j.group, "seed": j.seed}
-        | {"config": j.config, "overrides": list(j.overrides)}
+        | {"config": j.config, "overrides": list(j.overrides), "analysis": j.analysis, "size": j.size}
         | ({"finetune": list(j.finetune)} if j.finetune else {})
         for j in study.jobs
     ]
-    meta = {"title": study.title, "baseline": study.baseline, "compare": list(study.compare)}
-    meta |= {"claims": list(study.claims), "paper_setting": study.paper[0], "paper_corpus": study.paper[1]}
+    meta = {"title": study.title, "claims": [c.to_dict() for c in study.claims], "decode": list(study.decode)}
+    meta |= {"paper_setting": study.paper[0], "paper_corpus": study.paper[1]}
     meta |= {"finetune_reference": dict(study.reference), "jobs": jobs}
-    (sdir / "study.json").write_text(json.dumps(meta, indent=1))
+    atomic.write_text(sdir / "study.json", json.dumps(meta, indent=1))
+
+
+def read_study_json(sdir: Path) -> Study:
+    """The ``Study`` that ``write_study_json`` wrote into ``sdir`` (also the files of older preln:
+    jobs listed as ``runs``, a speed claim's conditions in ``compare``); a one-line error naming
+    the file when it is not one."""
+    path = sdir / "study.json"
+    try:
+        meta = json.loads(path.read_text())
+        return study_from_json(sdir.name, meta)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ConfigError(f"{path}: not a study.json that preln wrote ({type(e).__name__}: {e})") from None
+
+
+def study_from_json(name: str, meta: dict) -> Study:
+    runs = [{**r, "steps": ["train"]} for r in meta.get("runs", [])]  # before 0.2
+    jobs = tuple(
+        JobSpec(
+            tuple(j["steps"]),
+            j.get("folder", ""),
+            j.get("condition", ""),
+            int(j.get("seed", 0)),
+            j.get("group", ""),
+            j.get("config", ""),
+            tuple(j.get("overrides", ())),
+            j.get("analysis", ""),
+            tuple(j.get("finetune", ())),
+            int(j.get("size", 1)),
+        )
+        for j in meta.get("jobs", runs)
+    )
+    compare = meta.get("compare") or []  # before 0.3: the speed claim's conditions
+    claims = []
+    for c in meta.get("claims", []):
+        if c.get("metric") == "speed_ratio" and not c.get("condition") and len(compare) == 2:
+            c = {**c, "condition": compare[0], "better_than": compare[1]}
+        claims.append(Claim.from_dict(c))
+    return Study(
+        name,
+        str(meta.get("title", name)),
+        jobs,
+        claims=tuple(claims),
+        decode=tuple(meta.get("decode", ())),
+        paper=(meta.get("paper_setting", ""), meta.get("paper_corpus", "")),
+        reference=tuple((str(k), float(v)) for k, v in meta.get("finetune_reference", {}).items()),
+    )
 
 
 @dataclass
