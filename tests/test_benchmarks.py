@@ -76,3 +76,21 @@ def test_the_gpu_check_script_runs_dry_on_the_cpu(tmp_path):
         names = set(tar.getnames())
     assert {"./bench_bert.json", "./bench_mt_fp32.json", "./op_profile.json", "./pytest.log", "./steps.log"} <= names
     assert not any(n.endswith((".safetensors", "spm.model")) for n in names)  # what a device call can return
+
+
+def test_the_decoding_benchmark_compares_preln_with_its_past_and_with_transformers(tmp_path):
+    """Tiny Post-LN runs (trained and barely trained), test and long inputs, greedy and beam 5:
+    every method's rows, and preln's outputs equal to the earlier commit's beam search."""
+    require_data("multi30k")
+    methods = ["preln", "old"] + (["hf"] if importlib.util.find_spec("transformers") else [])
+    res = _run(["benchmarks/decode.py", "--tiny", "--sentences", "12", "--limit", "40"], tmp_path)
+    rows = res["rows"]
+    assert {(r["inputs"], r["beam"]) for r in rows} == {
+        (f"{kind}, {inputs}", beam) for kind in ("trained", "weak") for inputs in ("test", "long x3") for beam in (1, 5)
+    }
+    if res["old"]:  # the git history is at hand (a clone): today's search gives the earlier one's outputs
+        assert {r["method"] for r in rows} == set(methods)
+        assert all(r["identical_to_preln"] == 1.0 for r in rows if r["method"] == "old")
+    assert all(r["sentences_per_s"] > 0 for r in rows)
+    # greedy: Transformers' generate on the exported weights gives preln's outputs
+    assert all(r["identical_to_preln"] == 1.0 for r in rows if r["method"] == "hf" and r["beam"] == 1)

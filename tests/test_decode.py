@@ -193,10 +193,14 @@ def test_translate_streams_stdin_as_lines_arrive(tmp_path):
     try:
         proc.stdin.write("ein hund läuft .\n".encode())
         proc.stdin.flush()
-        ready = select.select([proc.stdout], [], [], 60)[0]
-        assert ready, "no translation while stdin is still open"
-        first = os.read(proc.stdout.fileno(), 1 << 16).decode()
-        assert first.endswith("\n") and first.count("\n") == 1
+        first = b""
+        while not first.endswith(b"\n"):  # a line may arrive in several writes: wait for its end
+            ready = select.select([proc.stdout], [], [], 120)[0]  # a hang detector, not a timing margin
+            assert ready, "no translation while stdin is still open"
+            data = os.read(proc.stdout.fileno(), 1 << 16)
+            assert data, "translate ended before its input did"
+            first += data
+        assert first.decode().count("\n") == 1
         proc.stdin.write("zwei männer .\n".encode())
         proc.stdin.close()
         rest = proc.stdout.read().decode()
@@ -237,3 +241,87 @@ def test_the_readmes_python_api_example_runs(tmp_path, monkeypatch, capsys):
 
     assert {"RunConfig", "ModelConfig", "build_model", "train", "load_run", "translate"} <= set(preln.__all__)
     assert callable(preln.train) and preln.train.__module__ == "preln.fit"
+
+
+def reference_beam(model, src_row, K, lenpen, limit, nbest=0):
+    """fairseq-generate's beam search for one sentence, written plainly: no batch, no cache, Python
+    lists. At each step the 2K best continuations of the live beams; a </s> ranked in the top K
+    finishes (score / length ** lenpen, </s> counted), up to K finished; the K best others live on;
+    at the length limit only </s>; done at K finished or the limit."""
+    src = src_row[None]
+    beams = [(0.0, [])]  # (log-probability, tokens)
+    finished = []
+    for t in range(limit + 1):
+        cands = []
+        for lp, toks in beams:
+            with torch.no_grad():
+                logits = model(src, torch.tensor([[2] + toks]))[0, -1]
+            logp = torch.log_softmax(logits.float(), -1).double()
+            logp[[0, 2, 4]] = -torch.inf
+            if t < 1:
+                logp[3] = -torch.inf
+            if t >= limit:
+                keep = logp[3].item()
+                logp[:] = -torch.inf
+                logp[3] = keep
+            cands += [(lp + float(v), toks, i) for i, v in enumerate(logp.tolist())]
+        cands.sort(key=lambda c: -c[0])  # stable: ties keep (beam, token) order, as topk does here
+        live = []
+        for r, (s, toks, i) in enumerate(cands[: 2 * K]):
+            if s == -float("inf"):
+                continue
+            if i == 3:
+                if r < K and len(finished) < K:
+                    finished.append((s / (t + 1) ** lenpen, toks))
+            elif len(live) < K:
+                live.append((s, [*toks, i]))
+        if len(finished) >= K or not live:
+            break
+        beams = live
+    if nbest:
+        return sorted(finished, key=lambda h: -h[0])[:nbest]
+    return max(finished, key=lambda h: h[0])[1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_beam_search_equals_a_plain_one_sentence_reference(seed):
+    """The batched search (tensor-side selection, sentences leaving the batch, the early stop)
+    gives what the plain reference gives, sentence by sentence, for lenpen below, at and above 1."""
+    model, src = tiny_model(seed), sources()
+    for K, lenpen, a, b in ((5, 1.0, 0, 6), (3, 0.6, 1.0, 2), (4, 1.4, 0, 5), (2, 0.0, 0, 7), (3, -0.5, 0, 4)):
+        got = beam_search(model, src, beam=K, lenpen=lenpen, max_len_a=a, max_len_b=b)
+        nb = beam_search(model, src, beam=K, lenpen=lenpen, max_len_a=a, max_len_b=b, nbest=K)
+        for i, row in enumerate(src):
+            n = int(((row != 0) & (row != 3)).sum())
+            ref = reference_beam(model, row[row != 0], K, lenpen, int(a * n + b))
+            assert got[i] == ref, (K, lenpen, i)
+            ref_nb = reference_beam(model, row[row != 0], K, lenpen, int(a * n + b), nbest=K)
+            assert [h for _, h in nb[i]] == [h for _, h in ref_nb], (K, lenpen, i)
+            assert [s for s, _ in nb[i]] == pytest.approx([s for s, _ in ref_nb], rel=1e-6)  # float32 sums
+
+
+def test_the_early_stop_saves_steps_and_changes_nothing(monkeypatch):
+    """A sentence whose live beams can no longer beat its best finished hypothesis stops early:
+    fewer decoder steps, the same output as decoding on to K finished hypotheses."""
+    from preln import decode
+
+    class Counting(EosBiased):
+        calls = 0
+
+        def decode(self, *a, **kw):
+            Counting.calls += 1
+            return super().decode(*a, **kw)
+
+    torch.manual_seed(0)
+    c = ModelConfig(d_model=16, n_heads=2, d_ffn=32, encoder_layers=1, decoder_layers=1, dropout=0.0, vocab_size=30)
+    model, src = Counting(c).double().eval(), sources()
+    model.bias = 4.0  # </s> likely early: some hypotheses finish at once, the rest are long shots
+    runs = {}
+    for early in (True, False):
+        if not early:
+            monkeypatch.setattr(decode, "_best_possible", lambda *a: float("inf"))
+        Counting.calls = 0
+        out = beam_search(model, src, beam=4, lenpen=0.0, max_len_b=30)  # raw log-probabilities
+        runs[early] = (out, Counting.calls)
+    assert runs[True][0] == runs[False][0]
+    assert runs[True][1] < runs[False][1], runs

@@ -62,3 +62,65 @@ def test_what_no_transformers_class_computes_is_refused(change, reason):
     base |= dict(activation="gelu", positions="learned", max_positions=32, embed_layernorm=True, embed_scale=False)
     with pytest.raises(config.ConfigError, match=reason):
         to_hf(MaskedLM(ModelConfig(**{**base, **change})))
+
+
+def test_a_post_ln_translation_run_exports_to_fsmt_with_the_same_logits_and_greedy_output(tmp_path):
+    require_data("multi30k")
+    from preln.decode import greedy
+
+    sets = ["model.norm='post'", "train.max_updates=30", "train.progress=false", "train.valid_bleu=false"]
+    train(config.load(ROOT / "configs" / "tiny-translation.toml", sets), tmp_path / "run")
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "hf")]) == 0
+    _, ours, _ = load_run(tmp_path / "run")
+    hf = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "hf").eval()
+    assert type(hf).__name__ == "FSMTForConditionalGeneration"
+    src, _ = _ids(ours.config.vocab_size)
+    src[0, -1], src[1, 6], src[2, 3] = 3, 3, 3  # </s>, then the padding
+    tgt = torch.randint(5, ours.config.vocab_size, (3, 6), generator=torch.Generator().manual_seed(1))
+    tgt[:, 0] = 2
+    with torch.no_grad():
+        mine = ours.eval()(src, tgt)
+        theirs = hf(input_ids=src, attention_mask=(src != 0).long(), decoder_input_ids=tgt, use_cache=False).logits
+    torch.testing.assert_close(theirs, mine, rtol=0, atol=1e-5)
+    limit = 12  # fairseq's length rule with a = 0: at most 12 tokens, then </s>
+    with torch.no_grad():
+        out = hf.generate(
+            input_ids=src,
+            attention_mask=(src != 0).long(),
+            num_beams=1,
+            do_sample=False,
+            max_new_tokens=limit + 1,
+            min_new_tokens=1,
+            suppress_tokens=[0, 2, 4],
+            forced_eos_token_id=3,
+        )
+    theirs = [[t for t in row[1:].tolist() if t not in (0, 3)] for row in out]
+    assert theirs == greedy(ours, src, max_len_a=0, max_len_b=limit)
+
+
+@pytest.mark.parametrize(
+    "change,reason",
+    [(dict(norm="pre"), "FSMT .* is Post-LN"), (dict(embed_layernorm=True), "no embedding LayerNorm")],
+)
+def test_a_translation_run_fsmt_cannot_compute_is_refused(change, reason):
+    from preln.export import to_hf
+    from preln.model import Seq2Seq
+
+    base = dict(norm="post", vocab_size=50, d_model=16, n_heads=2, d_ffn=32, encoder_layers=1, decoder_layers=1)
+    with pytest.raises(config.ConfigError, match=reason):
+        to_hf(Seq2Seq(ModelConfig(**{**base, **change})))
+
+
+def test_a_pair_pretrained_run_exports_its_trained_segment_embeddings(tmp_path):
+    require_data("english-mix")
+    sets = ["model.norm='post'", "train.max_updates=6", "train.progress=false", "data.mlm_pairs=true"]
+    train(config.load(ROOT / "configs" / "tiny-mlm.toml", sets), tmp_path / "run")
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "hf")]) == 0
+    _, ours, _ = load_run(tmp_path / "run")
+    hf = transformers.AutoModelForMaskedLM.from_pretrained(tmp_path / "hf").eval()
+    ids, keep = _ids(ours.config.vocab_size)
+    segments = (torch.arange(ids.shape[1])[None] >= 3).long() * keep  # segment B from position 3
+    with torch.no_grad():
+        mine = ours.eval()(ids, segments=segments, mlm_positions=keep)
+        theirs = hf(input_ids=ids, attention_mask=keep.long(), token_type_ids=segments).logits[keep]
+    torch.testing.assert_close(theirs, mine, rtol=0, atol=1e-5)

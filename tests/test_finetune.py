@@ -14,8 +14,8 @@ from preln import checkpoint, config
 from preln.cli import main
 from preln.config import ConfigError
 from preln.data import load_data
+from preln.data.batching import encode_pair
 from preln.data.corpus import CorpusError, read_pair_tsv
-from preln.data.datasets import encode_pair
 from preln.data.tokenizer import Tokenizer
 from preln.evaluate import accuracy_f1
 from preln.finetune import finetune_config
@@ -326,3 +326,54 @@ def test_reproduce_pretrains_finetunes_and_reports(tmp_path):
     assert "| pre fine-tunes at least as well |" in md and " % (1 run) | undecided (" in md
     assert "too few seeds: n = 1, this rule needs 3) |" in md
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 2
+
+
+def test_pair_packed_pretraining_gives_berts_input_with_segment_ids(tmp_path):
+    """data.mlm_pairs: lines 2i and 2i + 1 of the corpus become <cls> A <sep> B <sep>, segment 1
+    from the token after the first <sep>, the longer segment cut first."""
+    from preln.data.tokenizer import BOS, EOS
+
+    lines = [f"first {i} words here" if i % 2 == 0 else f"then {i} more words follow here now" for i in range(200)]
+    corpus = tmp_path / "text.txt"
+    corpus.write_text("".join(ln + "\n" for ln in lines))
+    over = [f"data.path='{corpus}'", f"data.cache_dir='{tmp_path / 'cache'}'", "data.vocab_size=60"]
+    cfg = config.load(ROOT / "configs" / "tiny-mlm.toml", [*over, "data.valid_fraction=0.1", "data.mlm_pairs=true"])
+    data, tok = load_data(cfg)
+    ex = data.examples["train"]
+    assert len(ex) + len(data.examples["valid"]) == 100  # 200 lines, 100 pairs
+    pairs = {tuple(tok.encode([a])[0] + [EOS] + tok.encode([b])[0]) for a, b in zip(lines[0::2], lines[1::2])}
+    for i in range(len(ex)):
+        e = ex[i]
+        assert e[0] == BOS and e[-1] == EOS and e.count(EOS) == 2 and tuple(e[1:-1]) in pairs
+    b = data.batch("train", 1, 0)
+    ids, seg = b.tensors["targets"].clone(), b.tensors["segments"]
+    first = [row.index(EOS) for row in data.batch_examples("train", 1, 0)]
+    for row, f in zip(seg.tolist(), first):
+        assert row[: f + 1] == [0] * (f + 1) and set(row[f + 1 :]) <= {1}
+    assert ids.shape == seg.shape
+    short = config.override(cfg, ["data.max_len=8"])
+    cut = load_data(short)[0].examples["train"]
+    assert all(len(cut[i]) <= 8 and cut[i].count(EOS) == 2 for i in range(len(cut)))
+    one = config.override(cfg, ["data.mlm_pairs=false"])
+    assert "segments" not in load_data(one)[0].batch("train", 1, 0).tensors  # single segments: no segment ids
+
+
+def test_masked_lm_records_the_unigram_baseline_of_its_valid_split(tmp_path):
+    import collections
+    import math
+
+    from preln.data.tokenizer import BOS, EOS, PAD
+
+    require_data("english-mix")
+    run = tmp_path / "run"
+    train(config.load(ROOT / "configs" / "tiny-mlm.toml", ["train.max_updates=2", "train.progress=false"]), run)
+    (rec,) = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if '"baseline"' in x]
+    data, tok = load_data(config.load(run / "config.toml"), run / "spm.model")
+    special = {PAD, BOS, EOS}
+    counts = collections.Counter(t for i in range(len(data.examples["train"])) for t in data.examples["train"][i])
+    for s in special:
+        counts.pop(s, None)
+    total, v = sum(counts.values()), len(tok)
+    valid = [t for i in range(len(data.examples["valid"])) for t in data.examples["valid"][i] if t not in special]
+    want = -sum(math.log((counts[t] + 1) / (total + v)) for t in valid) / len(valid)
+    assert rec["unigram_nll"] == pytest.approx(want, rel=1e-9) and rec["update"] == 0

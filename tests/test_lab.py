@@ -256,7 +256,7 @@ def test_interrupted_grid_resumes_without_redoing_finished_runs(tmp_path, how):
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen(cmd, env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     second = out / "tiny" / "post-warmup-s1" / "metrics.jsonl"
-    deadline = time.time() + 120
+    deadline = time.time() + 600  # a hang detector: the first run and its evaluation come first
     while not (second.is_file() and "train" in second.read_text()) and time.time() < deadline:
         time.sleep(0.2)
     assert second.is_file(), proc.communicate()[0][-2000:]

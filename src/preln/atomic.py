@@ -14,6 +14,10 @@ def write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically; the folder must exist."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        try:  # mkstemp's file is private (0600): keep the mode the file had, or a plain file's
+            os.fchmod(fd, path.stat().st_mode & 0o777)
+        except FileNotFoundError:
+            os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

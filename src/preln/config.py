@@ -118,6 +118,12 @@ class DataConfig:
     """``text`` corpora only: share held out for validation."""
     mask_prob: float = 0.15
     """Masked-LM: share of tokens chosen; of those 80% -> <mask>, 10% random, 10% kept."""
+    mlm_pairs: bool = False
+    """Masked-LM on BERT's input: each example two consecutive segments of the corpus (lines 2i
+    and 2i + 1, paired before the shuffle), ``<cls> A <sep> B <sep>`` with segment ids 0 and 1, the
+    longer segment cut first to ``max_len``; fine-tuning on sentence pairs then starts from trained
+    segment embeddings and a trained middle ``<sep>``. False: one segment an example, no segment
+    ids."""
     cache_dir: str = ""
     """Where tokenizers and masked-LM token ids are cached; empty = ``$PRELN_CACHE`` or
     ``~/.cache/preln``."""

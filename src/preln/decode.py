@@ -50,34 +50,43 @@ def _ban_eos_before_min_len(logp: Tensor, t: int) -> None:
 def greedy(
     model: Seq2Seq, src: Tensor, max_len_a: float = MAX_LEN_A, max_len_b: int = MAX_LEN_B, use_cache: bool = True
 ) -> list[list[int]]:
-    """Argmax decoding; returns token ids without <s> and </s>."""
+    """Argmax decoding; returns token ids without <s> and </s>. A sentence leaves the batch (with
+    its cache rows) once it has ended."""
     model.eval()
     memory, mask = model.encode(src)
-    B = src.shape[0]
     limits = _max_lens(model, src, max_len_a, max_len_b)
-    tokens = torch.full((B, 1), BOS, dtype=torch.long, device=src.device)
-    done = torch.zeros(B, dtype=torch.bool, device=src.device)
+    alive = list(range(src.shape[0]))  # the original index of each row still decoding
+    tokens = torch.full((len(alive), 1), BOS, dtype=torch.long, device=src.device)
     cache = model.new_cache() if use_cache else None
+    out: list[list[int]] = [[] for _ in alive]
     for t in range(max(limits) + 1):  # step t picks token t + 1; at t = limit only </s>
         logp = _step_logprobs(model, tokens, memory, mask, cache)
         _ban_eos_before_min_len(logp, t)
-        at_limit = torch.tensor([t >= n for n in limits], device=src.device)
-        nxt = torch.where(at_limit, torch.full_like(done, EOS, dtype=torch.long), logp.argmax(-1))
-        nxt = torch.where(done, torch.full_like(nxt, PAD), nxt)
-        tokens = torch.cat([tokens, nxt[:, None]], 1)
-        done |= nxt == EOS
-        if done.all():
-            break
-    return [_strip(row) for row in tokens.tolist()]
-
-
-def _strip(row: list[int]) -> list[int]:
-    out = []
-    for tok in row[1:]:
-        if tok in (EOS, PAD):
-            break
-        out.append(tok)
+        nxt = logp.argmax(-1).tolist()
+        ended = [k for k, b in enumerate(alive) if t >= limits[b] or nxt[k] == EOS]
+        if ended:
+            for k in ended:
+                out[alive[k]] = tokens[k, 1:].tolist()
+            keep = [k for k in range(len(alive)) if k not in set(ended)]
+            if not keep:
+                break
+            index = torch.tensor(keep, device=src.device)
+            alive = [alive[k] for k in keep]
+            tokens, memory, mask = tokens[index], memory[index], mask[index]
+            nxt = [nxt[k] for k in keep]
+            if cache is not None:
+                model.reorder_cache(cache, index, cross=True)
+        tokens = torch.cat([tokens, torch.tensor(nxt, device=src.device)[:, None]], 1)
     return out
+
+
+def _best_possible(score: float, t: int, limit: int, lenpen: float) -> float:
+    """The highest normalized score a live hypothesis with log-probability ``score`` after step
+    ``t`` can still finish with: more tokens only lower the log-probability, so the best case is
+    this log-probability over the length that divides it most favourably — the longest allowed
+    (limit + 1, </s> included) for lenpen >= 0, the shortest (t + 2) for lenpen < 0."""
+    length = limit + 1 if lenpen >= 0 else t + 2
+    return score / length**lenpen
 
 
 @torch.no_grad()
@@ -93,65 +102,92 @@ def beam_search(
 ) -> list:
     """The best finished hypothesis of each sentence (token ids without <s> and </s>); with
     ``nbest`` > 0, each sentence's ``nbest`` best as (score, ids), best first: the score is the
-    hypothesis's log-probability (with </s>) over its length (with </s>) ** lenpen, fairseq's."""
+    hypothesis's log-probability (with </s>) over its length (with </s>) ** lenpen, fairseq's.
+
+    Candidates are selected on the tensor side; a sentence leaves the batch (with its rows of the
+    caches) once it is done: K finished hypotheses, its length limit, or no live beam that could
+    still beat its ``nbest``-th best finished one (``_best_possible``; the output is the same as
+    decoding on)."""
     model.eval()
     B, K, dev = src.shape[0], beam, src.device
+    keep_best = max(nbest, 1)
     memory, mask = model.encode(src)
     memory, mask = memory.repeat_interleave(K, 0), mask.repeat_interleave(K, 0)  # (B*K, S, d)
     limits = _max_lens(model, src, max_len_a, max_len_b)
-    limit_t = torch.tensor(limits, device=dev)
+    alive = list(range(B))  # the original index of each sentence still decoding
     tokens = torch.full((B * K, 1), BOS, dtype=torch.long, device=dev)
     scores = torch.full((B, K), -torch.inf, device=dev)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first
     cache = model.new_cache() if use_cache else None
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
+    rank = torch.arange(2 * K, device=dev)
     for t in range(max(limits) + 1):  # step t picks token t + 1; at t = limit only </s>
-        logp = _step_logprobs(model, tokens, memory, mask, cache)  # (B*K, V)
+        n = len(alive)
+        logp = _step_logprobs(model, tokens, memory, mask, cache)  # (n*K, V)
         _ban_eos_before_min_len(logp, t)
         V = logp.shape[1]
-        if t >= min(limits):  # decided on the host: no sync with the device
-            at_limit = (limit_t <= t).repeat_interleave(K)  # (B*K,): only </s> may follow
+        if t >= min(limits[b] for b in alive):  # decided on the host: no sync with the device
+            at_limit = torch.tensor([limits[b] <= t for b in alive], device=dev).repeat_interleave(K)
             eos = logp[:, EOS].clone()
             logp[at_limit] = -torch.inf
             logp[:, EOS] = eos
-        cand = (scores.view(-1, 1) + logp).view(B, K * V)
-        top_scores, top_idx = cand.topk(2 * K, dim=1)  # (B, 2K)
-        new_src, new_tok, new_scores = _select(
-            top_scores.tolist(), top_idx.tolist(), V, K, t, tokens, finished, lenpen, limits
-        )
-        index = torch.tensor(new_src, device=dev)
-        tokens = torch.cat([tokens[index], torch.tensor(new_tok, device=dev)[:, None]], 1)
-        scores = torch.tensor(new_scores, device=dev).view(B, K)
-        if cache is not None:  # beams move only within their sentence: the memory's K/V stay put
-            model.reorder_cache(cache, index)
-        if all(len(f) >= K for f in finished):
+        cand = (scores.view(-1, 1) + logp).view(n, K * V)
+        top_s, top_i = cand.topk(2 * K, dim=1)  # (n, 2K)
+        src_beam, tok = top_i // V, top_i % V
+        finite = top_s > -torch.inf
+        is_eos = (tok == EOS) & finite
+        _finish(is_eos & (rank < K), top_s, src_beam, tokens, alive, finished, K, t, lenpen)
+        # the K best candidates that do not end, in rank order; too few: dead beams (-inf, PAD)
+        order = torch.where(finite & ~is_eos, rank, rank + 2 * K).argsort(1)[:, :K]  # (n, K)
+        valid = (finite & ~is_eos).gather(1, order)
+        scores = torch.where(valid, top_s.gather(1, order), -torch.inf)
+        rows = torch.arange(n, device=dev)[:, None] * K + torch.where(valid, src_beam.gather(1, order), 0)
+        new_tok = torch.where(valid, tok.gather(1, order), PAD)
+        done = _done(scores, alive, finished, limits, K, keep_best, t, lenpen)
+        keep = [k for k in range(n) if not done[k]]
+        if not keep:
             break
+        if len(keep) < n:  # finished sentences leave the batch, with their cache rows
+            sel = torch.tensor(keep, device=dev)
+            rows, new_tok, scores = rows[sel], new_tok[sel], scores[sel]
+            alive = [alive[k] for k in keep]
+        index = rows.view(-1)
+        tokens = torch.cat([tokens[index], new_tok.view(-1, 1)], 1)
+        if len(keep) < n:
+            memory, mask = memory[index], mask[index]
+        if cache is not None:  # beams move within their sentence: the memory's K/V only when one left
+            model.reorder_cache(cache, index, cross=len(keep) < n)
     if nbest:
         return [sorted(f, key=lambda h: -h[0])[:nbest] for f in finished]
     return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]
 
 
-def _select(top_scores, top_idx, V, K, t, tokens, finished, lenpen, limits):
-    """Per sentence: finish </s> candidates ranked in the top K, keep the K best others."""
-    new_src, new_tok, new_scores = [], [], []
-    for b, (row_s, row_i) in enumerate(zip(top_scores, top_idx)):
-        live = []
-        for rank, (s, i) in enumerate(zip(row_s, row_i)):
-            beam, tok = divmod(i, V)
-            if s == -float("inf"):
-                continue
-            if tok == EOS:
-                if rank < K and len(finished[b]) < K:
-                    hyp = tokens[b * K + beam, 1:].tolist()
-                    finished[b].append((s / (t + 1) ** lenpen, hyp))
-            elif len(live) < K:
-                live.append((b * K + beam, tok, s))
-        if len(finished[b]) >= K or t >= limits[b]:
-            live = []  # sentence done: its beams idle (score -inf) until the batch ends
-        while len(live) < K:
-            live.append((b * K, PAD, -float("inf")))
-        for src_row, tok, s in live:
-            new_src.append(src_row)
-            new_tok.append(tok)
-            new_scores.append(s)
-    return new_src, new_tok, new_scores
+def _finish(eos_top: Tensor, top_s: Tensor, src_beam: Tensor, tokens: Tensor, alive, finished, K, t, lenpen):
+    """Record the </s> candidates ranked in a sentence's top K (rank order, up to K finished)."""
+    hits = eos_top.nonzero().tolist()  # (sentence row, rank), in rank order within each row
+    if not hits:
+        return
+    s = top_s[eos_top].tolist()
+    rows = (torch.tensor([k for k, _ in hits], device=tokens.device) * K + src_beam[eos_top]).tolist()
+    hyps = tokens[rows, 1:].tolist()
+    for (k, _), score, hyp in zip(hits, s, hyps):
+        f = finished[alive[k]]
+        if len(f) < K:
+            f.append((score / (t + 1) ** lenpen, hyp))
+
+
+def _done(scores: Tensor, alive, finished, limits, K, keep_best, t, lenpen) -> list[bool]:
+    """Per sentence still decoding: K finished, at its limit, or beyond improvement (its best live
+    beam cannot beat its ``keep_best``-th best finished hypothesis)."""
+    best_live = scores.max(1).values.tolist()
+    out = []
+    for k, b in enumerate(alive):
+        f = finished[b]
+        if len(f) >= K or t >= limits[b]:
+            out.append(True)
+        elif len(f) >= keep_best:
+            kth = sorted((h[0] for h in f), reverse=True)[keep_best - 1]
+            out.append(_best_possible(best_live[k], t, limits[b], lenpen) < kth)
+        else:
+            out.append(False)
+    return out

@@ -1,8 +1,11 @@
-"""``preln export RUN --format hf OUT``: a masked-LM run as a Hugging Face Transformers model, for
-the tools people fine-tune in (the optional extra ``pip install 'preln[hf]'``).
+"""``preln export RUN --format hf OUT``: a run as a Hugging Face Transformers model, for the tools
+people fine-tune and generate with (the optional extra ``pip install 'preln[hf]'``).
 
-Post-LN exports to ``BertForMaskedLM`` and Pre-LN to ``RobertaPreLayerNormForMaskedLM``, the
-Transformers class whose layers compute x + F(LN(x)) with a final LayerNorm. Only what computes
+A masked-LM run: Post-LN exports to ``BertForMaskedLM`` and Pre-LN to
+``RobertaPreLayerNormForMaskedLM``, the Transformers class whose layers compute x + F(LN(x)) with a
+final LayerNorm. A Post-LN translation run exports to ``FSMTForConditionalGeneration`` (fairseq's
+Transformer in Transformers: the same layers, sinusoidal positions with fairseq's table, embeddings
+scaled by sqrt(d); preln's shared source/target embedding is written to both). Only what computes
 the same function is exported; anything else is refused with the reason:
 
 * both classes always normalize the embeddings and never scale them: ``model.embed_layernorm =
@@ -10,8 +13,9 @@ the same function is exported; anything else is refused with the reason:
 * ``RobertaPreLayerNorm``'s MLM head is hard-wired to GELU: a Pre-LN run needs ``activation =
   "gelu"``; other placements and RMSNorm have no Transformers class;
 * RoBERTa numbers positions from ``pad_token_id + 1``: the position table is shifted to match;
-* preln's masked LM is trained without segment ids, so the token-type row 0 (Transformers'
-  default ``token_type_ids``) is exported as zeros: the default then computes what preln trained.
+* preln's masked LM is trained without segment ids unless ``data.mlm_pairs``, so the token-type
+  row 0 (Transformers' default ``token_type_ids``) is exported as zeros: the default then
+  computes what preln trained; a pair-pretrained run's segment embeddings are exported as trained.
 
 The run's ``spm.model`` is copied beside the weights; tokenize with it (ids are preln's).
 """
@@ -25,15 +29,17 @@ import torch
 from torch import nn
 
 from .config import ConfigError, ModelConfig
-from .data.tokenizer import PAD
+from .data.tokenizer import BOS, EOS, PAD
 from .evaluate import load_run
-from .model import MaskedLM
+from .model import MaskedLM, Seq2Seq
 
 
 def check_exportable(c: ModelConfig) -> str:
     """The Transformers class for this model, or a ConfigError saying why there is none."""
+    if c.task == "translation":
+        return _check_fsmt(c)
     if c.task != "mlm":
-        raise ConfigError(f"export --format hf: only masked-LM runs (model.task='mlm'), this is {c.task!r}")
+        raise ConfigError(f"export --format hf: masked-LM and translation runs only, this is a {c.task!r} run")
     if c.norm not in ("post", "pre") or c.norm_type != "layernorm":
         raise ConfigError(
             f"export --format hf: no Transformers class computes model.norm={c.norm!r} with "
@@ -44,6 +50,17 @@ def check_exportable(c: ModelConfig) -> str:
     if c.norm == "pre" and c.activation != "gelu":
         raise ConfigError("export --format hf: RobertaPreLayerNorm's MLM head is GELU; this run uses ReLU")
     return "BertForMaskedLM" if c.norm == "post" else "RobertaPreLayerNormForMaskedLM"
+
+
+def _check_fsmt(c: ModelConfig) -> str:
+    if c.norm != "post" or c.norm_type != "layernorm":
+        raise ConfigError(
+            f"export --format hf: FSMT (fairseq's Transformer) is Post-LN with LayerNorm; this run has "
+            f"model.norm={c.norm!r}, norm_type={c.norm_type!r}, which no Transformers translation class computes"
+        )
+    if c.embed_layernorm or c.activation not in ("relu", "gelu"):
+        raise ConfigError("export --format hf: FSMT has no embedding LayerNorm and needs a relu or gelu FFN")
+    return "FSMTForConditionalGeneration"
 
 
 def _hf_config(c: ModelConfig, cls: str):
@@ -75,15 +92,16 @@ def _copy(dst: nn.Module, src: nn.Module) -> None:
         dst.bias.copy_(src.bias)
 
 
-def _copy_embeddings(emb: nn.Module, ours: MaskedLM, offset: int) -> None:
+def _copy_embeddings(emb: nn.Module, ours: MaskedLM, offset: int, segments: bool) -> None:
     e = ours.embed
     emb.word_embeddings.weight.copy_(ours.embed_tokens.weight)
     table = e.positions.weight if e.positions is not None else e.table
     emb.position_embeddings.weight.zero_()
     emb.position_embeddings.weight[offset : offset + table.shape[0]].copy_(table)
     emb.token_type_embeddings.weight.zero_()
-    if e.segments is not None:  # row 0 stays zero: preln's MLM adds no segment embedding
-        emb.token_type_embeddings.weight[1:].copy_(e.segments.weight[1:])
+    if e.segments is not None:  # without pair-packed pretraining, row 0 stays zero: no segment was added
+        first = 0 if segments else 1
+        emb.token_type_embeddings.weight[first:].copy_(e.segments.weight[first:])
     _copy(emb.LayerNorm, e.norm)
 
 
@@ -103,15 +121,90 @@ def _copy_layer(hf_layer: nn.Module, layer: nn.Module, pre: bool) -> None:
         _copy(hf_layer.output.LayerNorm, layer.ffn_res.norm)
 
 
+def _fsmt(c: ModelConfig):
+    import transformers
+
+    config = transformers.FSMTConfig(
+        langs=["src", "tgt"],
+        src_vocab_size=c.vocab_size,
+        tgt_vocab_size=c.vocab_size,
+        activation_function=c.activation,
+        d_model=c.d_model,
+        max_position_embeddings=c.max_positions,
+        encoder_ffn_dim=c.d_ffn,
+        encoder_layers=c.encoder_layers,
+        encoder_attention_heads=c.n_heads,
+        decoder_ffn_dim=c.d_ffn,
+        decoder_layers=c.decoder_layers,
+        decoder_attention_heads=c.n_heads,
+        dropout=c.dropout,
+        attention_dropout=c.attention_dropout,
+        scale_embedding=c.embed_scale,
+        tie_word_embeddings=True,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        decoder_start_token_id=BOS,  # preln's decoder starts from <s>
+        forced_eos_token_id=None,
+        num_beams=5,
+        length_penalty=1.0,
+        early_stopping=True,  # fairseq: a sentence is done with K finished hypotheses
+        max_length=c.max_positions,
+    )
+    return transformers.FSMTForConditionalGeneration(config)
+
+
+def _fsmt_layer(hf_layer: nn.Module, layer: nn.Module) -> None:
+    if not hasattr(layer, "cross_attn"):  # an encoder layer
+        attns = [(hf_layer.self_attn, layer.self_attn, hf_layer.self_attn_layer_norm, layer.attn_res.norm)]
+    else:
+        attns = [
+            (hf_layer.self_attn, layer.self_attn, hf_layer.self_attn_layer_norm, layer.self_res.norm),
+            (hf_layer.encoder_attn, layer.cross_attn, hf_layer.encoder_attn_layer_norm, layer.cross_res.norm),
+        ]
+    for hf_att, att, hf_norm, norm in attns:
+        for name in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            _copy(getattr(hf_att, name), getattr(att, name))
+        _copy(hf_norm, norm)
+    _copy(hf_layer.fc1, layer.ffn.w1)
+    _copy(hf_layer.fc2, layer.ffn.w2)
+    _copy(hf_layer.final_layer_norm, layer.ffn_res.norm)
+
+
 @torch.no_grad()
-def to_hf(ours: MaskedLM) -> nn.Module:
-    """The Transformers model that computes ``ours``'s masked-LM logits."""
+def to_fsmt(ours: Seq2Seq) -> nn.Module:
+    """The FSMT model that computes ``ours``'s translation logits: fairseq numbers positions from
+    ``pad_token_id + 1``, so preln's position table is written there."""
+    check_exportable(ours.config)
+    hf = _fsmt(ours.config).eval()
+    for stack, hf_stack, emb in (
+        (ours.encoder, hf.model.encoder, ours.src_embed),
+        (ours.decoder, hf.model.decoder, ours.tgt_embed),
+    ):
+        hf_stack.embed_tokens.weight.copy_(ours.embed_tokens.weight)
+        table = emb.positions.weight if emb.positions is not None else emb.table
+        pos = hf_stack.embed_positions.weight
+        pos.zero_()
+        pos[PAD + 1 : PAD + 1 + table.shape[0]].copy_(table)
+        for hf_layer, layer in zip(hf_stack.layers, stack.layers):
+            _fsmt_layer(hf_layer, layer)
+    hf.model.decoder.output_projection.weight = hf.model.decoder.embed_tokens.weight  # tied, as in preln
+    return hf
+
+
+@torch.no_grad()
+def to_hf(ours: MaskedLM | Seq2Seq, segments: bool = False) -> nn.Module:
+    """The Transformers model that computes ``ours``'s logits (masked LM or translation).
+    ``segments``: the masked LM was pretrained on segment pairs (``data.mlm_pairs``), so its
+    segment-0 embedding is trained and is exported as it is."""
     c = ours.config
     cls = check_exportable(c)
+    if c.task == "translation":
+        return to_fsmt(ours)
     hf = _hf_config(c, cls).eval()
     pre = c.norm == "pre"
     base = hf.roberta_prelayernorm if pre else hf.bert
-    _copy_embeddings(base.embeddings, ours, PAD + 1 if pre else 0)
+    _copy_embeddings(base.embeddings, ours, PAD + 1 if pre else 0, segments)
     for hf_layer, layer in zip(base.encoder.layer, ours.encoder.layers):
         _copy_layer(hf_layer, layer, pre)
     if pre:
@@ -141,7 +234,7 @@ def export_hf(run: Path, out: Path) -> Path:
     check_exportable(cfg.model)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty; give export a new folder")
-    hf = to_hf(model.eval())
+    hf = to_hf(model.eval(), segments=cfg.data.mlm_pairs)
     hf.save_pretrained(out)
     shutil.copyfile(run / "spm.model", out / "spm.model")
     return out

@@ -67,6 +67,10 @@ def fit(t: Trainer) -> dict:
         return done
     t.write_status("running")
     loop = _Loop(t)
+    if t.state.update == 0:  # what the validation loss is read against (masked LM: the unigram model's NLL)
+        for name, value in t.data.baselines().items():
+            loop.record({"kind": "baseline", "update": 0, name: value})
+            t.log(f"{name.replace('_', ' ')} of the valid split: {value:.4f} nats")
     try:
         ended = loop.train()
         if ended is not None:

@@ -382,13 +382,14 @@ class Seq2Seq(nn.Module):
         return [{"self": {}, "cross": {}} for _ in self.decoder.layers]
 
     @staticmethod
-    def reorder_cache(cache: list[dict[str, Cache]], index: Tensor) -> None:
-        """Select batch rows of the self-attention caches in place (beam search). The cross-attention
-        caches are not reordered: beams only move within their sentence, whose rows are equal."""
+    def reorder_cache(cache: list[dict[str, Cache]], index: Tensor, cross: bool = False) -> None:
+        """Select batch rows of the self-attention caches in place (beam search), and of the
+        cross-attention caches with ``cross`` (when sentences leave the batch): while beams only
+        move within their sentence, whose memory rows are equal, those stay put."""
         for layer in cache:
-            part = layer["self"]
-            for k in part:
-                part[k] = part[k].index_select(0, index)
+            for part in (layer["self"], layer["cross"]) if cross else (layer["self"],):
+                for k in part:
+                    part[k] = part[k].index_select(0, index)
 
 
 class MaskedLM(nn.Module):

@@ -85,7 +85,8 @@ def compute_loss(model: nn.Module, batch: Batch, eps: float) -> tuple[torch.Tens
     if "src" in t:
         return label_smoothed_nll(model(t["src"], t["tgt_in"]), t["tgt_out"], eps)
     chosen = t["targets"] != -100  # (B, T) masked positions only
-    return label_smoothed_nll(model(t["ids"], mlm_positions=chosen), t["targets"][chosen], eps)
+    logits = model(t["ids"], segments=t.get("segments"), mlm_positions=chosen)  # segments: pair-packed MLM
+    return label_smoothed_nll(logits, t["targets"][chosen], eps)
 
 
 def _autocast(device: torch.device, precision: str):

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .tokenizer import BOS, EOS
+
 
 @dataclass
 class Batch:
@@ -116,3 +118,12 @@ def mask_tokens(
     random_ids = torch.randint(first_normal, vocab_size, ids.shape, generator=generator)
     inputs[rand_pos] = random_ids[rand_pos]
     return inputs, targets
+
+
+def encode_pair(a: list[int], b: list[int], max_len: int) -> tuple[list[int], int]:
+    """``<cls> a <sep> b <sep>``, the longer side cut first until it fits ``max_len`` (BERT's
+    longest-first truncation); (ids, length of segment A)."""
+    a, b = list(a), list(b)
+    while len(a) + len(b) + 3 > max_len:
+        (a if len(a) >= len(b) else b).pop()
+    return [BOS, *a, EOS, *b, EOS], len(a) + 2

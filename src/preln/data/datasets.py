@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..config import RunConfig
-from .batching import Batch, mask_tokens, pad, token_batches
+from .batching import Batch, encode_pair, mask_tokens, pad, token_batches
 from .corpus import CorpusError, find_file, read_pair_tsv, read_parallel, read_tsv, resolve_path
 from .idcache import Segments, load_text_corpus
 from .tokenizer import BOS, EOS, MASK, PAD, Tokenizer, train_or_load
@@ -69,6 +70,10 @@ class _Data:
         from the examples do so without collating (another rank's batch under torchrun)."""
         return self.batch(split, epoch, k).ntokens
 
+    def baselines(self) -> dict[str, float]:
+        """Reference losses of trivial models on this data, to read the validation loss against."""
+        return {}
+
     def collate(self, examples: list, seed: int) -> Batch:
         raise NotImplementedError
 
@@ -95,23 +100,49 @@ class TranslationData(_Data):
 
 
 class MLMData(_Data):
-    """Examples are <cls> ids <sep>; masking is drawn per batch from (seed, epoch, k)."""
+    """Examples are <cls> ids <sep> (or, with ``pairs``, <cls> A <sep> B <sep>: the batch carries
+    segment ids, 1 from the token after the first <sep>); masking is drawn per batch from (seed,
+    epoch, k)."""
 
     def __init__(
-        self, examples: dict[str, list], max_tokens: int, seed: int, mask_prob: float, vocab: int, multiple: int = 8
+        self,
+        examples: dict[str, list],
+        max_tokens: int,
+        seed: int,
+        mask_prob: float,
+        vocab: int,
+        multiple: int = 8,
+        pairs: bool = False,
     ):
         super().__init__(examples, max_tokens, seed, multiple)
-        self.mask_prob, self.vocab = mask_prob, vocab
+        self.mask_prob, self.vocab, self.pairs = mask_prob, vocab, pairs
 
     def size(self, example) -> tuple[int, ...]:
         return (len(example),)
+
+    def baselines(self) -> dict[str, float]:
+        """``unigram_nll``: the valid split's cross-entropy under the training split's token
+        frequencies (add-one smoothed), over the tokens masking chooses from (not <cls>/<sep>): a
+        model whose masked-token NLL is not clearly below it has not learned context."""
+        train, valid = self.examples["train"], self.examples["valid"]
+        counts = np.bincount(np.asarray(train.ids[train.offsets[0] : train.offsets[-1]]), minlength=self.vocab)
+        counts = counts.astype(np.float64)
+        counts[[PAD, BOS, EOS]] = 0
+        logp = np.log((counts + 1) / (counts.sum() + self.vocab))
+        ids = np.asarray(valid.ids[valid.offsets[0] : valid.offsets[-1]])
+        ids = ids[(ids != BOS) & (ids != EOS) & (ids != PAD)]
+        return {"unigram_nll": float(-logp[ids].mean())} if len(ids) else {}
 
     def collate(self, examples: list, seed: int) -> Batch:
         ids = pad(examples, PAD, self.pad_multiple)
         special = (ids == PAD) | (ids == BOS) | (ids == EOS)
         g = torch.Generator().manual_seed(self.seed * 7919 + seed)
         inputs, targets = mask_tokens(ids, self.mask_prob, special, MASK, self.vocab, MASK + 1, g)
-        return Batch({"ids": inputs, "targets": targets}, int((targets != -100).sum()))
+        tensors = {"ids": inputs, "targets": targets}
+        if self.pairs:  # segment B starts after the first <sep>
+            first = (ids == EOS).int().argmax(1)  # (B,)
+            tensors["segments"] = (torch.arange(ids.shape[1])[None, :] > first[:, None]).long()  # (B, T)
+        return Batch(tensors, int((targets != -100).sum()))
 
 
 class PairData(_Data):
@@ -131,15 +162,6 @@ class PairData(_Data):
 
     def ntokens(self, split: str, epoch: int, k: int) -> int:
         return len(self.batch_indices(split, epoch, k))  # one per example
-
-
-def encode_pair(a: list[int], b: list[int], max_len: int) -> tuple[list[int], int]:
-    """``<cls> a <sep> b <sep>``, the longer side cut first until it fits ``max_len`` (BERT's
-    longest-first truncation); (ids, length of segment A)."""
-    a, b = list(a), list(b)
-    while len(a) + len(b) + 3 > max_len:
-        (a if len(a) >= len(b) else b).pop()
-    return [BOS, *a, EOS, *b, EOS], len(a) + 2
 
 
 def pair_file(cfg: RunConfig, split: str) -> Path:
@@ -241,7 +263,9 @@ def load_data(cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple[_Data
             raise CorpusError("masked-LM needs a text corpus (data.corpus = text)")
         segments, tok, notes, cached = load_text_corpus(resolve_path(d.path), d, tokenizer_file)
         notes = [*notes, "token ids from the cache" if cached else "token ids cached for the next run"]
-        data = MLMData(segments, d.max_tokens, cfg.train.seed, d.mask_prob, len(tok), d.batch_size_multiple)
+        data = MLMData(
+            segments, d.max_tokens, cfg.train.seed, d.mask_prob, len(tok), d.batch_size_multiple, d.mlm_pairs
+        )
     for split, ex in data.examples.items():
         if not ex:
             raise CorpusError(f"the {split} split of {d.path} has no usable examples")

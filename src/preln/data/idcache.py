@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import atomic
 from ..config import DataConfig
+from .batching import encode_pair
 from .corpus import CorpusError, lines_of, read_bytes, refuse_subword_joins
 from .tokenizer import BOS, EOS, Tokenizer, default_cache_dir, train_or_load
 
@@ -79,6 +80,8 @@ def read_text(path: Path, d: DataConfig, raw: bytes) -> tuple[dict[str, list[str
     refuse_subword_joins(path, lines)
     empty = sum(1 for ln in lines if not ln)
     lines = [ln for ln in lines if ln]
+    if d.mlm_pairs:  # consecutive segments of the corpus, paired before the shuffle
+        lines = [f"{a}{PAIR}{b}" for a, b in zip(lines[0::2], lines[1::2])]
     if len(lines) < 2:
         raise CorpusError(f"{path}: {len(lines)} non-empty line(s); a text corpus needs a train and a valid part")
     random.Random(0).shuffle(lines)
@@ -91,14 +94,27 @@ def read_text(path: Path, d: DataConfig, raw: bytes) -> tuple[dict[str, list[str
     return {"train": train, "valid": valid}, ([f"dropped {empty} empty lines"] if empty else [])
 
 
+PAIR = "\t"
+"""Joins the two segments of a pair in ``read_text``'s lines (a tab never survives ``strip``-ped
+corpus lines as content: the corpus reader keeps one segment a line)."""
+
+
 def encode(tok: Tokenizer, lines: list[str], max_len: int) -> tuple[Segments, int]:
-    """``<cls> ids <sep>`` per line, cut to ``max_len`` tokens; (segments, number truncated)."""
+    """``<cls> ids <sep>`` per line, or ``<cls> A <sep> B <sep>`` per pair (lines joined by ``PAIR``;
+    ``batching.encode_pair``, the longer segment cut first); (segments, number truncated)."""
     ids, offsets, truncated = [], [np.zeros(1, np.int64)], 0
     end = 0
     for start in range(0, len(lines), _CHUNK):
-        enc = tok.encode(lines[start : start + _CHUNK])
-        truncated += sum(len(e) > max_len - 2 for e in enc)
-        seqs = [[BOS, *e[: max_len - 2], EOS] for e in enc]
+        chunk = lines[start : start + _CHUNK]
+        if chunk and PAIR in chunk[0]:  # a pair corpus: every line is a pair
+            halves = [ln.split(PAIR, 1) for ln in chunk]
+            a, b = (tok.encode(list(h)) for h in zip(*halves))
+            truncated += sum(len(x) + len(y) + 3 > max_len for x, y in zip(a, b))
+            seqs = [encode_pair(x, y, max_len)[0] for x, y in zip(a, b)]
+        else:
+            enc = tok.encode(chunk)
+            truncated += sum(len(e) > max_len - 2 for e in enc)
+            seqs = [[BOS, *e[: max_len - 2], EOS] for e in enc]
         lens = np.fromiter((len(s) for s in seqs), np.int64, len(seqs))
         ids.append(np.fromiter((t for s in seqs for t in s), np.int32, int(lens.sum())))
         offsets.append(end + np.cumsum(lens))
@@ -129,7 +145,8 @@ def load_text_corpus(
     split = _split_key(text_sha, d)
     tok = Tokenizer(tokenizer_file) if tokenizer_file else _remembered(_pointer(cache, split, d))
     if tok is None:
-        tok = train_or_load(text["train"], d.vocab_size, d.spm_model, d.cache_dir)
+        segments = [x for ln in text["train"] for x in ln.split(PAIR)]  # the vocabulary of segments, not pairs
+        tok = train_or_load(segments, d.vocab_size, d.spm_model, d.cache_dir)
         _write_atomic(_pointer(cache, split, d), str(tok.path.resolve()))
     segments = {}
     for name, lines in text.items():
@@ -142,7 +159,8 @@ def load_text_corpus(
 
 
 def _split_key(text_sha: str, d: DataConfig) -> str:
-    return _key(text_sha, d.valid_fraction, d.max_train_examples, d.max_valid_examples)
+    pairs = ("pairs",) if d.mlm_pairs else ()  # single segments keep the keys they always had
+    return _key(text_sha, d.valid_fraction, d.max_train_examples, d.max_valid_examples, *pairs)
 
 
 def _pointer(cache: Path, split: str, d: DataConfig) -> Path:

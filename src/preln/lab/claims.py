@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import convergence
+from . import convergence, sensitivity
 from .document import Text, code, mean_std, plain, strong
 from .metrics import Metric, metric
 from .results import Sample, StudyResults
@@ -48,7 +48,7 @@ def judge(res: StudyResults) -> list[Judged]:
 
 def _judge(res: StudyResults, c: Claim) -> Judged:
     m = metric(c.metric)
-    known = [*res.conditions, CONTROL]
+    known = [*res.conditions, CONTROL, *sensitivity.curves(res)]
     if c.condition and c.condition not in known or c.other and c.other not in known:
         return Judged(res.name, c, "not run in this preset", None, "")
     if m.name == "speed_ratio":
@@ -56,16 +56,22 @@ def _judge(res: StudyResults, c: Claim) -> Judged:
     if m.name == "diverged":
         runs = res.conditions[c.condition]
         return Judged(res.name, c, f"{sum(r.diverged for r in runs)} of {len(runs)} runs diverged", None, "")
-    a = res.sample(m, c.condition)
+    a = _sample(res, m, c.condition)
     measured = _value(a, m)
     if not c.other:
         return Judged(res.name, c, measured, None, "")
-    b = res.sample(m, c.other)
+    b = _sample(res, m, c.other)
     if c.as_good_as:
         d = noninferiority(a.values, b.values, m.higher_is_better, m.margin)
     else:
         d = ordering(a.values, b.values, m.higher_is_better if c.better_than else not m.higher_is_better)
     return Judged(res.name, c, measured, d, _shows(d, a, b, c, m))
+
+
+def _sample(res: StudyResults, m: Metric, condition: str) -> Sample:
+    if m.name == "lr_sensitivity":  # a curve over the lr grid, one value per seed
+        return sensitivity.sample(res, condition)
+    return res.sample(m, condition)
 
 
 def _value(s: Sample, m: Metric) -> Text:

@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ..config import ConfigError  # noqa: E402
-from . import analysis_report, claims  # noqa: E402
+from . import analysis_report, claims, sensitivity  # noqa: E402
 from .claims import Judged, Tally, claim_setting, judge, rows, tally  # noqa: E402
 from .convergence import Speed, mean_curve, speed  # noqa: E402
 from .document import (  # noqa: E402
@@ -312,12 +312,32 @@ def _study_section(
     png = out / f"{res.name}_curves.png"
     plot_curves(res, png, sps[0].target if sps else None)
     images[png.name] = png
+    if sensitivity.curves(res):
+        png = out / f"{res.name}_lr_sweep.png"
+        sensitivity.plot(res, png)
+        images[png.name] = png
+        blocks += _sensitivity_blocks(res)
     if res.finetune:
         png = out / f"{res.name}_finetune.png"
         plot_finetune(res, png)
         images[png.name] = png
         blocks += finetune_blocks(res)
     return blocks
+
+
+def _sensitivity_blocks(res: StudyResults) -> list[Block]:
+    head, rows = sensitivity.table_rows(res)
+    return [
+        Heading("Learning-rate sensitivity", 3),
+        Figure(f"{res.name}_lr_sweep.png", "final loss against peak learning rate"),
+        Para(
+            "Final validation NLL against the peak learning rate (Wortsman et al. 2023, Fig. 1), mean over seeds; "
+            "LR sensitivity = the mean over the lr grid of (the loss capped at ln V, the loss at initialization, minus "
+            "the best loss of the sweep), per seed, then mean ± sd [95% t interval] over seeds. A diverged run counts "
+            "as the cap."
+        ),
+        Table(head, rows),
+    ]
 
 
 def plain_runs(out: Path) -> Study | None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,18 +123,31 @@ def _factor_values(p: Path, key: str, spec: object, preset: str) -> list[tuple[s
     raise ConfigError(f"{p}: grid factor {key!r} needs a list or a table with a {preset!r} list")
 
 
+def _spread(keys: str, value: object) -> list[tuple[str, object]]:
+    """(key, value) pairs of a factor: a key joined by ``+`` sets every key to the value, or, where
+    the value is a list of one value per key, each key to its own (``"model.norm+schedule.warmup"
+    = [["post", 0], ["pre", 40]]``)."""
+    ks = keys.split("+")
+    if len(ks) > 1 and isinstance(value, list) and len(value) == len(ks):
+        return list(zip(ks, value))
+    return [(k, value) for k in ks]
+
+
 def _grid_conditions(p: Path, grids: list[dict], preset: str) -> list[dict]:
     """Reserved keys of a grid: ``name`` (prefix of its conditions' names), ``set`` and
     ``<preset>`` (overrides common to the grid); every dotted key is a factor. A factor key of
     several keys joined by ``+`` sets them all to each value (``"model.encoder_layers+
-    model.decoder_layers" = [6, 12]``), named after the first."""
+    model.decoder_layers" = [6, 12]``), or each to its own element of a list value, named after
+    the first."""
     out = []
     for grid in grids:
         factors = {k: _factor_values(p, k, v, preset) for k, v in grid.items() if "." in k}
         fixed = list(grid.get("set", [])) + list(grid.get(preset, []))
         prefix = grid.get("name", "")
         for combo in itertools.product(*factors.values()):
-            sets = fixed + [f"{k}={config.toml_value(v)}" for ks, (_, v) in zip(factors, combo) for k in ks.split("+")]
+            sets = fixed + [
+                f"{k}={config.toml_value(x)}" for ks, (_, v) in zip(factors, combo) for k, x in _spread(ks, v)
+            ]
             parts = [f"{k.split('+')[0].split('.')[-1]}={label}" for k, (label, _) in zip(factors, combo)]
             out.append({"name": ",".join([prefix, *parts] if prefix else parts), "set": sets, "group": prefix})
     return out
@@ -237,8 +251,9 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
     jobs, names = _train_jobs(p, raw, preset, steps, root) if "train" in steps else (_analysis_job(p, pre), [])
     claims = tuple(Claim.from_dict(c) for c in raw.get("claim", []))
     claimed = [x for c in claims for x in (c.condition, c.other) if x]
+    curves = {curve_name(n) for n in names} - {None}
     for key in [*claimed, pre.get("control")]:
-        if key is not None and key not in names and key != CONTROL:
+        if key is not None and key not in names and key != CONTROL and key not in curves:
             raise ConfigError(f"{p}: {key!r} is not a condition of this study (has {', '.join(names)})")
     decode = tuple(str(x) for x in pre.get("evaluate", []))
     allowed = {"--" + k.replace("_", "-") for k in decode_settings(1, ()) if k != "beam"}
@@ -312,6 +327,18 @@ def last_update(folder: Path) -> int:
     """The newest update in a run's metrics (for the progress display)."""
     rows = RunFolder(folder, writer=False).metrics()
     return int(rows[-1].get("update", 0)) if rows else 0
+
+
+LR_FACTOR = re.compile(r"(?:^|,)lr=([^,]+)")
+"""A grid condition's peak-lr factor (``...,lr=0.001``): conditions that differ only in it form an
+lr-sensitivity curve (``lab/sensitivity.py``)."""
+
+
+def curve_name(condition: str) -> str | None:
+    """The lr-sweep curve a condition belongs to (its name without the ``lr=`` factor), or None."""
+    if not LR_FACTOR.search(condition):
+        return None
+    return ",".join(p for p in condition.split(",") if not p.startswith("lr="))
 
 
 CONTROL = "random-init"
