@@ -189,8 +189,9 @@ def test_a_finished_run_can_be_extended_and_the_change_is_recorded(tmp_path, mon
         train(config.load(tiny, [*base, "train.max_updates=12", "optim.lr=0.01"]), tmp_path / "r")
     lin = [*base, "schedule.kind='linear'"]
     train(config.load(tiny, [*lin, "train.max_updates=4"]), tmp_path / "lin")
-    with pytest.raises(config.ConfigError, match="linear schedule decays to 0"):
+    with pytest.raises(config.ConfigError, match=r"depends on the run's length.*add --set schedule.total=4"):
         train(config.load(tiny, [*lin, "train.max_updates=8"]), tmp_path / "lin")
+    train(config.load(tiny, [*lin, "train.max_updates=8", "schedule.total=4"]), tmp_path / "lin")  # the advice works
 
 
 def test_divergence_is_recorded_at_the_update_where_it_happened_whatever_the_log_interval(tmp_path):

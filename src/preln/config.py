@@ -410,6 +410,15 @@ def _training_checks(cfg: RunConfig) -> list[tuple[bool, str]]:
         (d.vocab_size > 0, "data.vocab_size must be > 0"),
         (d.max_len > 1, "data.max_len must be > 1"),
         (
+            len(set(d.pair_columns)) == 3 and len(set(d.pair_labels)) == len(d.pair_labels) >= 2,
+            f"data.pair_columns must name three different columns and data.pair_labels at least two different "
+            f"values, got {list(d.pair_columns)} and {list(d.pair_labels)}",
+        ),
+        (
+            d.max_len >= 5 or not (cfg.model.task == "classify" or (cfg.model.task == "mlm" and d.mlm_pairs)),
+            f"data.max_len={d.max_len}: a sentence pair <cls> A <sep> B <sep> needs at least 5 tokens",
+        ),
+        (
             d.max_tokens >= d.max_len,
             f"data.max_tokens must hold at least one longest example (>= data.max_len={d.max_len})",
         ),

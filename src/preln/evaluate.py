@@ -28,7 +28,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import checkpoint, config
-from .config import RunConfig
+from .config import ConfigError, RunConfig
 from .data.batching import pad, token_batches
 from .data.datasets import read_pairs
 from .data.tokenizer import EOS, PAD, Tokenizer
@@ -186,12 +186,24 @@ def _warn(msg: str) -> None:
 def load_for_eval(run_dir: Path, average: int = 1, which: str = "last") -> tuple[RunConfig, Seq2Seq, Tokenizer, str]:
     """The run's model (on the GPU when there is one), optionally with the mean weights of its
     last ``average`` checkpoints."""
+    if average > 1 and which != "last":
+        raise ValueError(
+            f"--average {average} averages the last {average} checkpoints; with --checkpoint {which} use 1"
+        )
     cfg, model, tok = load_run(run_dir, which)
     if not isinstance(model, Seq2Seq):
         raise ValueError(f"{run_dir} is a {cfg.model.task} run; translation needs a translation model")
     desc = f"{which} checkpoint"
     if average > 1:
         ckpts = checkpoint.list_checkpoints(Path(run_dir) / "checkpoints")[-average:]
+        damaged = [f"{p.name} ({why})" for p in ckpts if (why := checkpoint.problem(p))]
+        if damaged or len(ckpts) < average:
+            raise ConfigError(
+                f"{run_dir}: --average {average} needs the last {average} checkpoints intact; "
+                + (f"damaged: {', '.join(damaged)}" if damaged else f"the run has {len(ckpts)}")
+            )
+        for p in ckpts:
+            checkpoint.check_vocabulary(p, tok.sha256(), tok.path)
         model.load_state_dict(checkpoint.average_weights(ckpts), strict=False)
         desc = f"mean of {len(ckpts)} checkpoints ({ckpts[0].name}..{ckpts[-1].name})"
     if torch.cuda.is_available():

@@ -22,6 +22,7 @@ The run's ``spm.model`` is copied beside the weights; tokenize with it (ids are 
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from .config import ConfigError, ModelConfig
 from .data.tokenizer import BOS, EOS, PAD
 from .evaluate import load_run
 from .model import MaskedLM, Seq2Seq
+from .runs import RunFolder
 
 
 def check_exportable(c: ModelConfig) -> str:
@@ -225,16 +227,40 @@ def to_hf(ours: MaskedLM | Seq2Seq, segments: bool = False) -> nn.Module:
 
 
 def export_hf(run: Path, out: Path) -> Path:
-    """Write ``out/`` (config.json, model.safetensors, spm.model) from ``run``'s last checkpoint."""
+    """Write ``out/`` (config.json, model.safetensors, spm.model) from ``run``'s last checkpoint.
+    The folder is written under a temporary name beside ``out`` and renamed into place: a killed
+    export leaves no partial ``out`` (its leftovers are removed by the next export), and of two
+    exports into one folder one wins and the other says so."""
     try:
         import transformers  # noqa: F401
     except ImportError:
         raise ConfigError("export --format hf needs transformers: pip install 'preln[hf]'") from None
+    status = RunFolder(run, writer=False).status() or {}
+    if status.get("status") == "diverged":
+        raise ConfigError(f"{run} diverged at update {status.get('update')}: its weights are not a trained model")
     cfg, model, _ = load_run(run)
     check_exportable(cfg.model)
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"{out} is not empty; give export a new folder")
-    hf = to_hf(model.eval(), segments=cfg.data.mlm_pairs)
-    hf.save_pretrained(out)
-    shutil.copyfile(run / "spm.model", out / "spm.model")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(out)
+    tmp = out.parent / f".{out.name}.export-{os.getpid()}"
+    try:
+        hf = to_hf(model.eval(), segments=cfg.data.mlm_pairs)
+        hf.save_pretrained(tmp)
+        shutil.copyfile(run / "spm.model", tmp / "spm.model")
+        try:
+            os.rename(tmp, out)  # atomic; fails if another export filled ``out`` meanwhile
+        except OSError:
+            raise ConfigError(f"{out} is not empty; give export a new folder") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _remove_stale(out: Path) -> None:
+    """Leftovers of exports into ``out`` that were killed (their process is gone)."""
+    for p in out.parent.glob(f".{out.name}.export-*"):
+        pid = p.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(p, ignore_errors=True)

@@ -19,12 +19,13 @@ import fnmatch
 import json
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import atomic, checkpoint, config
 from .config import ConfigError, RunConfig
 from .data.corpus import CorpusError, resolve_path
+from .schedules import needs_total
 
 RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
 # How long a run trains and what it logs may change on resume (fairseq continues with a larger
@@ -36,7 +37,9 @@ RESUME_MAY_EXTEND |= {"train.tensorboard"}
 # analysis warm-up runs. Anything else means --out points at someone's folder, not a run's.
 RUN_FILES = ("config.toml", "spm.model", "status.json", "checkpoints", ".lock", ".status.json.tmp", "bleu.json")
 RUN_FILES += ("admin_profile.json", "history.jsonl", "tensorboard", "init_from.json", "scores.json")
+RUN_FILES += ("claims.json",)  # `preln report RUN` writes it (and report.*, *.png) beside the run's files
 RUN_PATTERNS = ("metrics*.jsonl", "telemetry*.jsonl", "*.png", "report.*", "*.log", "hyp.*", "warmup-post-seed*")
+RUN_PATTERNS += ("tensorboard.*",)
 RUN_PATTERNS += (".*.tmp",)
 
 
@@ -59,6 +62,11 @@ def pretrained(run: Path, cfg: RunConfig) -> Pretrained:
     if not (run / "config.toml").is_file():
         raise ConfigError(f"train.init_from: {run} is not a run folder (no config.toml)")
     before = config.load(run / "config.toml")
+    status = RunFolder(run, writer=False).status() or {}
+    if status.get("status") == "diverged":
+        raise ConfigError(
+            f"train.init_from: {run} diverged at update {status.get('update')}: its weights are not a trained model"
+        )
     if before.model.task != "mlm":
         raise ConfigError(f"train.init_from: {run} is a {before.model.task} run; fine-tuning needs a masked-LM run")
     a, b = config.to_dict(before.model), config.to_dict(cfg.model)
@@ -113,13 +121,28 @@ class RunFolder:
         if not (old.is_file() and self.checkpoints):
             return
         before = config.load(old)
+        if needs_total(before.schedule) and not before.schedule.total and before.train.max_updates:
+            # written before the length was fixed in config.toml: the run's schedule ended at max_updates
+            before = replace(before, schedule=replace(before.schedule, total=before.train.max_updates))
         diffs = [d for d in config.diff(before, cfg) if not _same_corpus(d, before, cfg)]
         self.extended = [d for d in diffs if d.split(":")[0] in RESUME_MAY_EXTEND]
         changed = [d for d in diffs if d.split(":")[0] not in RESUME_MAY_CHANGE | RESUME_MAY_EXTEND]
-        length = {"train.max_updates", "train.max_epochs"} & {d.split(":")[0] for d in self.extended}
-        if length and cfg.schedule.kind == "linear" and not cfg.schedule.total:
-            fixed = "the linear schedule decays to 0 at the run's end: set schedule.total"
-            changed.append(f"{', '.join(sorted(length))} ({fixed})")
+        if any(d.startswith("schedule.total:") for d in changed):
+            keep = f"--set schedule.total={before.schedule.total}"
+            changed.append(
+                f"(the schedule's shape depends on the run's length: to extend the run on the schedule its updates "
+                f"ran on, add {keep})"
+            )
+        done = max(
+            (
+                int(p.name.removeprefix(checkpoint.PREFIX))
+                for p in self.checkpoints
+                if p.name.startswith(checkpoint.PREFIX)
+            ),
+            default=0,
+        )
+        if cfg.train.max_updates and cfg.train.max_updates < done:
+            changed.append(f"train.max_updates={cfg.train.max_updates}, but the run already has {done} updates")
         if changed:
             raise ConfigError(
                 f"{self.path} holds a run with another config; cannot resume it with: {'; '.join(changed)}. "
@@ -138,10 +161,13 @@ class RunFolder:
         if not self.writer:
             return
         self.path.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
         for log in ("metrics", "telemetry"):
             path = self.path / f"{log}.jsonl"
             if path.exists() and not self.checkpoints:
-                path.replace(self.path / f"{log}.{time.strftime('%Y%m%d-%H%M%S')}.jsonl")
+                path.replace(self.path / f"{log}.{stamp}.jsonl")
+        if (self.path / "tensorboard").exists() and not self.checkpoints:  # events of a start that left no checkpoint
+            (self.path / "tensorboard").replace(self.path / f"tensorboard.{stamp}")
         (self.path / "config.toml").write_text(config.dumps(cfg))
         if self.extended:  # what a resume changed, for whoever reads the run later
             self.write_metrics({"changed": self.extended}, "history.jsonl")

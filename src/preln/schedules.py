@@ -62,6 +62,17 @@ def step_decay(
     return _warmup(peak, warmup, init, lambda step: peak * gamma ** sum(step > m for m in milestones))
 
 
+def needs_total(s: ScheduleConfig) -> bool:
+    """Whether the schedule's shape depends on the run's length (linear decay, a warm-up share)."""
+    return s.kind == "linear" or s.warmup_fraction > 0
+
+
+def fix_total(s: ScheduleConfig, max_updates: int) -> ScheduleConfig:
+    """The schedule with the run's length written into ``total`` where its shape depends on it: a
+    run extended later keeps the schedule its past updates ran on (and says so in config.toml)."""
+    return replace(s, total=max_updates) if needs_total(s) and not s.total else s
+
+
 def from_config(s: ScheduleConfig, peak: float, max_updates: int = 0, updates_per_epoch: int = 0) -> Schedule:
     """Build the configured schedule. Epoch milestones become updates via
     ``updates_per_epoch``: "x0.1 at epoch 8" decays from the first update of epoch 8."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -120,11 +121,14 @@ class Trainer:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         self.folder = RunFolder(out, writer=self.dist.main)
+        fresh = not out.exists()
         self.folder.lock()  # one writer per run folder; released by close()
         try:
             self._setup(cfg, out)
         except BaseException:
             self.folder.unlock()
+            if fresh and out.is_dir() and {p.name for p in out.iterdir()} <= {".lock"}:
+                shutil.rmtree(out, ignore_errors=True)  # refused before anything was written: no folder left
             raise
 
     def close(self) -> None:
@@ -141,7 +145,8 @@ class Trainer:
         resume_from = checkpoint.newest_good(self.folder.path / "checkpoints", self.log) if ckpts else None
         if not self.dist.main:
             self.dist.barrier()  # rank 0 trains and caches the tokenizer first
-        source = runs.pretrained(Path(cfg.train.init_from), cfg) if cfg.train.init_from else None
+        # a resumed run has its own weights and vocabulary: the pretrained folder may have moved since
+        source = runs.pretrained(Path(cfg.train.init_from), cfg) if cfg.train.init_from and not ckpts else None
         vocab = out / "spm.model" if ckpts else (source.tokenizer if source else None)
         self.data, self.tok = load_data(cfg, vocab)
         if self.dist.main:
@@ -150,14 +155,21 @@ class Trainer:
         if cfg.train.precision == "auto":  # resolved before the folder's resume check compares configs
             resolved = "bf16" if self.device.type == "cuda" else "fp32"
             self.cfg = replace(self.cfg, train=replace(self.cfg.train, precision=resolved))
+        self.batches_per_update = cfg.train.update_freq * self.dist.world  # all ranks together
+        self.updates_per_epoch = math.ceil(self.data.num_batches() / self.batches_per_update)
+        self.max_updates = cfg.train.max_updates or self.updates_per_epoch * cfg.train.max_epochs
+        if cfg.train.max_epochs:
+            self.max_updates = min(self.max_updates, self.updates_per_epoch * cfg.train.max_epochs)
+        self.cfg = replace(self.cfg, schedule=schedules.fix_total(self.cfg.schedule, self.max_updates))
         self.folder.open(self.cfg, self.tok.proto)
         self.dist.barrier()
         torch.manual_seed(cfg.train.seed)
         self.module = build_model(self.cfg.model, PAD).to(self.device)
         if source is not None and resume_from is None:
             self._init_from(source)
-        elif cfg.model.norm == "admin" and resume_from is None:
-            self._admin_init()  # a resumed run gets its omegas from the checkpoint
+        random_weights = source is None or cfg.train.init_weights == "random"
+        if cfg.model.norm == "admin" and resume_from is None and random_weights:
+            self._admin_init()  # fresh weights need their omegas; a resumed or pretrained run has its own
         if cfg.train.compile:
             self.module.compile()  # in place: the same module, state_dict keys and all
         self.model = distributed.wrap(
@@ -169,13 +181,8 @@ class Trainer:
         if cfg.train.telemetry_every and self.dist.active and cfg.train.parallel == "fsdp":
             raise ConfigError("train.telemetry_every needs whole weights: not under FSDP (use DDP, or 0)")
         self.telemetry = Telemetry(self.module) if cfg.train.telemetry_every else None
-        self.batches_per_update = cfg.train.update_freq * self.dist.world  # all ranks together
         self.prefetch = Prefetch(self._build_batches)
-        self.updates_per_epoch = math.ceil(self.data.num_batches() / self.batches_per_update)
-        self.max_updates = cfg.train.max_updates or self.updates_per_epoch * cfg.train.max_epochs
-        if cfg.train.max_epochs:
-            self.max_updates = min(self.max_updates, self.updates_per_epoch * cfg.train.max_epochs)
-        self.lr = schedules.from_config(cfg.schedule, cfg.optim.lr, self.max_updates, self.updates_per_epoch)
+        self.lr = schedules.from_config(self.cfg.schedule, cfg.optim.lr, self.max_updates, self.updates_per_epoch)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.train.precision == "fp16")
         self.state = State()
         self._first_bad = torch.zeros(3, dtype=torch.float64, device=self.device)  # see _note_nonfinite

@@ -82,10 +82,10 @@ def lines_of(path: Path, raw: bytes) -> list[str]:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise CorpusError(f"{path}: line {line} is not valid UTF-8 ({e.reason})") from None
-    lines = text.split("\n")
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")  # universal newlines: \n, \r\n, \r
     if lines and lines[-1] == "":
         lines.pop()
-    return [ln.rstrip("\r") for ln in lines]
+    return lines
 
 
 def refuse_subword_joins(path: Path, lines: list[str]) -> None:
@@ -173,6 +173,6 @@ def read_pair_tsv(
             ys.append(labels.index(value))
         s1.append(cols[at[1]].strip())
         s2.append(cols[at[2]].strip())
-    if not s1:
-        raise CorpusError(f"{path}: a header and no pairs")
+    if not any(a and b for a, b in zip(s1, s2)):  # a model fit to empty sentences learns only the labels' prior
+        raise CorpusError(f"{path}: no pair has two non-empty sentences ({len(s1)} rows; check data.pair_columns)")
     return s1, s2, (ys if has_label else None)

@@ -16,7 +16,10 @@ import hashlib
 import json
 import os
 import random
+import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +30,7 @@ from .batching import encode_pair
 from .corpus import CorpusError, lines_of, read_bytes, refuse_subword_joins
 from .tokenizer import BOS, EOS, Tokenizer, default_cache_dir, train_or_load
 
-VERSION = "ids-v1"
+VERSION = "ids-v2"  # v2: entries carry their files' SHA-256, checked on every open
 _CHUNK = 20_000  # segments encoded at a time: the build's memory stays bounded
 
 
@@ -155,7 +158,10 @@ def load_text_corpus(
             notes.append(f"{name}: truncated {truncated} segments to {d.max_len} tokens")
     entry = cache / _key(split, tok.sha256(), d.max_len)
     _store(entry, segments, {"notes": notes, "text": str(path), "tokenizer": str(tok.path), "max_len": d.max_len})
-    return _open(entry), tok, notes, False
+    opened = _open(entry, len(tok))
+    if opened is None:
+        raise CorpusError(f"{entry}: the token-id cache entry just written does not read back (disk full or failing?)")
+    return opened, tok, notes, False
 
 
 def _split_key(text_sha: str, d: DataConfig) -> str:
@@ -177,7 +183,19 @@ def _lookup(cache: Path, text_sha: str, d: DataConfig, tokenizer_file: Path | No
     entry = cache / _key(split, tok.sha256(), d.max_len)
     if not (entry / "meta.json").is_file():
         return None
-    return _open(entry), tok, json.loads((entry / "meta.json").read_text())["notes"], True
+    opened = _open(entry, len(tok))
+    if opened is None:  # damaged: set aside (named in the warning) and built afresh by the caller
+        aside = entry.with_name(f"{entry.name}.damaged-{os.getpid()}-{time.time_ns()}")
+        try:
+            os.rename(entry, aside)
+        except OSError:  # set aside by another run at the same moment, or not renamable: gone either way
+            shutil.rmtree(entry, ignore_errors=True)
+        print(
+            f"[preln] warning: token-id cache {entry} is damaged; set aside as {aside.name}, rebuilding",
+            file=sys.stderr,
+        )
+        return None
+    return opened, tok, _meta(entry)["notes"], True
 
 
 def _remembered(pointer: Path) -> Tokenizer | None:
@@ -189,8 +207,24 @@ def _remembered(pointer: Path) -> Tokenizer | None:
     return Tokenizer(target) if target.is_file() else None
 
 
-def _open(entry: Path) -> dict[str, Segments]:
-    return {name: Segments.open(entry, name) for name in ("train", "valid")}
+def _meta(entry: Path) -> dict:
+    return json.loads((entry / "meta.json").read_text())
+
+
+def _open(entry: Path, vocab: int) -> dict[str, Segments] | None:
+    """The entry's splits, memory-mapped, after checking every file against the SHA-256 its
+    ``meta.json`` recorded (and the ids against the vocabulary); None when anything is off."""
+    try:
+        meta = _meta(entry)
+        if any(file_sha256(entry / name) != digest for name, digest in meta["files"].items()):
+            return None
+        out = {name: Segments.open(entry, name) for name in ("train", "valid")}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # unreadable, truncated, not ours
+        return None
+    for seg in out.values():
+        if len(seg.offsets) < 2 or seg.offsets[-1] != len(seg.ids) or (len(seg.ids) and int(seg.ids.max()) >= vocab):
+            return None
+    return out
 
 
 def _store(entry: Path, segments: dict[str, Segments], meta: dict) -> None:
@@ -198,7 +232,8 @@ def _store(entry: Path, segments: dict[str, Segments], meta: dict) -> None:
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=".tmp-"))
     for name, seg in segments.items():
         seg.save(tmp, name)
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+    files = {f.name: file_sha256(f) for f in sorted(tmp.iterdir())}
+    (tmp / "meta.json").write_text(json.dumps({**meta, "files": files}, indent=1))
     try:
         os.rename(tmp, entry)
     except OSError:  # another run stored the same entry first: theirs is identical

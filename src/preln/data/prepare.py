@@ -74,15 +74,20 @@ def sha256(path: Path) -> str:
 
 
 def _iwslt_root(path: Path, work: Path) -> Path:
-    """The folder holding train.tags.de-en.de, from an archive (extracted into ``work``) or a folder."""
+    """The folder holding train.tags.de-en.de, from an archive (extracted into ``work``) or a folder;
+    errors name the archive, never the temporary folder."""
+    folder = path
     if path.is_file():
         try:
             with tarfile.open(path) as tar:
                 tar.extractall(work, filter="data")
         except (tarfile.TarError, OSError, EOFError, zlib.error) as e:  # EOFError, zlib.error: truncated
-            raise CorpusError(f"{path}: not a readable .tgz archive ({e or type(e).__name__})") from None
-        path = work
-    hits = sorted(path.rglob("train.tags.de-en.de"))
+            head = path.read_bytes()[:2] if path.stat().st_size else b""
+            why = "empty file" if not head else "gzip data, but not a tar archive inside" if head == b"\x1f\x8b" else ""
+            why = why or (str(e).strip().splitlines() or [type(e).__name__])[0].rstrip(":")
+            raise CorpusError(f"{path}: not a readable .tgz archive ({why})") from None
+        folder = work
+    hits = sorted(folder.rglob("train.tags.de-en.de"))
     if not hits:
         raise CorpusError(f"{path}: no train.tags.de-en.de inside (expected the official IWSLT14 de-en archive)")
     return hits[0].parent
@@ -121,11 +126,16 @@ def clean(src: list[str], tgt: list[str], lo: int = 1, hi: int = 175, ratio: flo
 def prepare_iwslt14(source: Path | None, out: Path, src: str = "de", tgt: str = "en") -> dict:
     """Run the recipe on the archive or folder ``source`` (downloaded when None) into ``out``."""
     if source is None:
-        source = download(IWSLT14_URL, out.parent / ".downloads" / "de-en.tgz")
+        source = download(IWSLT14_URL, out / ".downloads" / "de-en.tgz")  # inside --out, nowhere else
     if not source.exists():
         raise CorpusError(f"IWSLT14 source not found: {source} (the de-en.tgz archive or its extracted folder)")
     with tempfile.TemporaryDirectory() as work:
         root = _iwslt_root(source, Path(work))
+        for lang in (src, tgt):
+            if not (root / f"train.tags.de-en.{lang}").is_file():
+                raise CorpusError(
+                    f"{source}: no train.tags.de-en.{lang} inside (the official IWSLT14 de-en archive has both)"
+                )
         raw = {lang: _train_text(root / f"train.tags.de-en.{lang}") for lang in (src, tgt)}
         if len(raw[src]) != len(raw[tgt]):
             raise CorpusError(
@@ -142,7 +152,7 @@ def prepare_iwslt14(source: Path | None, out: Path, src: str = "de", tgt: str = 
             for name in IWSLT14_TEST:
                 xml = root / f"{name}.de-en.{lang}.xml"
                 if not xml.is_file():
-                    raise CorpusError(f"missing test file {xml}")
+                    raise CorpusError(f"{source}: missing test file {xml.relative_to(root)}")
                 test += _xml_segments(xml)
             splits["test"][lang] = [ln.lower() for ln in _tok(test, lang, f"tokenize test.{lang}")]
     info = {

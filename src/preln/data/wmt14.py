@@ -101,7 +101,7 @@ def prepare_wmt14(source: Path | None, out: Path, workers: int = 1) -> dict:
     """Run the recipe on a folder of the five archives (downloaded into ``out``'s parent when
     ``source`` is None) into ``out``."""
     if source is None:
-        source = out.parent / ".downloads" / "wmt14"
+        source = out / ".downloads" / "wmt14"  # inside --out, nowhere else
         for name, url in URLS.items():
             if not (source / name).is_file():
                 download(url, source / name)

@@ -70,16 +70,19 @@ def reproduce(
     ``execute.RunFailed`` when a run of the grid fails. ``launcher``: ``processes`` (here), or
     ``slurm`` / ``local`` through submitit (``launch.py``)."""
     from ..runs import hold_lock, release_lock
+    from .launch import check
     from .studies import load_study
 
+    check(launcher, launcher_params)  # before anything is planned or written
     root = root or ROOT
     out = out or Path(f"runs/reproduce-{preset}")
     paths = [root / "studies" / f"{n}.toml" if "/" not in n else Path(n) for n in studies.split(",")]
     loaded = [load_study(p, preset, root) for p in paths]
     if gpus:
         from .. import config
-        from .gpus import check_fit
+        from .gpus import check_fit, check_gpus
 
+        check_gpus(gpus)
         cfgs = [config.load(r.config, list(r.overrides)) for s in loaded for r in s.runs]
         check_fit(cfgs, gpus, jobs_per_gpu)
         gpus = [g for g in gpus for _ in range(jobs_per_gpu)]  # a slot per run, several per GPU

@@ -49,6 +49,16 @@ def nvidia_free_bytes(gpu: str) -> int | None:
         return None
 
 
+def check_gpus(gpus: list[str], count: Callable[[], int] = torch.cuda.device_count) -> None:
+    """Every GPU ``--gpus`` names is a CUDA device index of this machine; a run sent to a GPU that
+    is not there would silently train on the CPU."""
+    n = count()
+    bad = [g for g in gpus if not g.isdigit() or int(g) >= n]
+    if bad:
+        have = f"GPUs 0..{n - 1}" if n else "no CUDA GPU"
+        raise ConfigError(f"--gpus {','.join(gpus)}: {', '.join(bad)} is not a GPU of this machine ({have})")
+
+
 def check_fit(
     cfgs: list[RunConfig],
     gpus: list[str],

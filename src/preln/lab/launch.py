@@ -8,8 +8,10 @@ submitit's local executor (the tests do).
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from ..config import ConfigError
@@ -37,6 +39,30 @@ def run_job(job: Job) -> str:
 DEFAULTS = {"timeout_min": 24 * 60}
 """submitit's own default time limit is 5 minutes, which ends any real run; a day instead
 (``--slurm timeout_min=...`` and other submitit parameters, e.g. ``slurm_partition='gpu'``)."""
+
+
+def check(launcher: str, parameters: dict | None) -> None:
+    """Before anything is planned or written: submitit installed, Slurm reachable for ``slurm``,
+    and the ``--slurm`` parameters accepted by submitit (names and types); one-line errors."""
+    if launcher == "processes":
+        if parameters:
+            raise ConfigError("--slurm applies to --launcher slurm or local, not to processes")
+        return
+    try:
+        import submitit
+    except ImportError:
+        raise ConfigError(f"--launcher {launcher} needs submitit: pip install 'preln[cluster]'") from None
+    if launcher == "slurm" and shutil.which("sbatch") is None:
+        raise ConfigError(
+            "--launcher slurm: Slurm's sbatch is not on PATH here (run on the cluster's login node, or use "
+            "--launcher processes)"
+        )
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            executor = submitit.AutoExecutor(folder=folder, cluster="local" if launcher == "local" else "slurm")
+            executor.update_parameters(**{**DEFAULTS, **(parameters or {})})
+        except (ValueError, TypeError, NameError, AssertionError, RuntimeError) as e:  # submitit's own checks
+            raise ConfigError(f"--slurm: {str(e).strip().splitlines()[0]}") from None
 
 
 def submit(jobs: list[Job], launcher: str, logs: Path, parameters: dict | None = None) -> dict[str, str]:

@@ -23,19 +23,33 @@ import numpy as np  # noqa: E402
 from .. import config  # noqa: E402
 from ..runs import RunFolder  # noqa: E402
 
-VALID = {"valid_loss", "valid_nll", "valid_ppl", "valid_bleu_greedy", "valid_bleu_greedy_tok_lc"}
+VALID = {"valid_loss", "valid_nll", "valid_ppl", "valid_bleu_greedy", "valid_bleu_greedy_tok_lc", "valid_accuracy"}
 TRAIN = {"loss", "nll", "lr", "grad_norm", "tokens_per_s"}
 W2 = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.ffn\.w2\.weight$")
 
 
-def _labels(runs: list[Path]) -> list[str]:
-    """Each run by the config values that differ from the first run's (its folder name if none)."""
-    cfgs = [config.load(r / "config.toml") if (r / "config.toml").is_file() else None for r in runs]
+LOGGING_ONLY = {"train.progress", "train.tensorboard", "train.telemetry_every", "train.log_every", "train.valid_every"}
+LOGGING_ONLY |= {"train.save_every", "train.keep_last", "train.threads", "train.device", "train.valid_bleu"}
+LOGGING_ONLY |= {"data.cache_dir", "train.loggers"}
+"""Settings that change what is logged or where, not what is computed: never a curve's label."""
+
+
+def _flat(cfg) -> dict[str, str]:
+    return {f"{sec}.{k}": str(v) for sec, vals in config.to_dict(cfg).items() for k, v in vals.items()}
+
+
+def _labels(runs: list[Path], most: int = 4) -> list[str]:
+    """Each run by its folder name and the settings that differ between the runs (those that
+    change what is computed; at most ``most`` of them, then how many more)."""
+    flat = [_flat(config.load(r / "config.toml")) if (r / "config.toml").is_file() else {} for r in runs]
+    rank = {"model": 0, "optim": 1, "schedule": 2, "train": 3, "data": 4}  # what a reader compares first
+    keys = sorted({k for f in flat for k in f}, key=lambda k: (rank.get(k.split(".")[0], 5), k))
+    differ = [k for k in keys if k not in LOGGING_ONLY and len({f.get(k) for f in flat}) > 1]
     labels = []
-    for run, cfg in zip(runs, cfgs):
-        diff = config.diff(cfgs[0], cfg) if cfg is not None and cfgs[0] is not None else []
-        keys = [d.split(":")[0] + "=" + d.split(" -> ")[-1] for d in diff if not d.startswith("train.seed")]
-        labels.append(f"{run.name}: {', '.join(keys)}" if keys else run.name)
+    for run, f in zip(runs, flat):
+        shown = [f"{k.split('.', 1)[1]}={f.get(k, '-')}" for k in differ[:most]]
+        more = f" +{len(differ) - most} more" if len(differ) > most else ""
+        labels.append(f"{run.name}: {', '.join(shown)}{more}" if shown else run.name)
     return labels
 
 
@@ -49,15 +63,16 @@ def plot_runs(runs: list[Path], metric: str, x: str, out: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     kind = "valid" if metric in VALID else "train"
     for run, label in zip(runs, _labels(runs)):
-        rows = [r for r in RunFolder(run, writer=False).metrics() if r.get("kind") == kind and metric in r]
+        need = {metric, "time" if x == "time" else x}
+        rows = [r for r in RunFolder(run, writer=False).metrics() if r.get("kind") == kind and need <= r.keys()]
         if not rows:
-            raise ValueError(f"{run}: no {kind} lines with {metric!r} in metrics.jsonl")
+            raise ValueError(f"{run}: no {kind} lines with {' and '.join(sorted(need))} in metrics.jsonl")
         t0 = rows[0].get("time", 0.0)
         xs = [(r.get("time", t0) - t0) / 60 if x == "time" else r[x] for r in rows]
         ax.plot(xs, [r[metric] for r in rows], marker="o" if kind == "valid" else None, ms=3, label=label)
     ax.set_xlabel({"update": "update", "epoch": "epoch", "time": "minutes"}[x])
     ax.set_ylabel(metric)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="best")  # inside the axes: never pushed off the figure by a long label
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -85,9 +100,13 @@ def _stream(values: dict) -> dict:
 
 
 def plot_telemetry(run: Path, out: Path) -> Path:
-    rows = RunFolder(run, writer=False).metrics("telemetry.jsonl")
-    if not rows:
-        raise FileNotFoundError(f"{run}: no telemetry.jsonl lines (train with --set train.telemetry_every=N)")
+    fields = ("update", "grad_norm", "update_ratio", "stream_rms")
+    rows = [r for r in RunFolder(run, writer=False).metrics("telemetry.jsonl") if all(k in r for k in fields)]
+    if not rows or not all(r[k] for r in rows for k in fields[1:]):
+        raise FileNotFoundError(
+            f"{run}: no complete telemetry.jsonl lines (update, grad_norm, update_ratio, stream_rms; "
+            "train with --set train.telemetry_every=N)"
+        )
     updates = [r["update"] for r in rows]
     panels = [
         ("grad_norm", _w2, "FFN W2 gradient norm"),

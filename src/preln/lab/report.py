@@ -21,7 +21,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..config import ConfigError  # noqa: E402
 from . import analysis_report, claims, sensitivity  # noqa: E402
 from .claims import Judged, Tally, claim_setting, judge, rows, tally  # noqa: E402
 from .convergence import Speed, mean_curve, speed  # noqa: E402
@@ -259,14 +258,7 @@ def _headline_first(studies: dict[Path, Study]) -> list[Path]:
 
 
 def _read_studies(out: Path) -> dict[Path, Study]:
-    found = {}
-    for p in out.iterdir():
-        if (p / "study.json").is_file():
-            try:
-                found[p] = read_study_json(p)
-            except ConfigError as e:
-                raise ValueError(str(e)) from None
-    return found
+    return {p: read_study_json(p) for p in sorted(out.iterdir()) if (p / "study.json").is_file()}
 
 
 def write_report(out: Path) -> tuple[Path, Path]:

@@ -160,9 +160,10 @@ def study_results(sdir: Path, study: Study) -> StudyResults:
         for step in job.steps:
             if ":" in step:
                 kind, task = step.split(":", 1)
+                name = Path(task).name  # a folder of TSVs goes by its name (claims: test_accuracy:<name>)
                 cond = CONTROL if kind == "control" else job.condition
-                ft = read_finetune(finetune_folder(sdir / job.folder, step), cond, job.seed, task)
-                finetune.setdefault(task, {}).setdefault(cond, []).append(ft)
+                ft = read_finetune(finetune_folder(sdir / job.folder, step), cond, job.seed, name)
+                finetune.setdefault(name, {}).setdefault(cond, []).append(ft)
     for task, conds in finetune.items():  # the control last
         finetune[task] = dict(sorted(conds.items(), key=lambda kv: kv[0] == CONTROL))
     return StudyResults(sdir.name, study, by_cond, finetune)

@@ -24,6 +24,7 @@ from pathlib import Path
 from .. import atomic, config
 from ..config import ConfigError
 from ..decode import LENPEN, MAX_LEN_A, MAX_LEN_B
+from ..finetune import TASKS as FINETUNE_TASKS
 from ..finetune import default_out
 from ..runs import RunFolder
 from .metrics import metric
@@ -198,18 +199,37 @@ def check_study_file(p: Path, raw: dict) -> None:
             raise ConfigError(f"{p}: [preset.{name}] seeds must be a non-empty list of integers, got {seeds!r}")
         if len(set(seeds)) != len(seeds):  # a repeated seed is the same run, not another sample
             raise ConfigError(f"{p}: [preset.{name}] seeds must be distinct, got {seeds!r}")
+        if "train" in steps and not isinstance(pre.get("config"), str):
+            raise ConfigError(f"{p}: [preset.{name}] config must name the base config file, got {pre.get('config')!r}")
         tasks = pre.get("finetune", [])
         if "finetune" in steps and not (isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)):
             raise ConfigError(f"{p}: [preset.{name}] finetune must list the tasks to fine-tune on, got {tasks!r}")
     for i, c in enumerate(raw.get("condition", []), 1):
         _check_keys(p, f"[[condition]] #{i}", c, {"name", "set", "presets", *presets})
         name = c.get("name")
-        if not isinstance(name, str) or not name or "/" in name or name.startswith("."):
+        if not _folder_safe(name):
             raise ConfigError(f"{p}: [[condition]] #{i}: name must be a folder-safe string, got {name!r}")
+        only = c.get("presets", list(presets))
+        if not (isinstance(only, list) and all(isinstance(x, str) and x in presets for x in only)):
+            raise ConfigError(
+                f"{p}: [[condition]] #{i}: presets must list preset names of this file ({', '.join(presets)}), "
+                f"got {only!r}"
+            )
     for i, g in enumerate(raw.get("grid", []), 1):
         _check_keys(p, f"[[grid]] #{i}", g, {"name", "set", *presets}, dotted=True)
     for i, c in enumerate(raw.get("claim", []), 1):
         _check_claim(p, f"[[claim]] #{i}", c)
+
+
+def _folder_safe(name: object) -> bool:
+    """A name that is one folder: printable, no white space, no path separator, not hidden."""
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and name.isprintable()
+        and not any(ch.isspace() or ch in "/\\" for ch in name)
+        and not name.startswith(".")
+    )
 
 
 def _check_claim(p: Path, where: str, c: object) -> None:
@@ -293,6 +313,9 @@ def _train_jobs(p: Path, raw: dict, preset: str, steps: tuple[str, ...], root: P
     names = [c["name"] for c in conditions]
     if len(set(names)) != len(names):
         raise ConfigError(f"{p}: duplicate condition names")
+    unsafe = next((n for n in names if not _folder_safe(n)), None)
+    if unsafe is not None:
+        raise ConfigError(f"{p}: condition name {unsafe!r} is not folder-safe: give the grid factor `labels`")
     jobs = []
     for c in conditions:
         if preset not in c.get("presets", [preset]):  # a condition may be left out of some presets
@@ -305,8 +328,12 @@ def _train_jobs(p: Path, raw: dict, preset: str, steps: tuple[str, ...], root: P
             except ConfigError as e:
                 raise ConfigError(f"{p}: condition {c['name']!r}: {e}") from None
             mine = tuple(s for s in steps if s != "evaluate" or cfg.model.task == "translation")
+            if "finetune" in steps and cfg.model.task != "mlm":
+                raise ConfigError(
+                    f"{p}: condition {c['name']!r}: steps fine-tune a masked-LM run, this is {cfg.model.task}"
+                )
             if "finetune" in steps:
-                tasks = pre["finetune"]
+                tasks = [_task(p, t, root) for t in pre["finetune"]]
                 mine = ("train", *(f"finetune:{t}" for t in tasks))
                 if c["name"] == pre.get("control") and seed == pre.get("seeds", [1])[0]:
                     mine += tuple(f"control:{t}" for t in tasks)
@@ -317,6 +344,17 @@ def _train_jobs(p: Path, raw: dict, preset: str, steps: tuple[str, ...], root: P
                 JobSpec(mine, folder, c["name"], int(seed), c.get("group", ""), base, over, size=size, finetune=ft)
             )
     return tuple(jobs), names
+
+
+def _task(p: Path, task: str, root: Path | None) -> str:
+    """A fine-tuning task of a study: a pairclf task name, or a folder of TSVs (relative to the
+    study's root, like its configs), checked before anything trains."""
+    if task in FINETUNE_TASKS:
+        return task
+    folder = Path(task) if Path(task).is_absolute() else (root or Path.cwd()) / task
+    if not folder.is_dir():
+        raise ConfigError(f"{p}: finetune task {task!r}: not one of {', '.join(FINETUNE_TASKS)} and not a folder")
+    return str(folder.resolve())
 
 
 def run_status(folder: Path) -> str | None:
@@ -353,8 +391,10 @@ def finetune_folder(folder: Path, step: str) -> Path:
 
 
 def log_name(step: str) -> str:
-    """The log file of a step in its job's folder: ``train.log``, ``finetune-paraphrase.log``."""
-    return step.replace(":", "-") + ".log"
+    """The log file of a step in its job's folder: ``train.log``, ``finetune-paraphrase.log`` (a
+    task that is a folder of TSVs by the folder's name)."""
+    kind, _, task = step.partition(":")
+    return f"{kind}-{Path(task).name}.log" if task else f"{kind}.log"
 
 
 def needed(step: str, folder: Path, expect: dict | None = None) -> bool:
