@@ -56,3 +56,25 @@ def test_a_bug_is_one_line_with_the_traceback_kept(tmp_path, capsys, monkeypatch
     assert err.count("\n") == 1 and "internal error: KeyError" in err and "Traceback" not in err
     logs = list((tmp_path / "cache").glob("crash-*.log"))
     assert len(logs) == 1 and "KeyError: 'surprise'" in logs[0].read_text()
+
+
+def test_help_and_config_do_not_load_torch():
+    """`preln --help`, every command's --help and `preln config` parse and print without torch
+    (it takes seconds to import; they take a tenth of one)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from preln.cli import main\n"
+        "for argv in (['--help'], ['train', '--help'], ['finetune', '--help'], ['reproduce', '--help']):\n"
+        "    try:\n"
+        "        main(argv)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        f"main(['config', {str(ROOT / 'configs' / 'tiny-mlm.toml')!r}])\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "10%%" not in done.stdout and "10% warm-up" in done.stdout

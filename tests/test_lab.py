@@ -123,7 +123,7 @@ name = "depth"
 def test_shipped_studies_load():
     placements = studies.load_study(ROOT / "studies" / "placements.toml", "quick", ROOT)
     assert len(placements.runs) == 7 * 2 * 2 + 7 * 3 * 2  # placement x warm-up, placement x depth; 2 seeds
-    for name in ("fig2", "fig3", "fig4", "placements"):
+    for name in ("fig2", "fig3", "fig4", "placements", "lr"):
         for preset in ("quick", "paper", "smoke"):
             studies.load_study(ROOT / "studies" / f"{name}.toml", preset, ROOT)
     fig2 = studies.load_study(ROOT / "studies" / "fig2.toml", "paper", ROOT)
@@ -559,3 +559,68 @@ def test_welch_interval_by_hand():
 def _md(text) -> str:
     """A report text as its Markdown."""
     return document.to_markdown([document.Para(text)]).strip()
+
+
+def test_lr_sensitivity_follows_wortsman_et_al_and_its_claims_are_decided(tmp_path):
+    """LRS = mean over the lr grid of (final loss capped at ln V) - the sweep's best, per seed; a
+    diverged run counts as the cap; curves are compared by the ordering rule over seeds."""
+    from preln.lab import sensitivity
+
+    sdir = tmp_path / "s"
+    cap = __import__("math").log(1000)
+    finals = {  # curve -> per seed, final NLL at lr 1e-3, 2e-3, 4e-3 (None: diverged)
+        "g,norm=post": [[5.0, 5.6, None], [5.1, 5.5, None], [5.0, 5.7, None]],
+        "g,norm=pre": [[5.0, 4.8, 4.9], [5.05, 4.85, 4.9], [5.0, 4.8, 5.0]],
+    }
+    jobs = []
+    for curve, seeds in finals.items():
+        for seed, row in enumerate(seeds, 1):
+            for lr, final in zip(("0.001", "0.002", "0.004"), row):
+                cond, folder = f"{curve},lr={lr}", f"{curve},lr={lr}-s{seed}"
+                _fake_run(sdir / folder, [(50, 6.0), (100, final or 7.0)], "diverged" if final is None else "completed")
+                (sdir / folder / "config.toml").write_text("[model]\nvocab_size = 1000\n")
+                jobs.append({"folder": folder, "steps": ["train"], "condition": cond, "seed": seed, "group": "g"})
+    claim = {"text": "post more sensitive", "condition": "g,norm=post", "worse_than": "g,norm=pre"}
+    meta = {"title": "lrs", "jobs": jobs, "claims": [claim | {"metric": "lr_sensitivity"}]}
+    (sdir / "study.json").write_text(json.dumps(meta))
+    res = results.study_results(sdir, studies.read_study_json(sdir))
+    post = sensitivity.sample(res, "g,norm=post").values
+    want = [sum(x - min(xs) for x in xs) / 3 for xs in ([5.0, 5.6, cap], [5.1, 5.5, cap], [5.0, 5.7, cap])]
+    assert post == pytest.approx(want)
+    (j,) = claims.judge(res)
+    assert j.verdict == "yes" and j.decision.rule == "ordering"
+    text = report.write_report(tmp_path)[0].read_text()
+    assert "### Learning-rate sensitivity" in text and "| g,norm=post | 3 |" in text and "| 3 of 9 |" in text
+    assert (tmp_path / "s_lr_sweep.png").is_file()
+
+
+def test_grids_and_claims_can_be_left_out_of_presets(tmp_path):
+    p = tmp_path / "g.toml"
+    p.write_text(
+        """
+steps = ["train"]
+[preset.quick]
+config = "configs/tiny-translation.toml"
+[preset.long]
+config = "configs/tiny-translation.toml"
+[[grid]]
+name = "a"
+"optim.lr" = [1e-3, 2e-3]
+[[grid]]
+name = "b"
+presets = ["long"]
+"optim.lr" = [1e-3]
+[[claim]]
+text = "only in long"
+condition = "b,lr=0.001"
+better_than = "a,lr=0.001"
+metric = "final_nll"
+presets = ["long"]
+"""
+    )
+    quick, long = (studies.load_study(p, name, ROOT) for name in ("quick", "long"))
+    assert {r.condition for r in quick.runs} == {"a,lr=0.001", "a,lr=0.002"} and not quick.claims
+    assert len(long.runs) == 3 and [c.text for c in long.claims] == ["only in long"]
+    p.write_text(p.read_text().replace('presets = ["long"]\n"optim', 'presets = ["lng"]\n"optim'))
+    with pytest.raises(ConfigError, match="presets must list preset names"):
+        studies.load_study(p, "quick", ROOT)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from . import __version__, commands
 from .config import ConfigError
-from .data import CorpusError
-from .decode import LENPEN, MAX_LEN_A, MAX_LEN_B
+from .data.corpus import CorpusError
+from .decoding import LENPEN, MAX_LEN_A, MAX_LEN_B
 from .process import Exit
 
 EPILOG = """Data: corpora are read from a path, never downloaded by `train`. data.path in the
@@ -110,7 +110,7 @@ def _add_finetune(sub) -> None:
         "finetune",
         help="fine-tune a masked-LM run on sentence-pair classification (accuracy/F1 on dev and test)",
         description="Fine-tune a pretrained masked-LM run folder on a pair-classification task with BERT's "
-        "recipe (AdamW lr 1e-4, 10%% warm-up, linear decay, 3 epochs, batches of 2,048 tokens; --set changes "
+        "recipe (AdamW lr 1e-4, 10% warm-up, linear decay, 3 epochs, batches of 2,048 tokens; --set changes "
         "any of it). The run folder gets metrics.jsonl (dev accuracy each epoch), scores.json (dev and test "
         "at the end), checkpoints; rerunning resumes. A TSV folder needs train.tsv and dev.tsv (test.tsv optional) "
         'with a header; GLUE MRPC: --set \'data.pair_columns=["Quality", "#1 String", "#2 String"]\'; '
@@ -177,9 +177,9 @@ def _add_reproduce(sub) -> None:
     )
     p.add_argument(
         "--studies",
-        default="fig3,fig4,fig5,fig2",
-        help="comma-separated study names (studies/NAME.toml) or paths (default fig3,fig4,fig5,fig2: longest jobs "
-        "first; placements is opt-in)",
+        default="fig3,fig5,fig4,lr-mlm,lr",
+        help="comma-separated study names (studies/NAME.toml) or paths (default fig3,fig5,fig4,lr-mlm,lr: longest "
+        "jobs first; fig2 and placements are opt-in)",
     )
     p.add_argument(
         "--jobs",

@@ -15,12 +15,10 @@ import torch
 from torch import Tensor
 
 from .data.tokenizer import BOS, EOS, MASK, PAD
+from .decoding import LENPEN, MAX_LEN_A, MAX_LEN_B, MIN_LEN
 from .model import Seq2Seq
 
 _BANNED = (PAD, BOS, MASK)  # never generated
-MIN_LEN = 1  # fairseq-generate --min-len: </s> is banned before this many tokens
-MAX_LEN_A, MAX_LEN_B = 0.0, 200  # fairseq-generate --max-len-a / --max-len-b
-LENPEN = 1.0  # fairseq-generate --lenpen
 
 
 def _step_logprobs(model: Seq2Seq, tokens: Tensor, memory: Tensor, mask: Tensor, cache) -> Tensor:

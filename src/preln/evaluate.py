@@ -32,7 +32,8 @@ from .config import ConfigError, RunConfig
 from .data.batching import pad, token_batches
 from .data.datasets import read_pairs
 from .data.tokenizer import EOS, PAD, Tokenizer
-from .decode import LENPEN, MAX_LEN_A, MAX_LEN_B, beam_search, greedy
+from .decode import beam_search, greedy
+from .decoding import LENPEN, MAX_LEN_A, MAX_LEN_B
 from .model import Seq2Seq, build_model
 from .runs import RunFolder
 

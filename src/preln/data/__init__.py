@@ -1,17 +1,24 @@
-"""Corpora, tokenization and batching."""
+"""Corpora, tokenization and batching. The names below are imported on first use, so that
+``preln.data.corpus`` (and the CLI's ``--help``) do not load torch."""
 
-from .batching import Batch, token_batches
-from .corpus import CorpusError, resolve_path
-from .datasets import MLMData, TranslationData, load_data
-from .tokenizer import Tokenizer
+_NAMES = {
+    "Batch": "batching",
+    "token_batches": "batching",
+    "CorpusError": "corpus",
+    "resolve_path": "corpus",
+    "MLMData": "datasets",
+    "TranslationData": "datasets",
+    "load_data": "datasets",
+    "Tokenizer": "tokenizer",
+}
+__all__ = list(_NAMES)
 
-__all__ = [
-    "Batch",
-    "CorpusError",
-    "MLMData",
-    "Tokenizer",
-    "TranslationData",
-    "load_data",
-    "resolve_path",
-    "token_batches",
-]
+
+def __getattr__(name: str):
+    if name not in _NAMES:
+        raise AttributeError(f"module 'preln.data' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"preln.data.{_NAMES[name]}"), name)
+    globals()[name] = value
+    return value

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from .. import atomic, config
 from ..config import ConfigError
-from ..decode import LENPEN, MAX_LEN_A, MAX_LEN_B
+from ..decoding import LENPEN, MAX_LEN_A, MAX_LEN_B
 from ..finetune import TASKS as FINETUNE_TASKS
 from ..finetune import default_out
 from ..runs import RunFolder
@@ -32,7 +32,7 @@ from .metrics import metric
 STEPS = ("train", "evaluate", "analyze", "finetune")
 # A study with steps ["train", "finetune"] pretrains masked-LM runs and fine-tunes each on the
 # preset's ``finetune`` tasks: job steps "finetune:<task>" (from the pretrained weights) and, for
-# the preset's ``control`` condition (its first seed), "control:<task>" (from random weights).
+# the preset's ``control`` condition (each seed), "control:<task>" (from random weights).
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class Claim:
 
     @classmethod
     def from_dict(cls, d: dict) -> Claim:
-        return cls(**{k: v for k, v in d.items() if k in CLAIM_KEYS})
+        return cls(**{k: v for k, v in d.items() if k in CLAIM_KEYS and k != "presets"})
 
     def to_dict(self) -> dict:
         return {k: v for k, v in vars(self).items() if v != ""}
@@ -142,6 +142,8 @@ def _grid_conditions(p: Path, grids: list[dict], preset: str) -> list[dict]:
     the first."""
     out = []
     for grid in grids:
+        if preset not in grid.get("presets", [preset]):  # a grid may be left out of some presets
+            continue
         factors = {k: _factor_values(p, k, v, preset) for k, v in grid.items() if "." in k}
         fixed = list(grid.get("set", [])) + list(grid.get(preset, []))
         prefix = grid.get("name", "")
@@ -157,7 +159,7 @@ def _grid_conditions(p: Path, grids: list[dict], preset: str) -> list[dict]:
 STUDY_KEYS = {"title", "steps", "paper_setting", "paper_corpus", "preset", "condition"}
 STUDY_KEYS |= {"grid", "claim", "finetune_reference"}
 PRESET_KEYS = {"config", "seeds", "set", "evaluate", "analysis", "finetune", "finetune_set", "control"}
-CLAIM_KEYS = {"text", "paper", "condition", "metric", "better_than", "worse_than", "as_good_as"}
+CLAIM_KEYS = {"text", "paper", "condition", "metric", "better_than", "worse_than", "as_good_as", "presets"}
 COMPARISONS = ("better_than", "worse_than", "as_good_as")
 
 
@@ -209,16 +211,22 @@ def check_study_file(p: Path, raw: dict) -> None:
         name = c.get("name")
         if not _folder_safe(name):
             raise ConfigError(f"{p}: [[condition]] #{i}: name must be a folder-safe string, got {name!r}")
-        only = c.get("presets", list(presets))
-        if not (isinstance(only, list) and all(isinstance(x, str) and x in presets for x in only)):
-            raise ConfigError(
-                f"{p}: [[condition]] #{i}: presets must list preset names of this file ({', '.join(presets)}), "
-                f"got {only!r}"
-            )
+        _check_presets(p, f"[[condition]] #{i}", c, presets)
     for i, g in enumerate(raw.get("grid", []), 1):
-        _check_keys(p, f"[[grid]] #{i}", g, {"name", "set", *presets}, dotted=True)
+        _check_keys(p, f"[[grid]] #{i}", g, {"name", "set", "presets", *presets}, dotted=True)
+        _check_presets(p, f"[[grid]] #{i}", g, presets)
     for i, c in enumerate(raw.get("claim", []), 1):
         _check_claim(p, f"[[claim]] #{i}", c)
+        _check_presets(p, f"[[claim]] #{i}", c, presets)
+
+
+def _check_presets(p: Path, where: str, table: dict, presets: dict) -> None:
+    """``presets`` (a condition's, a grid's or a claim's): the presets it belongs to, by name."""
+    only = table.get("presets", list(presets))
+    if not (isinstance(only, list) and all(isinstance(x, str) and x in presets for x in only)):
+        raise ConfigError(
+            f"{p}: {where}: presets must list preset names of this file ({', '.join(presets)}), got {only!r}"
+        )
 
 
 def _folder_safe(name: object) -> bool:
@@ -238,7 +246,7 @@ def _check_claim(p: Path, where: str, c: object) -> None:
     _check_keys(p, where, c, CLAIM_KEYS)
     if not isinstance(c.get("text"), str) or not c["text"]:
         raise ConfigError(f"{p}: {where}: text must be a non-empty string")
-    bad = [k for k in CLAIM_KEYS if k in c and not isinstance(c[k], str)]
+    bad = [k for k in CLAIM_KEYS - {"presets"} if k in c and not isinstance(c[k], str)]
     if bad:
         raise ConfigError(f"{p}: {where}: {bad[0]} must be a string, got {c[bad[0]]!r}")
     try:
@@ -269,7 +277,7 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
     pre = raw["preset"][preset]
     steps = tuple(raw.get("steps", ["train", "evaluate"]))
     jobs, names = _train_jobs(p, raw, preset, steps, root) if "train" in steps else (_analysis_job(p, pre), [])
-    claims = tuple(Claim.from_dict(c) for c in raw.get("claim", []))
+    claims = tuple(Claim.from_dict(c) for c in raw.get("claim", []) if preset in c.get("presets", [preset]))
     claimed = [x for c in claims for x in (c.condition, c.other) if x]
     curves = {curve_name(n) for n in names} - {None}
     for key in [*claimed, pre.get("control")]:
@@ -335,7 +343,7 @@ def _train_jobs(p: Path, raw: dict, preset: str, steps: tuple[str, ...], root: P
             if "finetune" in steps:
                 tasks = [_task(p, t, root) for t in pre["finetune"]]
                 mine = ("train", *(f"finetune:{t}" for t in tasks))
-                if c["name"] == pre.get("control") and seed == pre.get("seeds", [1])[0]:
+                if c["name"] == pre.get("control"):  # as many control seeds as pretrained ones
                     mine += tuple(f"control:{t}" for t in tasks)
             folder = f"{c['name']}-s{seed}"
             size = (cfg.train.max_updates or 1) * len(mine)  # a fine-tuning ~ the pretraining's time, roughly
