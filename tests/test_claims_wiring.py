@@ -21,6 +21,7 @@ def _values(i: int, seed: int) -> dict:
         "curve": [(50, 6.0 + 0.1 * i), (100, 4.0 + 0.1 * i), (150, final)],
         "final_nll": final,
         "best_nll": final,
+        "context_gain": 7.0 - final,  # the fake runs' unigram baseline is 7.0
         "test_bleu": 10.0 + i + 0.01 * seed,
         "acc": 60.0 + i + 0.01 * seed,
     }
@@ -28,7 +29,8 @@ def _values(i: int, seed: int) -> dict:
 
 def _write(folder, curve, bleu=None, scores=None):
     folder.mkdir(parents=True)
-    rows = [{"kind": "valid", "update": u, "epoch": 1, "valid_nll": v} for u, v in curve]
+    rows = [{"kind": "baseline", "update": 0, "unigram_nll": 7.0}]
+    rows += [{"kind": "valid", "update": u, "epoch": 1, "valid_nll": v} for u, v in curve]
     if scores:
         rows += [
             {"kind": "valid", "update": 10, "epoch": 1, "valid_nll": 0.5, "valid_accuracy": scores["valid"]["accuracy"]}
@@ -86,6 +88,9 @@ def test_each_claim_reads_its_own_conditions_metric_and_rule(tmp_path, name, pre
             assert measured.index(f"{c.condition}:") < measured.index(f"{c.other}:"), measured
             continue
         assert measured.startswith(m.fmt(_mean(c.condition, c.metric, study, names))), (c, measured)
+        if c.above is not None:
+            assert j.decision.rule == "bound" and f"against {c.above:g}" in claims.plain(j.shows)
+            continue
         kind = next((k for k in RULE if getattr(c, k)), None)
         if kind is None:
             assert j.decision is None

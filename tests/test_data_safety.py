@@ -64,7 +64,8 @@ def test_the_token_id_cache_keys_the_text_it_read(tmp_path, monkeypatch):
 
     def hash_then_change(path):
         digest = real(path)
-        path.write_text(b)  # another process rewrites the corpus just after it was hashed
+        if path == corpus:  # another process rewrites the corpus just after it was hashed
+            path.write_text(b)
         return digest
 
     monkeypatch.setattr(idcache, "file_sha256", hash_then_change)

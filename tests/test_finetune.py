@@ -267,8 +267,9 @@ def test_fig5_expands_finetuning_and_control_steps():
     study = studies.load_study(ROOT / "studies" / "fig5.toml", "smoke", ROOT)
     steps = {j.folder: j.steps for j in study.jobs}
     ft = ("finetune:paraphrase", "finetune:containment")
-    assert steps["pre-nowarmup-s1"] == ("train", *ft, "control:paraphrase", "control:containment")
-    assert steps["pre-nowarmup-s2"] == steps["post-warmup-s1"] == ("train", *ft)
+    control = ("control:paraphrase", "control:containment")  # a random-init control for every seed
+    assert steps["pre-nowarmup-s1"] == steps["pre-nowarmup-s2"] == ("train", *ft, *control)
+    assert steps["post-warmup-s1"] == steps["post-warmup-s2"] == ("train", *ft)
     job = next(j for j in study.jobs if j.folder == "pre-nowarmup-s1")
     cmd = studies.command("control:containment", job, ROOT / "x" / "pre-nowarmup-s1", 1, ())
     assert cmd[:6] == [

@@ -624,3 +624,24 @@ presets = ["long"]
     p.write_text(p.read_text().replace('presets = ["long"]\n"optim', 'presets = ["lng"]\n"optim'))
     with pytest.raises(ConfigError, match="presets must list preset names"):
         studies.load_study(p, "quick", ROOT)
+
+
+def test_a_claim_against_a_constant_uses_the_bound_rule(tmp_path):
+    """``above = 0`` with ``context_gain``: the unigram model's validation NLL (recorded by the
+    run) minus the run's, over the condition's runs, must lie above 0 by its interval."""
+    sdir = tmp_path / "s"
+    jobs = []
+    for seed, final in enumerate((5.4, 5.45, 5.38), 1):
+        folder = sdir / f"pre-s{seed}"
+        _fake_run(folder, [(100, 6.0), (300, final)])
+        with open(folder / "metrics.jsonl", "a") as f:
+            f.write(json.dumps({"kind": "baseline", "update": 0, "unigram_nll": 5.81}) + "\n")
+        jobs.append({"folder": folder.name, "steps": ["train"], "condition": "pre", "seed": seed})
+    claim = {"text": "context", "condition": "pre", "metric": "context_gain", "above": 0.0}
+    (sdir / "study.json").write_text(json.dumps({"title": "c", "jobs": jobs, "claims": [claim]}))
+    res = results.study_results(sdir, studies.read_study_json(sdir))
+    (j,) = claims.judge(res)
+    assert j.verdict == "yes" and j.decision.rule == "bound"
+    assert claims.plain(j.measured).startswith("0.40 ± 0.04 nats (3 runs)")
+    text = report.write_report(tmp_path)[0].read_text()
+    assert "unigram model's valid NLL" in text and "| 5.81 ± 0.00 |" in text

@@ -97,7 +97,7 @@ def test_plot_draws_telemetry_heatmaps_and_overlaid_curves(tmp_path, capsys):
     assert out.stat().st_size > 10_000
     from preln.lab.plots import _labels
 
-    assert _labels([tmp_path / "pre", tmp_path / "post"]) == ["pre", "post: model.norm='post'"]
+    assert _labels([tmp_path / "pre", tmp_path / "post"]) == ["pre: norm=pre", "post: norm=post"]
     assert main(["plot", str(tmp_path / "pre"), "--metric", "bleu"]) == 2
     assert "--metric 'bleu': one of" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "nothing")]) == 2

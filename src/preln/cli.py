@@ -171,9 +171,10 @@ def _add_reproduce(sub) -> None:
     )
     p.add_argument(
         "--preset",
-        choices=["quick", "paper", "smoke"],
+        choices=["quick", "long", "paper", "smoke"],
         default="quick",
-        help="sizes (default quick: 2 CPU cores; smoke: every study at toy size, minutes; paper: GPUs)",
+        help="sizes (default quick: 2 CPU cores; long: lr's 12+12-layer grid too, --studies lr; smoke: every "
+        "study at toy size, minutes; paper: GPUs)",
     )
     p.add_argument(
         "--studies",

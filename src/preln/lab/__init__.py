@@ -102,7 +102,7 @@ def _reproduce(preset: str, studies: list, out: Path, jobs: int, gpus, beam: int
     nother = sum(len(s.jobs) - len(s.runs) for s in studies)
     at_once = jobs if not gpus or jobs > 1 else len(gpus)
     print(
-        f"[preln] {len(studies)} studies, {nruns} runs + {nother} analyses; "
+        f"[preln] {len(studies)} studies, {nruns} runs + {nother} {'analysis' if nother == 1 else 'analyses'}; "
         f"{len(todo)} to do, {at_once} at a time -> {out}",
         file=sys.stderr,
     )

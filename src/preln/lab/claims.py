@@ -15,7 +15,7 @@ from . import convergence, sensitivity
 from .document import Text, code, mean_std, plain, strong
 from .metrics import Metric, metric
 from .results import Sample, StudyResults
-from .stats import Decision, noninferiority, ordering
+from .stats import Decision, bound, mean_interval, noninferiority, ordering
 from .studies import CONTROL, Claim
 
 
@@ -58,6 +58,10 @@ def _judge(res: StudyResults, c: Claim) -> Judged:
         return Judged(res.name, c, f"{sum(r.diverged for r in runs)} of {len(runs)} runs diverged", None, "")
     a = _sample(res, m, c.condition)
     measured = _value(a, m)
+    if c.above is not None:
+        iv = mean_interval(a.values) if a.values else None
+        d = bound(iv, c.above, True, len(a.values)) if iv else Decision("undecided", "bound", "no completed run")
+        return Judged(res.name, c, measured, d, _bound_words(d, c.above))
     if not c.other:
         return Judged(res.name, c, measured, None, "")
     b = _sample(res, m, c.other)
@@ -97,6 +101,14 @@ def _shows(d: Decision, a: Sample, b: Sample, c: Claim, m: Metric) -> Text:
     iv = d.interval.scaled(sign)
     diff = f"difference {iv.estimate:+.{m.digits}f} [{iv.lo:+.{m.digits}f}, {iv.hi:+.{m.digits}f}]"
     return [word, *means, f"; {diff}, 95% {d.rule}: {d.reason}{tail})"]
+
+
+def _bound_words(d: Decision, limit: float) -> Text:
+    word: Text = strong("no") if d.verdict == "no" else d.verdict
+    if d.interval is None:
+        return [word, f" ({d.reason})"]
+    iv = d.interval
+    return [word, f" (mean {iv.estimate:.3f} [{iv.lo:.3f}, {iv.hi:.3f}] against {limit:g}; 95% {d.rule}: {d.reason})"]
 
 
 def _speed(res: StudyResults, c: Claim) -> Judged:

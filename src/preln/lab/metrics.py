@@ -37,6 +37,9 @@ _TABLE = {
         Metric("final_nll", "validation NLL at the run's end", "nats", False, 0.05),
         Metric("best_nll", "lowest validation NLL of the run", "nats", False, 0.05),
         Metric("diverged", "runs that diverged", "runs", False, 0.0, 0, comparable=False),
+        Metric(
+            "context_gain", "unigram model's validation NLL minus the run's (> 0: context learned)", "nats", True, 0.05
+        ),
         Metric("speed_ratio", "updates to a common target validation NLL, first / second", "ratio", False, 0.0),
         Metric(
             "lr_sensitivity", "LR sensitivity: mean over the lr grid of capped loss minus the best", "nats", False, 0.05

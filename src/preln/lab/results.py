@@ -34,6 +34,8 @@ class Run:
     """``bleu.json``'s test split: ``sacrebleu`` and ``tok_lc``, where measured."""
     scale: str = ""
     """Where it was measured, in words (corpus, size, length)."""
+    baselines: dict[str, float] = field(default_factory=dict)
+    """Trivial models' losses on the run's data (masked LM: ``unigram_nll``), as the run recorded."""
 
     @property
     def completed(self) -> bool:
@@ -109,6 +111,8 @@ class StudyResults:
             values = tuple(r.curve[-1][1] for r in done)
         elif m.name == "best_nll":
             values = tuple(min(v for _, v in r.curve) for r in done)
+        elif m.name == "context_gain":
+            values = tuple(r.baselines["unigram_nll"] - r.curve[-1][1] for r in done if "unigram_nll" in r.baselines)
         else:
             raise ValueError(f"metric {m.name!r} has no per-run value")  # a bug: the caller checks
         div = sum(r.diverged for r in runs)
@@ -136,6 +140,7 @@ def read_run(sdir: Path, folder: str, condition: str, seed: int, group: str) -> 
         tuple((int(x["update"]), float(x[key])) for x in valid if key in x),
         {k: float(v) for k, v in bleu.items() if k in ("sacrebleu", "tok_lc") and isinstance(v, int | float)},
         scale(path),
+        {k: float(v) for x in run.metrics() if x.get("kind") == "baseline" for k, v in x.items() if k.endswith("_nll")},
     )
 
 

@@ -139,6 +139,16 @@ def plot(res: StudyResults, path) -> None:
         )
         if cap is not None and math.isfinite(cap):
             ax.axhline(cap, color="grey", ls="--", lw=0.8, label="cap: ln V (initialization)")
+        uni = [
+            r.baselines["unigram_nll"]
+            for c in cs.values()
+            if c.group == group
+            for rs in c.runs.values()
+            for r in rs
+            if "unigram_nll" in r.baselines
+        ]
+        if uni:  # masked LM: below this line a run has learned context
+            ax.axhline(sum(uni) / len(uni), color="black", ls=":", lw=0.8, label="unigram model")
         ax.set_xscale("log")
         grid = sorted({lr for c in cs.values() if c.group == group for lr in c.lrs})
         ax.set_xticks(grid, [f"{lr:g}" for lr in grid])

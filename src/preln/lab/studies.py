@@ -77,6 +77,8 @@ class Claim:
     """Ordering the other way: ``condition`` is worse than this one."""
     as_good_as: str = ""
     """Non-inferiority: ``condition`` is at least as good as this one, up to the metric's margin."""
+    above: float | None = None
+    """Bound: ``condition``'s mean lies above this value (the interval over its runs)."""
 
     @property
     def other(self) -> str:
@@ -87,7 +89,7 @@ class Claim:
         return cls(**{k: v for k, v in d.items() if k in CLAIM_KEYS and k != "presets"})
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in vars(self).items() if v != ""}
+        return {k: v for k, v in vars(self).items() if v != "" and v is not None}
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ def _grid_conditions(p: Path, grids: list[dict], preset: str) -> list[dict]:
 STUDY_KEYS = {"title", "steps", "paper_setting", "paper_corpus", "preset", "condition"}
 STUDY_KEYS |= {"grid", "claim", "finetune_reference"}
 PRESET_KEYS = {"config", "seeds", "set", "evaluate", "analysis", "finetune", "finetune_set", "control"}
-CLAIM_KEYS = {"text", "paper", "condition", "metric", "better_than", "worse_than", "as_good_as", "presets"}
+CLAIM_KEYS = {"text", "paper", "condition", "metric", "better_than", "worse_than", "as_good_as", "above", "presets"}
 COMPARISONS = ("better_than", "worse_than", "as_good_as")
 
 
@@ -246,14 +248,16 @@ def _check_claim(p: Path, where: str, c: object) -> None:
     _check_keys(p, where, c, CLAIM_KEYS)
     if not isinstance(c.get("text"), str) or not c["text"]:
         raise ConfigError(f"{p}: {where}: text must be a non-empty string")
-    bad = [k for k in CLAIM_KEYS - {"presets"} if k in c and not isinstance(c[k], str)]
+    bad = [k for k in CLAIM_KEYS - {"presets", "above"} if k in c and not isinstance(c[k], str)]
+    if "above" in c and (isinstance(c["above"], bool) or not isinstance(c["above"], int | float)):
+        raise ConfigError(f"{p}: {where}: above must be a number, got {c['above']!r}")
     if bad:
         raise ConfigError(f"{p}: {where}: {bad[0]} must be a string, got {c[bad[0]]!r}")
     try:
         m = metric(c.get("metric", "test_bleu"))
     except ConfigError as e:
         raise ConfigError(f"{p}: {where}: {e}") from None
-    compared = [k for k in COMPARISONS if c.get(k)]
+    compared = [k for k in COMPARISONS if c.get(k)] + (["above"] if "above" in c else [])
     if len(compared) > 1:
         raise ConfigError(f"{p}: {where}: a claim compares with one condition; it has {' and '.join(compared)}")
     if compared and not c.get("condition"):
