@@ -78,3 +78,23 @@ def test_help_and_config_do_not_load_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "10%%" not in done.stdout and "10% warm-up" in done.stdout
+
+
+def test_typos_are_answered_with_the_likely_intended_name(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(["trian", "x.toml"])
+    assert e.value.code == 2 and "unknown command 'trian'; did you mean 'train'?" in capsys.readouterr().err
+    cases = {
+        ("cpu-multi30k-pre", "model.nrom=pre"): "model.nrom: unknown key; did you mean 'norm'?",
+        ("cpu-multi30k-pre", "model.norm=sandwhich"): "is not one of 'post', 'pre', 'sandwich', "
+        "'deepnorm', 'admin', 'rezero', 'mix'; did you mean 'sandwich'?",
+        ("cpu-multi30k-pree", "model.norm=pre"): "config file not found: cpu-multi30k-pree; did you mean "
+        "'cpu-multi30k-pre'?",
+        ("cpu-multi30k-pre", "model.zzzzzz=1"): "model.zzzzzz: unknown key (known:",  # nothing close: no guess
+    }
+    for (cfg, item), expected in cases.items():
+        assert main(["config", cfg, "--set", item]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("preln: error: ") and expected in err and err.count("\n") == 1, err

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, commands
-from .config import ConfigError
+from .config import ConfigError, did_you_mean
 from .data.corpus import CorpusError
 from .decoding import LENPEN, MAX_LEN_A, MAX_LEN_B
 from .process import Exit
@@ -88,6 +88,7 @@ def parser() -> argparse.ArgumentParser:
         _add_config,
     ):
         add(sub)
+    ap.command_names = tuple(sub.choices)  # for the "did you mean" of a mistyped command
     return ap
 
 
@@ -168,7 +169,7 @@ def _add_reproduce(sub) -> None:
         description="Expand each study file for the preset, train every run not yet completed or diverged "
         "(interrupted runs resume), score test BLEU (beam search), run the analysis, and write report.md / "
         "report.html. Ctrl-C stops after the current updates; rerunning skips finished runs. The quick preset "
-        "took 42 minutes on 2 CPU cores with --jobs 2 (docs/reference-quick); paper needs a GPU.",
+        "took 59 minutes on 2 CPU cores with --jobs 2 from a fresh clone (docs/reference-quick); paper needs a GPU.",
     )
     p.add_argument(
         "--preset",
@@ -188,7 +189,7 @@ def _add_reproduce(sub) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="processes at once, each with cores/N threads (default 1; measured gains: README)",
+        help="processes at once, each with cores/N threads (default 1; measured gains: docs/reproduce.md)",
     )
     p.add_argument(
         "--gpus",
@@ -330,6 +331,7 @@ def _add_config(sub) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = parser()
+    _check_command(ap, sys.argv[1:] if argv is None else argv)
     args = ap.parse_args(argv)
     try:
         return args.func(args)
@@ -351,6 +353,15 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return Exit.BUG
+
+
+def _check_command(ap: argparse.ArgumentParser, argv: list[str]) -> None:
+    """A mistyped command is answered with the likely intended one (argparse only lists them all)."""
+    if not argv or argv[0].startswith("-"):
+        return
+    names = getattr(ap, "command_names", ())
+    if argv[0] not in names and (hint := did_you_mean(argv[0], names)):
+        ap.error(f"unknown command {argv[0]!r}{hint}")
 
 
 def _keep_traceback(args: argparse.Namespace) -> Path:

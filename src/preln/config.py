@@ -8,10 +8,12 @@ path (``model.norm``), never a traceback from deep inside the trainer.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import tomllib
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -235,13 +237,23 @@ class RunConfig:
 # --------------------------------------------------------------------------- loading
 
 
+def did_you_mean(word: object, choices: Iterable[object]) -> str:
+    """``"; did you mean 'x'?"`` for the closest of ``choices`` to a mistyped ``word`` ("" when none is
+    close): a typo in a key, a choice or a preset name is answered with the likely intended one."""
+    if not isinstance(word, str):
+        return ""
+    names = [c for c in choices if isinstance(c, str)]
+    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _coerce(value: Any, tp: Any, path: str) -> Any:
     """Check ``value`` against the annotation ``tp``; return it in canonical form."""
     origin = get_origin(tp)
     if origin is Literal:
         if value not in get_args(tp):
             choices = ", ".join(repr(c) for c in get_args(tp))
-            raise ConfigError(f"{path}: {value!r} is not one of {choices}")
+            raise ConfigError(f"{path}: {value!r} is not one of {choices}{did_you_mean(value, get_args(tp))}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
@@ -281,7 +293,8 @@ def _build(cls: type, data: Any, path: str) -> Any:
     for key in data:
         if key not in known:
             where = f"{path}.{key}" if path else key
-            raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(known))})")
+            hint = did_you_mean(key, known)
+            raise ConfigError(f"{where}: unknown key{hint} (known: {', '.join(sorted(known))})")
     kwargs = {}
     for f in fields(cls):
         if f.name not in data:
@@ -352,8 +365,9 @@ def find(path: str | Path) -> Path:
     if p.parent in (Path("."), Path("configs")):
         if preset.is_file():
             return preset
-    names = ", ".join(sorted(q.stem for q in PRESETS.glob("*.toml")))
-    raise ConfigError(f"config file not found: {p} (shipped presets, usable by name: {names})")
+    stems = sorted(q.stem for q in PRESETS.glob("*.toml"))
+    hint = did_you_mean(p.name.removesuffix(".toml"), stems)
+    raise ConfigError(f"config file not found: {p}{hint} (shipped presets, usable by name: {', '.join(stems)})")
 
 
 def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
