@@ -25,7 +25,7 @@ from pathlib import Path
 from . import atomic, checkpoint, config
 from .config import ConfigError, RunConfig
 from .data.corpus import CorpusError, resolve_path
-from .schedules import needs_total
+from .schedules import fix_total
 
 RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
 # How long a run trains and what it logs may change on resume (fairseq continues with a larger
@@ -121,9 +121,8 @@ class RunFolder:
         if not (old.is_file() and self.checkpoints):
             return
         before = config.load(old)
-        if needs_total(before.schedule) and not before.schedule.total and before.train.max_updates:
-            # written before the length was fixed in config.toml: the run's schedule ended at max_updates
-            before = replace(before, schedule=replace(before.schedule, total=before.train.max_updates))
+        if before.train.max_updates:  # written before the length was fixed in config.toml: it ended there
+            before = replace(before, schedule=fix_total(before.schedule, before.train.max_updates))
         diffs = [d for d in config.diff(before, cfg) if not _same_corpus(d, before, cfg)]
         self.extended = [d for d in diffs if d.split(":")[0] in RESUME_MAY_EXTEND]
         changed = [d for d in diffs if d.split(":")[0] not in RESUME_MAY_CHANGE | RESUME_MAY_EXTEND]
@@ -133,14 +132,7 @@ class RunFolder:
                 f"(the schedule's shape depends on the run's length: to extend the run on the schedule its updates "
                 f"ran on, add {keep})"
             )
-        done = max(
-            (
-                int(p.name.removeprefix(checkpoint.PREFIX))
-                for p in self.checkpoints
-                if p.name.startswith(checkpoint.PREFIX)
-            ),
-            default=0,
-        )
+        done = int(self.checkpoints[-1].name.removeprefix(checkpoint.PREFIX))  # sorted, zero-padded
         if cfg.train.max_updates and cfg.train.max_updates < done:
             changed.append(f"train.max_updates={cfg.train.max_updates}, but the run already has {done} updates")
         if changed:

@@ -21,15 +21,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .. import config  # noqa: E402
-from ..runs import RunFolder  # noqa: E402
+from ..runs import RESUME_MAY_CHANGE, RunFolder  # noqa: E402
 
 VALID = {"valid_loss", "valid_nll", "valid_ppl", "valid_bleu_greedy", "valid_bleu_greedy_tok_lc", "valid_accuracy"}
 TRAIN = {"loss", "nll", "lr", "grad_norm", "tokens_per_s"}
 W2 = re.compile(r"^(encoder|decoder)\.layers\.(\d+)\.ffn\.w2\.weight$")
 
 
-LOGGING_ONLY = {"train.progress", "train.tensorboard", "train.telemetry_every", "train.log_every", "train.valid_every"}
-LOGGING_ONLY |= {"train.save_every", "train.keep_last", "train.threads", "train.device", "train.valid_bleu"}
+LOGGING_ONLY = RESUME_MAY_CHANGE | {"train.tensorboard", "train.telemetry_every", "train.log_every"}
+LOGGING_ONLY |= {"train.valid_every", "train.save_every", "train.keep_last", "train.valid_bleu"}
 LOGGING_ONLY |= {"data.cache_dir", "train.loggers"}
 """Settings that change what is logged or where, not what is computed: never a curve's label."""
 

@@ -129,7 +129,7 @@ def _conditions_table(res: StudyResults) -> Table:
     """A row per condition: runs, divergences, final/best NLL (completed runs), BLEU where any run
     translated."""
     bleu = any(r.test_bleu or r.valid_bleu for runs in res.conditions.values() for r in runs)
-    unigram = any("unigram_nll" in r.baselines for runs in res.conditions.values() for r in runs)
+    unigram = any(r.unigram_nll is not None for runs in res.conditions.values() for r in runs)
     head = ["condition", "runs", "diverged (seed@update)", "final valid NLL", "best valid NLL"]
     head += ["unigram model's valid NLL"] if unigram else []
     head += ["greedy valid BLEU (update: mean)", "test sacreBLEU", "test tok-lc BLEU"] if bleu else []
@@ -141,7 +141,7 @@ def _conditions_table(res: StudyResults) -> Table:
         row = [cond, f"{len(runs) - missing}{f' (+{missing} not run)' if missing else ''}", ", ".join(div) or "0"]
         row += [mean_std(final), mean_std(best)]
         if unigram:
-            row.append(mean_std([r.baselines["unigram_nll"] for r in runs if "unigram_nll" in r.baselines]))
+            row.append(mean_std([r.unigram_nll for r in runs if r.unigram_nll is not None]))
         if bleu:
             b1, b2 = (list(res.sample(metric(m), cond).values) for m in ("test_sacrebleu", "test_bleu"))
             row += [_bleu_by_update(runs), mean_std(b1), mean_std(b2)]

@@ -38,6 +38,11 @@ class Run:
     """Trivial models' losses on the run's data (masked LM: ``unigram_nll``), as the run recorded."""
 
     @property
+    def unigram_nll(self) -> float | None:
+        """The unigram model's validation NLL (masked LM), where the run recorded it."""
+        return self.baselines.get("unigram_nll")
+
+    @property
     def completed(self) -> bool:
         return self.status == "completed"
 
@@ -112,7 +117,7 @@ class StudyResults:
         elif m.name == "best_nll":
             values = tuple(min(v for _, v in r.curve) for r in done)
         elif m.name == "context_gain":
-            values = tuple(r.baselines["unigram_nll"] - r.curve[-1][1] for r in done if "unigram_nll" in r.baselines)
+            values = tuple(r.unigram_nll - r.curve[-1][1] for r in done if r.unigram_nll is not None)
         else:
             raise ValueError(f"metric {m.name!r} has no per-run value")  # a bug: the caller checks
         div = sum(r.diverged for r in runs)

@@ -139,14 +139,8 @@ def plot(res: StudyResults, path) -> None:
         )
         if cap is not None and math.isfinite(cap):
             ax.axhline(cap, color="grey", ls="--", lw=0.8, label="cap: ln V (initialization)")
-        uni = [
-            r.baselines["unigram_nll"]
-            for c in cs.values()
-            if c.group == group
-            for rs in c.runs.values()
-            for r in rs
-            if "unigram_nll" in r.baselines
-        ]
+        runs = [r for c in cs.values() if c.group == group for rs in c.runs.values() for r in rs]
+        uni = [r.unigram_nll for r in runs if r.unigram_nll is not None]
         if uni:  # masked LM: below this line a run has learned context
             ax.axhline(sum(uni) / len(uni), color="black", ls=":", lw=0.8, label="unigram model")
         ax.set_xscale("log")
