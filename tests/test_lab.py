@@ -122,7 +122,7 @@ name = "depth"
 
 def test_shipped_studies_load():
     placements = studies.load_study(ROOT / "studies" / "placements.toml", "quick", ROOT)
-    assert len(placements.runs) == 7 * 2 * 2 + 7 * 3 * 2  # placement x warm-up, placement x depth; 2 seeds
+    assert len(placements.runs) == (7 * 2 + 7 * 3) * 3  # (placement x warm-up + placement x depth) x 3 seeds
     for name in ("fig2", "fig3", "fig4", "placements", "lr"):
         for preset in ("quick", "paper", "smoke"):
             studies.load_study(ROOT / "studies" / f"{name}.toml", preset, ROOT)
