@@ -103,6 +103,11 @@ def _add_train(sub) -> None:
     )
     _config_args(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<config name>)")
+    p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="resume on corpus files that differ from the run's data.json (recorded in its history.jsonl)",
+    )
     p.set_defaults(func=commands.cmd_train)
 
 
@@ -128,6 +133,11 @@ def _add_finetune(sub) -> None:
         "--random-init", action="store_true", help="the control: its vocabulary and architecture, not its weights"
     )
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override (repeatable)")
+    p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="resume on corpus files that differ from the run's data.json (recorded in its history.jsonl)",
+    )
     p.set_defaults(func=commands.cmd_finetune)
 
 
@@ -316,6 +326,11 @@ def _add_evaluate(sub) -> None:
     _decode_args(p)
     p.add_argument("--splits", default="valid,test", help="comma-separated (default valid,test)")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N sentences of each split")
+    p.add_argument(
+        "--allow-data-change",
+        action="store_true",
+        help="score on corpus files that differ from the run's data.json (recorded in its history.jsonl)",
+    )
     p.set_defaults(func=commands.cmd_evaluate)
 
 

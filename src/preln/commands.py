@@ -28,7 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
     clean = False
     try:
-        res = train(cfg, out)
+        res = train(cfg, out, args.allow_data_change)
         clean = True
     finally:
         distributed.shutdown(clean)
@@ -41,7 +41,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from .finetune import default_out, finetune
 
     out = Path(args.out) if args.out else default_out(args.run, args.task, args.random_init)
-    res = finetune(args.run, args.task, out, args.set, args.random_init)
+    res = finetune(args.run, args.task, out, args.set, args.random_init, args.allow_data_change)
     print(f"run folder: {out}")
     return Exit.OK if res["status"] == "completed" else Exit.DIVERGED
 
@@ -94,6 +94,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.max_len_a,
         args.max_len_b,
         args.precision,
+        args.allow_data_change,
     )
     for split, r in res["splits"].items():
         detok = f"sacreBLEU {r['sacrebleu']:.2f} ({r['sacrebleu_signature']}) | " if "sacrebleu" in r else ""

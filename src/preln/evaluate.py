@@ -222,9 +222,12 @@ def evaluate_run(
     max_len_a: float = MAX_LEN_A,
     max_len_b: int = MAX_LEN_B,
     precision: str = "auto",
+    allow_data_change: bool = False,
 ) -> dict:
     """BLEU of a run on its corpus's splits; written to ``RUN_DIR/bleu.json`` (and returned). On a
-    GPU under bf16 autocast unless ``precision`` is fp32 (``bleu.json`` says which)."""
+    GPU under bf16 autocast unless ``precision`` is fp32 (``bleu.json`` says which). Splits whose
+    files differ from the run's ``data.json`` are refused unless ``allow_data_change`` (then the
+    change is in ``bleu.json`` and the run's history.jsonl)."""
     run = Path(run_dir)
     check_decoding(beam, lenpen, max_len_a, max_len_b)
     unknown = [s for s in splits if s not in ("valid", "test")]
@@ -237,15 +240,18 @@ def evaluate_run(
     folder = RunFolder(run)
     folder.lock()  # not while a trainer writes the folder, nor two evaluations at once
     try:
-        return _evaluate(run, splits, beam, lenpen, average, limit, max_len_a, max_len_b, precision)
+        changed = folder.check_data(config.load(run / "config.toml"), splits, allow_data_change, "evaluate")
+        return _evaluate(run, splits, beam, lenpen, average, limit, max_len_a, max_len_b, precision, changed)
     finally:
         folder.unlock()
 
 
-def _evaluate(run: Path, splits, beam, lenpen, average, limit, max_len_a, max_len_b, precision) -> dict:
+def _evaluate(run: Path, splits, beam, lenpen, average, limit, max_len_a, max_len_b, precision, changed) -> dict:
     cfg, model, tok, desc = load_for_eval(run, average)
     on_gpu = next(model.parameters()).is_cuda
     result: dict = {"checkpoint": desc, "beam": beam, "lenpen": lenpen, "max_len_a": max_len_a}
+    if changed:  # allowed by --allow-data-change: the scores are of other data than the run's
+        result["data_changed"] = changed
     result["precision"] = "bf16" if on_gpu and precision != "fp32" else "fp32"
     result |= {"max_len_b": max_len_b, "limit": limit, "pretokenized": cfg.data.pretokenized, "splits": {}}
     for split in splits:

@@ -89,13 +89,15 @@ def finetune(
     out: str | Path | None = None,
     overrides: list[str] = (),
     random_init: bool = False,
+    allow_data_change: bool = False,
 ) -> dict:
-    """Fine-tune ``pretrained`` on ``task`` into ``out`` (resuming it if it holds a checkpoint);
-    returns the final status with test accuracy (and F1)."""
+    """Fine-tune ``pretrained`` on ``task`` into ``out`` (resuming it if it holds a checkpoint; on
+    task files that changed since only with ``allow_data_change``); returns the final status with
+    test accuracy (and F1)."""
     out = Path(out) if out else default_out(pretrained, task, random_init)
     if out.resolve() == Path(pretrained).resolve():
         raise ConfigError(f"--out {out} is the pretrained run itself; fine-tuning writes a run folder of its own")
     from .fit import train  # torch and the trainer only when fine-tuning (the lab names folders here)
 
     cfg = finetune_config(pretrained, task, list(overrides), random_init)
-    return train(cfg, out)
+    return train(cfg, out, allow_data_change)

@@ -49,10 +49,11 @@ class Meter:
         return loss / self.ntokens, nll / self.ntokens, gnorm / self.updates
 
 
-def train(cfg: RunConfig, out: str | Path) -> dict:
-    """Train ``cfg`` into run folder ``out`` (resuming if it holds a checkpoint); returns the
-    final status: {"status": "completed", "valid_loss", ...} or {"status": "diverged", "reason"}."""
-    with Trainer(cfg, Path(out)) as trainer:
+def train(cfg: RunConfig, out: str | Path, allow_data_change: bool = False) -> dict:
+    """Train ``cfg`` into run folder ``out`` (resuming if it holds a checkpoint; on a corpus that
+    changed since only with ``allow_data_change``); returns the final status:
+    {"status": "completed", "valid_loss", ...} or {"status": "diverged", "reason"}."""
+    with Trainer(cfg, Path(out), allow_data_change) as trainer:
         return fit(trainer)
 
 

@@ -8,6 +8,7 @@ history.jsonl      what each resume changed (train.max_updates raised, intervals
 status.json        {"status": "running" | "completed" | "diverged" | "interrupted", "update", ...}
 admin_profile.json model.norm = "admin": the profiling pass that set the omegas (model.admin_init)
 init_from.json     train.init_from: the pretrained run and checkpoint the weights came from
+data.json          SHA-256 of the corpus files (and token-id cache entry) the run trained on (data/provenance.py)
 scores.json        classification: accuracy (and F1) on dev and test at the end
 checkpoints/       see checkpoint.py
 """
@@ -24,6 +25,7 @@ from pathlib import Path
 
 from . import atomic, checkpoint, config
 from .config import ConfigError, RunConfig
+from .data import provenance
 from .data.corpus import CorpusError, resolve_path
 from .schedules import fix_total
 
@@ -36,7 +38,7 @@ RESUME_MAY_EXTEND |= {"train.tensorboard"}
 # What a run folder may hold besides its own files: logs of `preln reproduce`, evaluation outputs,
 # analysis warm-up runs. Anything else means --out points at someone's folder, not a run's.
 RUN_FILES = ("config.toml", "spm.model", "status.json", "checkpoints", ".lock", ".status.json.tmp", "bleu.json")
-RUN_FILES += ("admin_profile.json", "history.jsonl", "tensorboard", "init_from.json", "scores.json")
+RUN_FILES += ("admin_profile.json", "history.jsonl", "tensorboard", "init_from.json", "scores.json", "data.json")
 RUN_FILES += ("claims.json",)  # `preln report RUN` writes it (and report.*, *.png) beside the run's files
 RUN_PATTERNS = ("metrics*.jsonl", "telemetry*.jsonl", "*.png", "report.*", "*.log", "hyp.*", "warmup-post-seed*")
 RUN_PATTERNS += ("tensorboard.*",)
@@ -124,7 +126,9 @@ class RunFolder:
         if before.train.max_updates:  # written before the length was fixed in config.toml: it ended there
             before = replace(before, schedule=fix_total(before.schedule, before.train.max_updates))
         diffs = [d for d in config.diff(before, cfg) if not _same_corpus(d, before, cfg)]
-        self.extended = [d for d in diffs if d.split(":")[0] in RESUME_MAY_EXTEND]
+        moved = [d for d in diffs if d.startswith("data.path:") and self._same_files(cfg)]
+        diffs = [d for d in diffs if d not in moved]
+        self.extended = moved + [d for d in diffs if d.split(":")[0] in RESUME_MAY_EXTEND]
         changed = [d for d in diffs if d.split(":")[0] not in RESUME_MAY_CHANGE | RESUME_MAY_EXTEND]
         if any(d.startswith("schedule.total:") for d in changed):
             keep = f"--set schedule.total={before.schedule.total}"
@@ -166,6 +170,37 @@ class RunFolder:
         spm = self.path / "spm.model"
         if not (spm.is_file() and spm.read_bytes() == tokenizer):
             atomic.write_bytes(spm, tokenizer)
+
+    def data_record(self) -> provenance.DataRecord | None:
+        """The run's ``data.json`` (None for a run from before it was kept); a damaged one is an error."""
+        path = self.path / "data.json"
+        if not path.is_file():
+            return None
+        try:
+            return provenance.DataRecord.from_json(path.read_text())
+        except (ValueError, KeyError, TypeError, AttributeError) as e:
+            why = type(e).__name__
+            raise CorpusError(f"{path}: damaged ({why}); restore it, or delete it to record afresh") from None
+
+    def _same_files(self, cfg: RunConfig) -> bool:
+        """Whether ``cfg``'s corpus holds every file ``data.json`` recorded, unchanged (a corpus
+        moved or copied elsewhere)."""
+        try:
+            rec = self.data_record()
+            return rec is not None and not provenance.changes(rec, cfg, tuple(rec.splits))
+        except CorpusError:
+            return False
+
+    def check_data(self, cfg: RunConfig, splits: tuple[str, ...], allow: bool, what: str) -> list[str]:
+        """Compare the files of ``splits`` with ``data.json``: a change is refused (one line naming
+        each file), or with ``allow`` recorded in history.jsonl and returned."""
+        before = self.data_record()
+        changed = provenance.changes(before, cfg, splits) if before else []
+        if changed and not allow:
+            raise provenance.refusal(self.path, what, changed)
+        if changed:
+            self.write_metrics({"data_changed": changed, "during": what, "allowed": True}, "history.jsonl")
+        return changed
 
     def truncate_metrics(self, update: int) -> None:
         """Drop log lines written after the checkpoint being resumed (they will be redone)."""

@@ -15,7 +15,7 @@ import contextlib
 import math
 import shutil
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,8 +24,9 @@ from tqdm import tqdm
 
 from . import checkpoint, config, distributed, runs, schedules
 from .config import ConfigError, RunConfig
-from .data import Batch, load_data
+from .data import Batch, load_data, provenance
 from .data.batching import Prefetch
+from .data.provenance import TRAINING_SPLITS
 from .data.tokenizer import PAD
 from .losses import label_smoothed_nll
 from .model import admin_init, build_model
@@ -113,7 +114,8 @@ def _device(cfg: RunConfig) -> torch.device:
 class Trainer:
     """Holds a run folder's lock from construction to ``close()`` (or the end of a ``with``)."""
 
-    def __init__(self, cfg: RunConfig, out: Path) -> None:
+    def __init__(self, cfg: RunConfig, out: Path, allow_data_change: bool = False) -> None:
+        self.allow_data_change = allow_data_change  # resume on a corpus that changed (recorded in history.jsonl)
         self.device = _device(cfg)
         self.dist = distributed.init(self.device.type)
         if self.dist.active and self.device.type == "cuda":
@@ -148,6 +150,7 @@ class Trainer:
         # a resumed run has its own weights and vocabulary: the pretrained folder may have moved since
         source = runs.pretrained(Path(cfg.train.init_from), cfg) if cfg.train.init_from and not ckpts else None
         vocab = out / "spm.model" if ckpts else (source.tokenizer if source else None)
+        changed = self.folder.check_data(cfg, TRAINING_SPLITS, self.allow_data_change, "resume") if ckpts else []
         self.data, self.tok = load_data(cfg, vocab)
         if self.dist.main:
             self.dist.barrier()
@@ -162,6 +165,8 @@ class Trainer:
             self.max_updates = min(self.max_updates, self.updates_per_epoch * cfg.train.max_epochs)
         self.cfg = replace(self.cfg, schedule=schedules.fix_total(self.cfg.schedule, self.max_updates))
         self.folder.open(self.cfg, self.tok.proto)
+        if not ckpts or changed or self.folder.data_record() is None:  # what it trains on from now
+            self.folder.write_json("data.json", asdict(provenance.record(cfg, self.data.token_ids)))
         self.dist.barrier()
         torch.manual_seed(cfg.train.seed)
         self.module = build_model(self.cfg.model, PAD).to(self.device)

@@ -32,6 +32,7 @@ class _Data:
         self.pad_multiple = 1  # data.pad_to_multiple: sequence lengths rounded up (load_data sets it)
         self.batches = {s: token_batches(self.sizes(ex), max_tokens, multiple) for s, ex in examples.items()}
         self.notes: list[str] = []
+        self.token_ids: dict[str, str] = {}  # masked LM: the token-id cache entry (idcache.TextCorpus.provenance)
         self._order: tuple[int, list[int]] = (-1, [])
 
     def size(self, example) -> tuple[int, ...]:
@@ -214,6 +215,26 @@ def read_pairs(cfg: RunConfig, split: str) -> tuple[list[str], list[str], int]:
     return read_parallel(find_file(folder, f"{name}.{d.src_lang}"), find_file(folder, f"{name}.{d.tgt_lang}"))
 
 
+def corpus_files(cfg: RunConfig) -> dict[str, list[Path]]:
+    """The files each split of ``cfg``'s corpus is read from (train, valid, test; a split whose
+    files are absent is left out): what a run's provenance record covers."""
+    d = cfg.data
+    if d.corpus == "text":
+        return {"train": [resolve_path(d.path)], "valid": [resolve_path(d.path)]}  # one file, split by a seed
+    out: dict[str, list[Path]] = {}
+    for split in ("train", "valid", "test"):
+        try:
+            if d.corpus == "pairs":
+                out[split] = [pair_file(cfg, split)]
+                continue
+            folder, name = resolve_path(d.path), SPLITS[d.corpus][("train", "valid", "test").index(split)]
+            stems = [f"{name}.tsv"] if d.corpus == "tsv" else [f"{name}.{d.src_lang}", f"{name}.{d.tgt_lang}"]
+            out[split] = [find_file(folder, stem) for stem in stems]
+        except CorpusError:
+            continue  # reading the split says what is missing, when a command needs it
+    return out
+
+
 def _read_translation(cfg: RunConfig) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
     out, notes = {}, []
     for split in ("train", "valid"):
@@ -261,11 +282,13 @@ def load_data(cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple[_Data
     else:
         if d.corpus != "text":
             raise CorpusError("masked-LM needs a text corpus (data.corpus = text)")
-        segments, tok, notes, cached = load_text_corpus(resolve_path(d.path), d, tokenizer_file)
-        notes = [*notes, "token ids from the cache" if cached else "token ids cached for the next run"]
+        text = load_text_corpus(resolve_path(d.path), d, tokenizer_file)
+        tok = text.tok
+        notes = [*text.notes, "token ids from the cache" if text.cached else "token ids cached for the next run"]
         data = MLMData(
-            segments, d.max_tokens, cfg.train.seed, d.mask_prob, len(tok), d.batch_size_multiple, d.mlm_pairs
+            text.segments, d.max_tokens, cfg.train.seed, d.mask_prob, len(tok), d.batch_size_multiple, d.mlm_pairs
         )
+        data.token_ids = text.provenance()
     for split, ex in data.examples.items():
         if not ex:
             raise CorpusError(f"the {split} split of {d.path} has no usable examples")

@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,10 +126,26 @@ def encode(tok: Tokenizer, lines: list[str], max_len: int) -> tuple[Segments, in
     return Segments(np.concatenate(ids) if ids else np.zeros(0, np.int32), np.concatenate(offsets)), truncated
 
 
-def load_text_corpus(
-    path: Path, d: DataConfig, tokenizer_file: Path | None = None
-) -> tuple[dict[str, Segments], Tokenizer, list[str], bool]:
-    """(train/valid segments, tokenizer, notes, whether the token ids came from the cache).
+@dataclass(frozen=True)
+class TextCorpus:
+    """A text corpus's token ids, as ``load_text_corpus`` found or built them."""
+
+    segments: dict[str, Segments]
+    """train and valid."""
+    tok: Tokenizer
+    notes: list[str]
+    cached: bool
+    """Whether the ids came from the cache (else they were built, and cached, now)."""
+    entry: Path
+    """The cache entry the ids are mapped from."""
+
+    def provenance(self) -> dict[str, str]:
+        """The entry's name and its files' SHA-256 (checked against them when it was opened)."""
+        return {"entry": self.entry.name, **_meta(self.entry)["files"]}
+
+
+def load_text_corpus(path: Path, d: DataConfig, tokenizer_file: Path | None = None) -> TextCorpus:
+    """The corpus's train/valid token ids and tokenizer, from the cache or built and cached.
     ``tokenizer_file`` (a resumed or fine-tuned run's vocabulary) is used instead of training one.
     A hit reads the file only to hash it; a miss reads it once, and the entry is keyed by the hash
     of exactly the bytes it tokenized (a file that changes meanwhile cannot key another's ids)."""
@@ -161,7 +178,7 @@ def load_text_corpus(
     opened = _open(entry, len(tok))
     if opened is None:
         raise CorpusError(f"{entry}: the token-id cache entry just written does not read back (disk full or failing?)")
-    return opened, tok, notes, False
+    return TextCorpus(opened, tok, notes, False, entry)
 
 
 def _split_key(text_sha: str, d: DataConfig) -> str:
@@ -174,7 +191,7 @@ def _pointer(cache: Path, split: str, d: DataConfig) -> Path:
     return cache / f"tokenizer-{_key(split, d.vocab_size, d.spm_model)}.txt"
 
 
-def _lookup(cache: Path, text_sha: str, d: DataConfig, tokenizer_file: Path | None):
+def _lookup(cache: Path, text_sha: str, d: DataConfig, tokenizer_file: Path | None) -> TextCorpus | None:
     """``load_text_corpus``'s result from the cache for the text with this hash, or None."""
     split = _split_key(text_sha, d)
     tok = Tokenizer(tokenizer_file) if tokenizer_file else _remembered(_pointer(cache, split, d))
@@ -195,7 +212,7 @@ def _lookup(cache: Path, text_sha: str, d: DataConfig, tokenizer_file: Path | No
             file=sys.stderr,
         )
         return None
-    return opened, tok, _meta(entry)["notes"], True
+    return TextCorpus(opened, tok, _meta(entry)["notes"], True, entry)
 
 
 def _remembered(pointer: Path) -> Tokenizer | None:
