@@ -109,25 +109,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_prepare(args: argparse.Namespace) -> int:
     import json
 
-    from .data.prepare import prepare_iwslt14, prepare_multi30k
+    from .locks import folder_lock
 
-    source = Path(args.source) if args.source else None
-    if args.corpus == "iwslt14":
-        out = Path(args.out or "data/iwslt14-de-en")
-        info = prepare_iwslt14(source, out)
-    elif args.corpus == "wmt14":
-        from .data.wmt14 import prepare_wmt14
-
-        if args.workers < 1:
-            raise ValueError(f"--workers must be >= 1, got {args.workers}")
-        out = Path(args.out or "data/wmt14-en-de")
-        info = prepare_wmt14(source, out, args.workers)
-    else:
-        out = Path(args.out or "data/multi30k")
-        info = prepare_multi30k(out, source)
+    default = {"iwslt14": "data/iwslt14-de-en", "wmt14": "data/wmt14-en-de"}.get(args.corpus, "data/multi30k")
+    out = Path(args.out or default)
+    if args.corpus == "wmt14" and args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    with folder_lock(out):  # one writer per corpus folder
+        info = _prepare(args.corpus, Path(args.source) if args.source else None, out, args.workers)
     print(json.dumps(info, indent=1))
     print(f"prepared {out}: train with --data {out}")
     return Exit.OK
+
+
+def _prepare(corpus: str, source: Path | None, out: Path, workers: int) -> dict:
+    from .data.prepare import prepare_iwslt14, prepare_multi30k
+
+    if corpus == "iwslt14":
+        return prepare_iwslt14(source, out)
+    if corpus == "wmt14":
+        from .data.wmt14 import prepare_wmt14
+
+        return prepare_wmt14(source, out, workers)
+    return prepare_multi30k(out, source)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
@@ -194,7 +198,7 @@ def key_values(items: list[str], flag: str) -> dict:
 def cmd_report(args: argparse.Namespace) -> int:
     from .lab import report
 
-    md, page = report.write_report(Path(args.runs))
+    md, page = report.report_folder(Path(args.runs))
     _print_summary(Path(args.runs))
     print(f"report: {md} and {page}")
     return Exit.OK

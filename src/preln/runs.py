@@ -15,10 +15,8 @@ checkpoints/       see checkpoint.py
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
 import json
-import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,6 +25,7 @@ from . import atomic, checkpoint, config
 from .config import ConfigError, RunConfig
 from .data import provenance
 from .data.corpus import CorpusError, resolve_path
+from .locks import hold_lock, release_lock
 from .schedules import fix_total
 
 RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
@@ -256,32 +255,6 @@ class RunFolder:
         """The records of ``metrics.jsonl`` (or ``telemetry.jsonl``); a line still being written is
         left out, so another process may read a live run."""
         return [row for _, row in self._rows(name)]
-
-
-def hold_lock(folder: Path):
-    """An exclusive OS lock (flock) on ``folder/.lock``, held until :func:`release_lock` or the
-    process's end (kill -9 included); a second holder is refused, naming the first one's PID."""
-    folder.mkdir(parents=True, exist_ok=True)
-    f = open(folder / ".lock", "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
-        raise ConfigError(
-            f"{folder} is being written by another preln process (PID {holder}); "
-            "wait for it to end, or use another --out folder"
-        ) from None
-    f.truncate(0)
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
-
-
-def release_lock(f) -> None:
-    fcntl.flock(f, fcntl.LOCK_UN)
-    f.close()
 
 
 def _same_corpus(change: str, a: RunConfig, b: RunConfig) -> bool:

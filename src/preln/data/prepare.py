@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import tarfile
 import tempfile
 import urllib.request
@@ -29,6 +28,7 @@ from pathlib import Path
 from sacremoses import MosesTokenizer
 from tqdm import tqdm
 
+from .. import atomic
 from .corpus import CorpusError, read_lines
 
 IWSLT14_URL = "http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz"  # fairseq's mirror of WIT3's
@@ -168,11 +168,12 @@ def write_prepared(out: Path, splits: dict[str, dict[str, list[str]]], info: dic
     """``out/{split}.{lang}`` for every split and side, and ``PREPARED.json`` (``info`` with the
     pair counts), the ``parallel`` corpus layout; returns what PREPARED.json holds."""
     out.mkdir(parents=True, exist_ok=True)
+    (out / "PREPARED.json").unlink(missing_ok=True)  # written last: its presence says the folder is whole
     for split, sides in splits.items():
         for lang, lines in sides.items():
-            (out / f"{split}.{lang}").write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+            atomic.write_text(out / f"{split}.{lang}", "".join(ln + "\n" for ln in lines))
     info = {**info, "pairs": {split: len(next(iter(sides.values()))) for split, sides in splits.items()}}
-    (out / "PREPARED.json").write_text(json.dumps(info, indent=1) + "\n")
+    atomic.write_text(out / "PREPARED.json", json.dumps(info, indent=1) + "\n")
     return info
 
 
@@ -192,7 +193,7 @@ def prepare_multi30k(out: Path, source: Path | None = None) -> dict:
                 counts[name] = _check_lines(found, n)
                 out.mkdir(parents=True, exist_ok=True)
                 if found.resolve() != dest.resolve():
-                    shutil.copyfile(found, dest)
+                    atomic.write_bytes(dest, found.read_bytes())  # never a half-copied file under its name
             else:
                 out.mkdir(parents=True, exist_ok=True)
                 if not dest.is_file():

@@ -69,7 +69,7 @@ def reproduce(
     run per GPU at a time, or ``jobs_per_gpu`` (checked against the GPUs' free memory). Raises
     ``execute.RunFailed`` when a run of the grid fails. ``launcher``: ``processes`` (here), or
     ``slurm`` / ``local`` through submitit (``launch.py``)."""
-    from ..runs import hold_lock, release_lock
+    from ..locks import hold_lock, release_lock
     from .launch import check
     from .studies import load_study
 

@@ -21,6 +21,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from .. import atomic  # noqa: E402
+from ..locks import folder_lock  # noqa: E402
 from . import analysis_report, claims, sensitivity  # noqa: E402
 from .claims import Judged, Tally, claim_setting, judge, rows, tally  # noqa: E402
 from .convergence import Speed, mean_curve, speed  # noqa: E402
@@ -265,6 +267,15 @@ def _read_studies(out: Path) -> dict[Path, Study]:
     return {p: read_study_json(p) for p in sorted(out.iterdir()) if (p / "study.json").is_file()}
 
 
+def report_folder(out: Path) -> tuple[Path, Path]:
+    """``preln report``: ``write_report`` under the folder's lock (not while a ``reproduce``, a run
+    or another report writes it)."""
+    if not out.is_dir():
+        raise FileNotFoundError(f"no runs folder {out}")
+    with folder_lock(out):
+        return write_report(out)
+
+
 def write_report(out: Path) -> tuple[Path, Path]:
     """``report.md``, ``report.html`` and ``claims.json`` for every study folder under ``out`` (or
     the run folders in it), rendered from one document."""
@@ -293,10 +304,10 @@ def write_report(out: Path) -> tuple[Path, Path]:
     if not sections:
         raise FileNotFoundError(f"{out}: no study folders (study.json) or run folders (metrics.jsonl) to report on")
     doc = [Heading("preln report", 1), _header(out), *_summary(studies, analyses), *sections]
-    (out / "report.md").write_text(to_markdown(doc))
-    (out / "report.html").write_text(to_html(doc, images))
+    atomic.write_text(out / "report.md", to_markdown(doc))  # a reader never sees half a report
+    atomic.write_text(out / "report.html", to_html(doc, images))
     every = [j for _, js in studies for j in js]
-    (out / "claims.json").write_text(json.dumps(claims.record(every, analyses, _lead(every, analyses)), indent=1))
+    atomic.write_text(out / "claims.json", json.dumps(claims.record(every, analyses, _lead(every, analyses)), indent=1))
     return out / "report.md", out / "report.html"
 
 
