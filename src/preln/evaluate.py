@@ -27,7 +27,7 @@ from sacremoses import MosesTokenizer
 from torch import nn
 from tqdm import tqdm
 
-from . import checkpoint, config
+from . import atomic, checkpoint, config
 from .config import ConfigError, RunConfig
 from .data.batching import pad, token_batches
 from .data.datasets import read_pairs
@@ -272,8 +272,8 @@ def _evaluate(run: Path, splits, beam, lenpen, average, limit, max_len_a, max_le
             "seconds": round(time.perf_counter() - start, 1),
             **bleu(hyps, ref, cfg.data.tgt_lang, cfg.data.pretokenized),
         }
-        (run / f"hyp.{split}.{cfg.data.tgt_lang}").write_text("".join(h + "\n" for h in hyps))
-    (run / "bleu.json").write_text(json.dumps(result, indent=1) + "\n")
+        atomic.write_text(run / f"hyp.{split}.{cfg.data.tgt_lang}", "".join(h + "\n" for h in hyps))
+    atomic.write_text(run / "bleu.json", json.dumps(result, indent=1) + "\n")  # a kill leaves the old one whole
     return result
 
 
