@@ -149,8 +149,8 @@ def test_generated_bad_inputs_fail_cleanly(tmp_path, monkeypatch):
     assert outcomes.get(2, 0) + outcomes.get("argparse", 0) > 400, outcomes
     allowed = {"afile.txt", "run", "an", "rep"}
     # `preln report TMP` reports on the run folder TMP holds (plain run folders are reportable):
-    # its documented outputs, and nothing else, may appear
-    allowed |= {"report.md", "report.html", "claims.json", f"{tmp_path.name}_curves.png"}
+    # its documented outputs, and the lock it takes on the folder it writes (.lock), may appear
+    allowed |= {"report.md", "report.html", "claims.json", f"{tmp_path.name}_curves.png", ".lock"}
     assert {p.name for p in tmp_path.iterdir()} <= allowed, sorted(p.name for p in tmp_path.iterdir())
     print(f"fuzz: {len(cases)} cases, outcomes {outcomes}")
 

@@ -43,6 +43,8 @@ def problem(path: Path) -> str | None:
             if sha256(f) != want["sha256"]:
                 return f"{name} differs from what was written (checksum)"
         return None
+    if not (path / "trainer.json").is_file():
+        return "trainer.json is missing"
     for name in ("model.safetensors", "trainer.safetensors"):
         try:
             with safe_open(str(path / name), "pt") as f:
@@ -58,6 +60,8 @@ def newest_good(folder: Path, warn=None) -> Path | None:
     for path in reversed(list_checkpoints(folder)):
         why = problem(path)
         if why is None:
+            if warn and not (path / MANIFEST).is_file():  # written before manifests, or the manifest is gone
+                warn(f"warning: checkpoint {path} has no {MANIFEST}: checked by reading its files only")
             return path
         if warn:
             warn(f"warning: checkpoint {path} is damaged ({why}); using an older one")
@@ -139,10 +143,11 @@ def save(
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (temporary folders of interrupted writes excluded)."""
+    """Numbered checkpoints, oldest first. An interrupted write is a ``.tmp-*`` folder, never a
+    numbered one, so a numbered folder with a file missing is damage (``problem`` says which)."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.name.startswith(PREFIX) and (p / "trainer.json").is_file())
+    return sorted(p for p in folder.iterdir() if p.name.startswith(PREFIX) and p.is_dir())
 
 
 def load_weights(path: Path, model: nn.Module) -> None:

@@ -377,6 +377,10 @@ def load(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
         data = tomllib.loads(p.read_text())
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{p}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not UTF-8 text (a damaged or binary file)") from None
+    if not data:  # every default: never what a config file (or a run's config.toml) means
+        raise ConfigError(f"{p}: empty (a config sets at least its [model] and [data])")
     return from_dict(apply_overrides(data, overrides or []))
 
 

@@ -169,8 +169,11 @@ def load_run(run_dir: str | Path, which: str = "last") -> tuple[RunConfig, nn.Mo
     run = Path(run_dir)
     cfg = config.load(run / "config.toml")
     path = run / "checkpoints" / "best" if which == "best" else checkpoint.newest_good(run / "checkpoints", _warn)
-    if path is None or not (path / "model.safetensors").is_file():
+    if path is None or not path.is_dir():
         raise FileNotFoundError(f"{run}: no {which} checkpoint")
+    why = checkpoint.problem(path)  # the last one was checked by newest_good; best is checked here
+    if why:
+        raise ValueError(f"{path}: damaged ({why}); use --checkpoint last, or retrain")
     tok = Tokenizer(run / "spm.model")
     if len(tok) != cfg.model.vocab_size:
         raise ValueError(f"{run}: tokenizer has {len(tok)} pieces but the model {cfg.model.vocab_size}")

@@ -201,6 +201,20 @@ class RunFolder:
             self.write_metrics({"data_changed": changed, "during": what, "allowed": True}, "history.jsonl")
         return changed
 
+    def log_gap(self, name: str, update: int, every: int) -> str | None:
+        """A phrase when log ``name`` (metrics.jsonl: its train lines; telemetry.jsonl) holds fewer
+        lines than one every ``every`` updates up to the checkpoint's ``update``: it was truncated,
+        emptied, replaced or removed. None when whole, or when the interval changed on a resume."""
+        key = "train.log_every" if name == "metrics.jsonl" else "train.telemetry_every"
+        if every <= 0 or any(key in str(r.get("changed")) for r in self.metrics("history.jsonl")):
+            return None
+        rows = self.metrics(name)
+        have = {r.get("update") for r in rows if name != "metrics.jsonl" or r.get("kind") == "train"}
+        want = update // every
+        if len(have - {None}) >= want:
+            return None
+        return f"{name} holds {len(have - {None})} of the {want} lines up to update {update}"
+
     def truncate_metrics(self, update: int) -> None:
         """Drop log lines written after the checkpoint being resumed (they will be redone)."""
         for name in ("metrics.jsonl", "telemetry.jsonl"):

@@ -239,7 +239,18 @@ class Trainer:
             torch.set_rng_state(rng)
         self.state = State.from_dict(meta["state"])
         self.folder.truncate_metrics(self.state.update)
+        self._check_logs()
         self.log(f"resumed from {path} (update {self.state.update})")
+
+    def _check_logs(self) -> None:
+        """Warn (and note in history.jsonl) when a log lost lines the checkpoint covers: the weights
+        are whole, so training goes on; the lost part of the curve cannot be redone."""
+        t = self.cfg.train
+        for name, every in (("metrics.jsonl", t.log_every), ("telemetry.jsonl", t.telemetry_every)):
+            gap = self.folder.log_gap(name, self.state.update, every)
+            if gap:
+                self.log(f"warning: {self.folder.path / name}: damaged or removed ({gap}); its earlier lines are lost")
+                self.folder.write_metrics({"log_damaged": name, "detail": gap}, "history.jsonl")
 
     # ------------------------------------------------------------------ logging
 

@@ -198,9 +198,9 @@ def _lookup(cache: Path, text_sha: str, d: DataConfig, tokenizer_file: Path | No
     if tok is None:
         return None
     entry = cache / _key(split, tok.sha256(), d.max_len)
-    if not (entry / "meta.json").is_file():
+    if not entry.exists():
         return None
-    opened = _open(entry, len(tok))
+    opened = _open(entry, len(tok))  # an entry is renamed into place whole: one without meta.json is damaged
     if opened is None:  # damaged: set aside (named in the warning) and built afresh by the caller
         aside = entry.with_name(f"{entry.name}.damaged-{os.getpid()}-{time.time_ns()}")
         try:
@@ -219,7 +219,7 @@ def _remembered(pointer: Path) -> Tokenizer | None:
     """The tokenizer trained earlier for this text and these settings, if its file still exists."""
     try:
         target = Path(pointer.read_text().strip())
-    except OSError:
+    except (OSError, ValueError):  # gone, unreadable, or not text (damaged): train the vocabulary again
         return None
     return Tokenizer(target) if target.is_file() else None
 
