@@ -42,7 +42,12 @@ def test_an_exported_run_computes_prelns_logits(tmp_path, norm, capsys):
     with torch.no_grad():  # the comparison can fail: a changed weight shows
         hf.get_input_embeddings().weight[7] += 0.1
         assert not torch.allclose(hf(input_ids=ids, attention_mask=keep.long()).logits[keep], mine, atol=1e-5)
-    assert main(["export", str(tmp_path / "run"), str(tmp_path / "hf")]) == 2  # not into a full folder
+    before = {f.name: f.read_bytes() for f in (tmp_path / "hf").iterdir()}
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "hf")]) == 0  # a rerun: left as it is
+    assert {f.name: f.read_bytes() for f in (tmp_path / "hf").iterdir()} == before
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "notes.txt").write_text("someone's")
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "full")]) == 2  # not into a full folder
     assert "is not empty" in capsys.readouterr().err
 
 

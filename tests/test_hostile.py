@@ -354,7 +354,11 @@ def test_export_is_whole_or_absent(runs, tmp_path, capsys):
     assert main(["export", str(runs / "mlm"), str(out)]) == 0
     assert not stale.exists() and {"config.json", "model.safetensors", "spm.model"} <= {p.name for p in out.iterdir()}
     capsys.readouterr()
-    assert main(["export", str(runs / "mlm"), str(out)]) == 2  # a second export into it
+    done = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["export", str(runs / "mlm"), str(out)]) == 0  # a rerun of the finished export
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == done
+    (out / "preln_export.json").write_text('{"run": "another"}')  # an export of something else
+    assert main(["export", str(runs / "mlm"), str(out)]) == 2
     one_error(capsys, "is not empty")
     assert not list(tmp_path.glob(".hf.export-*"))
 

@@ -22,6 +22,7 @@ The run's ``spm.model`` is copied beside the weights; tokenize with it (ids are 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from . import checkpoint
 from .config import ConfigError, ModelConfig
 from .data.tokenizer import BOS, EOS, PAD
 from .evaluate import load_run
@@ -230,7 +232,8 @@ def export_hf(run: Path, out: Path) -> Path:
     """Write ``out/`` (config.json, model.safetensors, spm.model) from ``run``'s last checkpoint.
     The folder is written under a temporary name beside ``out`` and renamed into place: a killed
     export leaves no partial ``out`` (its leftovers are removed by the next export), and of two
-    exports into one folder one wins and the other says so."""
+    exports into one folder one wins and the other says so. ``out/preln_export.json`` names the
+    run and checkpoint: rerunning a finished export of the same checkpoint leaves it as it is."""
     try:
         import transformers  # noqa: F401
     except ImportError:
@@ -240,7 +243,10 @@ def export_hf(run: Path, out: Path) -> Path:
         raise ConfigError(f"{run} diverged at update {status.get('update')}: its weights are not a trained model")
     cfg, model, _ = load_run(run)
     check_exportable(cfg.model)
+    source = _source(run)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        if _exported_from(out) == source:  # a rerun (after a kill, say) of an export that had finished
+            return out
         raise ConfigError(f"{out} is not empty; give export a new folder")
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale(out)
@@ -249,6 +255,7 @@ def export_hf(run: Path, out: Path) -> Path:
         hf = to_hf(model.eval(), segments=cfg.data.mlm_pairs)
         hf.save_pretrained(tmp)
         shutil.copyfile(run / "spm.model", tmp / "spm.model")
+        (tmp / SOURCE).write_text(json.dumps(source, indent=1) + "\n")
         try:
             os.rename(tmp, out)  # atomic; fails if another export filled ``out`` meanwhile
         except OSError:
@@ -256,6 +263,27 @@ def export_hf(run: Path, out: Path) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+SOURCE = "preln_export.json"
+"""In the exported folder: the run and checkpoint it was made from (the SHA-256 of its weights)."""
+
+
+def _source(run: Path) -> dict:
+    ckpt = checkpoint.newest_good(run / "checkpoints")  # the one load_run read
+    try:
+        files = json.loads((ckpt / checkpoint.MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError):
+        files = {}
+    weights = files.get("model.safetensors", {}).get("sha256")
+    return {"run": str(run.resolve()), "checkpoint": ckpt.name, "model_sha256": weights}
+
+
+def _exported_from(out: Path) -> dict | None:
+    try:
+        return json.loads((out / SOURCE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def _remove_stale(out: Path) -> None:

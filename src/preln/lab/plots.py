@@ -82,8 +82,13 @@ def plot_runs(runs: list[Path], metric: str, x: str, out: Path) -> Path:
 def _grid(rows: list[dict], field: str, pick) -> tuple[np.ndarray, list[str]]:
     """(layers, updates) array of one telemetry field: encoder layers first, then decoder."""
     keys = sorted({k for r in rows for k in pick(r[field])}, key=lambda k: (k[0] != "encoder", k[1]))
-    arr = np.array([[pick(r[field]).get(k, math.nan) for r in rows] for k in keys], dtype=float)
+    arr = np.array([[_number(pick(r[field]).get(k)) for r in rows] for k in keys], dtype=float)
     return arr, [f"{s[:3]} {i + 1}" for s, i in keys]
+
+
+def _number(v) -> float:
+    """A logged value as a float; anything else (a damaged line) is a gap in the picture."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
 
 
 def _w2(values: dict) -> dict:
@@ -96,12 +101,13 @@ def _w2(values: dict) -> dict:
 
 
 def _stream(values: dict) -> dict:
-    return {(stack, i): v for stack, vs in values.items() for i, v in enumerate(vs)}
+    return {(stack, i): v for stack, vs in values.items() if isinstance(vs, list) for i, v in enumerate(vs)}
 
 
 def plot_telemetry(run: Path, out: Path) -> Path:
     fields = ("update", "grad_norm", "update_ratio", "stream_rms")
     rows = [r for r in RunFolder(run, writer=False).metrics("telemetry.jsonl") if all(k in r for k in fields)]
+    rows = [r for r in rows if isinstance(r["update"], int) and all(isinstance(r[k], dict) for k in fields[1:])]
     if not rows or not all(r[k] for r in rows for k in fields[1:]):
         raise FileNotFoundError(
             f"{run}: no complete telemetry.jsonl lines (update, grad_norm, update_ratio, stream_rms; "
@@ -113,9 +119,11 @@ def plot_telemetry(run: Path, out: Path) -> Path:
         ("update_ratio", _w2, "FFN W2 ||dw|| / ||w||"),
         ("stream_rms", _stream, "residual stream RMS (entering layer l; last: leaving)"),
     ]
+    grids = [_grid(rows, field, pick) for field, pick, _ in panels]
+    if not all(names for _, names in grids):
+        raise ValueError(f"{run}: telemetry.jsonl names no layer preln measures (a file of another kind?)")
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
-    for ax, (field, pick, title) in zip(axes, panels):
-        arr, names = _grid(rows, field, pick)
+    for ax, (_, _, title), (arr, names) in zip(axes, panels, grids):
         positive = arr[np.isfinite(arr) & (arr > 0)]
         norm = matplotlib.colors.LogNorm(positive.min(), positive.max()) if positive.size else None
         im = ax.imshow(np.where(arr > 0, arr, np.nan), aspect="auto", origin="lower", norm=norm, cmap="viridis")
