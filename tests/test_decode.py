@@ -8,9 +8,9 @@ from preln.cli import main
 from preln.config import ModelConfig
 from preln.data.corpus import CorpusError, read_tsv
 from preln.decode import beam_search, greedy
-from preln.evaluate import bleu
 from preln.fit import train
 from preln.model import Seq2Seq
+from preln.scores import bleu
 
 from .conftest import ROOT, require_data
 

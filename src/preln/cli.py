@@ -85,6 +85,7 @@ def parser() -> argparse.ArgumentParser:
         _add_prepare,
         _add_translate,
         _add_evaluate,
+        _add_compare,
         _add_config,
     ):
         add(sub)
@@ -332,6 +333,34 @@ def _add_evaluate(sub) -> None:
         help="score on corpus files that differ from the run's data.json (recorded in its history.jsonl)",
     )
     p.set_defaults(func=commands.cmd_evaluate)
+
+
+def _add_compare(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="paired test of BLEU and chrF between evaluated runs (p-values, 95%% intervals)",
+        description="Compare the hypotheses `preln evaluate` wrote for two or more translation runs on the "
+        "same sentences (sacreBLEU): per system BLEU and chrF, the bootstrap mean and 95% interval, and "
+        "each system's p-value against the first (the baseline) by paired approximate randomization "
+        "(calibrated by simulation: docs/statistics.md). Reads only.",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="evaluated run folders; the first is the baseline")
+    p.add_argument("--split", default="test", choices=["valid", "test"], help="which split (default test)")
+    p.add_argument(
+        "--setting",
+        default="",
+        metavar="KEY",
+        help="a kept evaluation (a folder under RUN/evaluations/; default: the last)",
+    )
+    p.add_argument(
+        "--trials",
+        type=int,
+        default=1000,
+        metavar="N",
+        help="randomization trials and bootstrap resamples (default 1000)",
+    )
+    p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
+    p.set_defaults(func=commands.cmd_compare)
 
 
 def _add_config(sub) -> None:

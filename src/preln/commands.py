@@ -100,9 +100,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         detok = f"sacreBLEU {r['sacrebleu']:.2f} ({r['sacrebleu_signature']}) | " if "sacrebleu" in r else ""
         print(
             f"{split}: {detok}tokenized-lowercased BLEU {r['tok_lc']:.2f} ({r['tok_lc_signature']}) | "
+            f"BP {r['bp']:.3f}, length ratio {r['length_ratio']:.3f} | chrF {r['chrf']:.2f} | TER {r['ter']:.2f} | "
             f"{r['sentences']} sentences, {res['checkpoint']}"
         )
     print(f"wrote {Path(args.run) / 'bleu.json'}")
+    return Exit.OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import compare_runs
+
+    res = compare_runs([Path(r) for r in args.runs], args.split, args.setting, args.trials)
+    print(f"{res['split']}: {res['sentences']} sentences, paired approximate randomization, baseline {args.runs[0]}")
+    for metric in ("BLEU", "chrF"):
+        m = res[metric]
+        print(f"{metric} ({m['signature']})")
+        for name, r in m["systems"].items():
+            p = f"  p = {r['p_value']:.4f}" if "p_value" in r else "  (baseline)"
+            print(f"  {name:30s} {r['score']:6.2f}  mean {r['mean']:6.2f} ± {r['ci95']:.2f}{p}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(res, indent=1) + "\n")
+        print(f"wrote {args.json}")
     return Exit.OK
 
 

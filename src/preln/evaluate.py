@@ -21,9 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-import sacrebleu
 import torch
-from sacremoses import MosesTokenizer
 from torch import nn
 from tqdm import tqdm
 
@@ -36,6 +34,7 @@ from .decode import beam_search, greedy
 from .decoding import LENPEN, MAX_LEN_A, MAX_LEN_B
 from .model import Seq2Seq, build_model
 from .runs import RunFolder
+from .scores import paired_test, translation_scores
 
 
 def translate(
@@ -119,33 +118,6 @@ def _batched(
         for i, h in zip(batch, hyps):
             out[i] = h
     return out
-
-
-def bleu(hyps: list[str], refs: list[str], lang: str, pretokenized: bool = False) -> dict:
-    """BLEU in the conventions that apply to this text, each labelled with its signature."""
-    tok_bleu = sacrebleu.metrics.BLEU(tokenize="none", lowercase=True, force=True)
-    if pretokenized:  # the text is tokenized already: score it as it stands
-        tokenized = tok_bleu.corpus_score(hyps, [refs])
-        return {
-            "tok_lc": round(tokenized.score, 2),
-            "tok_lc_signature": str(tok_bleu.get_signature()),
-            "tok_lc_convention": "pre-tokenized corpus scored as it stands, lowercased (IWSLT14 / fairseq)",
-        }
-    sb = sacrebleu.metrics.BLEU()
-    detok = sb.corpus_score(hyps, [refs])
-    mt = MosesTokenizer(lang=lang)
-
-    def tok(s: str) -> str:
-        return mt.tokenize(s, return_str=True, escape=False)
-
-    tokenized = tok_bleu.corpus_score([tok(h) for h in hyps], [[tok(r) for r in refs]])
-    return {
-        "sacrebleu": round(detok.score, 2),
-        "sacrebleu_signature": str(sb.get_signature()),
-        "tok_lc": round(tokenized.score, 2),
-        "tok_lc_signature": str(tok_bleu.get_signature()),
-        "tok_lc_convention": "Moses-tokenized (sacremoses), lowercased, multi-bleu style (IWSLT14 / fairseq)",
-    }
 
 
 def check_decoding(beam: int, lenpen: float, max_len_a: float, max_len_b: int) -> None:
@@ -273,11 +245,62 @@ def _evaluate(run: Path, splits, beam, lenpen, average, limit, max_len_a, max_le
         result["splits"][split] = {
             "sentences": len(src),
             "seconds": round(time.perf_counter() - start, 1),
-            **bleu(hyps, ref, cfg.data.tgt_lang, cfg.data.pretokenized),
+            **translation_scores(hyps, ref, cfg.data.tgt_lang, cfg.data.pretokenized),
         }
         atomic.write_text(run / f"hyp.{split}.{cfg.data.tgt_lang}", "".join(h + "\n" for h in hyps))
     atomic.write_text(run / "bleu.json", json.dumps(result, indent=1) + "\n")  # a kill leaves the old one whole
+    _keep(run, setting_key(run, average, result), result, cfg.data.tgt_lang)
     return result
+
+
+def setting_key(run: Path, average: int, result: dict) -> str:
+    """The folder name under ``RUN/evaluations/`` of one checkpoint and decoding setting."""
+    newest = checkpoint.newest_good(run / "checkpoints")
+    ckpt = (f"avg{average}-" if average > 1 else "") + (newest.name if newest else "none")
+    r = result
+    key = f"{ckpt}-beam{r['beam']}-lenpen{r['lenpen']:g}-len{r['max_len_a']:g}x+{r['max_len_b']}-{r['precision']}"
+    return key + (f"-limit{r['limit']}" if r["limit"] else "")
+
+
+def _keep(run: Path, key: str, result: dict, lang: str) -> None:
+    """``RUN/evaluations/KEY/``: this setting's bleu.json (its splits merged across evaluations)
+    and hypotheses, which a later evaluation with other settings does not overwrite."""
+    folder = run / "evaluations" / key
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        kept = json.loads((folder / "bleu.json").read_text())
+    except (OSError, ValueError):
+        kept = {"splits": {}}
+    merged = {**result, "splits": {**kept.get("splits", {}), **result["splits"]}}
+    for split in result["splits"]:
+        atomic.write_bytes(folder / f"hyp.{split}.{lang}", (run / f"hyp.{split}.{lang}").read_bytes())
+    atomic.write_text(folder / "bleu.json", json.dumps(merged, indent=1) + "\n")
+
+
+def compare_runs(runs: list[Path], split: str = "test", setting: str = "", trials: int = 1000) -> dict:
+    """A paired test (``scores.paired_test``) of BLEU and chrF between runs' hypotheses of one split: each
+    run's last evaluation, or its kept ``setting`` (a name under ``RUN/evaluations/``). The runs
+    must have translated the same sentences of the same corpus; the first is the baseline."""
+    if len(runs) < 2 or trials < 1:
+        raise ValueError("compare needs two or more runs and --trials >= 1")
+    systems, refs, conventions = {}, None, set()
+    for run in runs:
+        cfg = config.load(run / "config.toml")
+        folder = run / "evaluations" / setting if setting else run
+        hyp = folder / f"hyp.{split}.{cfg.data.tgt_lang}"
+        if not hyp.is_file():
+            todo = f"run `preln evaluate {run} --splits {split}` first"
+            raise FileNotFoundError(f"{run}: no {hyp.relative_to(run)}; {todo}")
+        hyps = hyp.read_text().splitlines()
+        _, ref, _ = read_pairs(cfg, split)
+        if refs is not None and ref[: len(hyps)] != refs:
+            raise ValueError(f"{run}: its {split} references differ from {runs[0]}'s (another corpus or --limit)")
+        refs = ref[: len(hyps)]
+        conventions.add(cfg.data.pretokenized)
+        systems[run.name if run.name not in systems else str(run)] = hyps
+    if len(conventions) > 1:
+        raise ValueError("the runs score their text in different conventions (data.pretokenized differs)")
+    return {"split": split, "sentences": len(refs), **paired_test(systems, refs, conventions.pop(), trials)}
 
 
 def accuracy_f1(predictions: list[int], labels: list[int]) -> dict:

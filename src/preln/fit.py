@@ -18,8 +18,9 @@ from tqdm import tqdm
 
 from .config import RunConfig
 from .data.datasets import read_pairs
-from .evaluate import bleu, classification_scores, translate
+from .evaluate import classification_scores, translate
 from .process import Interrupts
+from .scores import bleu
 from .tblog import TensorBoard
 from .trainer import Diverged, Step, Trainer
 

@@ -10,6 +10,8 @@ admin_profile.json model.norm = "admin": the profiling pass that set the omegas 
 init_from.json     train.init_from: the pretrained run and checkpoint the weights came from
 data.json          SHA-256 of the corpus files (and token-id cache entry) the run trained on (data/provenance.py)
 scores.json        classification: accuracy (and F1) on dev and test at the end
+bleu.json, hyp.*   `preln evaluate`: the last evaluation's scores and hypotheses
+evaluations/       `preln evaluate`: per checkpoint and decoding setting, its bleu.json and hypotheses
 checkpoints/       see checkpoint.py
 """
 
@@ -38,7 +40,7 @@ RESUME_MAY_EXTEND |= {"train.tensorboard"}
 # analysis warm-up runs. Anything else means --out points at someone's folder, not a run's.
 RUN_FILES = ("config.toml", "spm.model", "status.json", "checkpoints", ".lock", ".status.json.tmp", "bleu.json")
 RUN_FILES += ("admin_profile.json", "history.jsonl", "tensorboard", "init_from.json", "scores.json", "data.json")
-RUN_FILES += ("claims.json",)  # `preln report RUN` writes it (and report.*, *.png) beside the run's files
+RUN_FILES += ("claims.json", "evaluations")  # `preln report RUN` writes it (and report.*, *.png) beside the run's files
 RUN_PATTERNS = ("metrics*.jsonl", "telemetry*.jsonl", "*.png", "report.*", "*.log", "hyp.*", "warmup-post-seed*")
 RUN_PATTERNS += ("tensorboard.*",)
 RUN_PATTERNS += (".*.tmp",)
