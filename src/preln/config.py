@@ -201,6 +201,8 @@ class TrainConfig:
     threads: int = 0
     """torch CPU threads; 0 = torch's default."""
     progress: bool = True
+    """A progress bar when stderr is a terminal; in a file, or with false, a plain line with the
+    training loss, lr, gradient norm and speed every ``log_every`` updates instead."""
     valid_bleu: bool = True
     """Translation: also greedy-decode the valid split and report BLEU at each epoch's end and at
     the end of the run (``preln evaluate`` gives beam-search BLEU)."""

@@ -83,11 +83,19 @@ def fit(t: Trainer) -> dict:
         loop.close()
     t.save()
     t.write_status("completed", **res)
-    t.log(
-        f"done: update {t.state.update}, valid loss {res['valid_loss']:.4f}, "
-        f"valid nll {res['valid_nll']:.4f} (ppl {res['valid_ppl']:.2f})"
-    )
+    t.log(f"done: update {t.state.update}, {final_scores(res)}")
     return {"status": "completed", **res}
+
+
+def final_scores(res: dict) -> str:
+    """The end-of-run line's scores: validation loss, and what the run's end just computed."""
+    parts = [f"valid loss {res['valid_loss']:.4f}", f"valid nll {res['valid_nll']:.4f} (ppl {res['valid_ppl']:.2f})"]
+    if "valid_bleu_greedy" in res:
+        parts.append(f"valid BLEU (greedy, sacreBLEU) {res['valid_bleu_greedy']:.2f}")
+    if "valid_bleu_greedy_tok_lc" in res:
+        parts.append(f"valid BLEU (greedy, tok-lc) {res['valid_bleu_greedy_tok_lc']:.2f}")
+    parts += [f"test {k.removeprefix('test_')} {v:.2f}" for k, v in res.items() if k.startswith("test_")]
+    return ", ".join(parts)
 
 
 class _Loop:
@@ -97,14 +105,16 @@ class _Loop:
     def __init__(self, t: Trainer) -> None:
         c = t.cfg
         self.t = t
+        # a bar on a terminal; in a file (or with train.progress = false) a plain line per log point
+        self.lines = not (c.train.progress and sys.stderr.isatty())
         self.bar = tqdm(
             total=t.max_updates,
             initial=t.state.update,
-            disable=not (c.train.progress and t.dist.main),
+            disable=self.lines or not t.dist.main,
             desc=f"{c.model.norm}-LN",
             unit="upd",
             dynamic_ncols=True,
-            mininterval=0.5 if sys.stderr.isatty() else 15,
+            mininterval=0.5,
         )
         self.tb = TensorBoard(t.folder.path, t.state.update) if c.train.tensorboard and t.dist.main else None
 
@@ -241,6 +251,11 @@ class _Loop:
         self.bar.set_postfix(
             loss=f"{rec['loss']:.3f}", lr=f"{lr:.2e}", tok_s=f"{rec['tokens_per_s']:.0f}", refresh=False
         )
+        if self.lines:
+            t.log(
+                f"update {t.state.update}/{t.max_updates} epoch {t.state.epoch}: loss {loss:.4f} nll {nll:.4f} "
+                f"lr {lr:.2e} grad norm {gnorm:.3g} {rec['tokens_per_s']:.0f} tok/s"
+            )
 
 
 def compiled_graphs() -> int:

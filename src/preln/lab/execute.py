@@ -9,6 +9,7 @@ failure stops the grid with the failing command's log. Rerunning skips finished 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -115,7 +116,9 @@ class _Pool:
         self.pending, self.running, self.results, self.finished = list(jobs), [], {}, 0
         self.at_once, self.threads, self.gpus, self.free_gpus = at_once, threads, gpus, list(gpus or [])
         total = sum(j.size for j in jobs)
-        self.bar = tqdm(total=total, desc="reproduce", unit="upd", dynamic_ncols=True, smoothing=0.05)
+        # on a terminal a bar; in a log file its state as a plain line every 30 s (_show), no frames
+        frames = sys.stderr if sys.stderr.isatty() else io.StringIO()
+        self.bar = tqdm(total=total, desc="reproduce", unit="upd", dynamic_ncols=True, smoothing=0.05, file=frames)
 
     def start(self, stopping: bool) -> None:
         while self.pending and len(self.running) < self.at_once and not stopping:
@@ -155,7 +158,10 @@ def _show(bar: tqdm, finished: int, running: list[_Slot]) -> None:
     bar.set_postfix_str(" ".join(f"{n}@{u}" for n, u in live.items()), refresh=False)
     interval = 1.0 if sys.stderr.isatty() else 30.0  # a log file gets a line every 30 s, not every second
     if time.time() - getattr(bar, "_shown", 0.0) >= interval:
-        bar.refresh()
+        if sys.stderr.isatty():
+            bar.refresh()
+        else:
+            print(f"[preln] {bar}", file=sys.stderr, flush=True)
         bar._shown = time.time()
 
 
