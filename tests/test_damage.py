@@ -164,3 +164,26 @@ def test_a_damaged_cache_file_is_rebuilt_with_a_warning_or_silently_retrained(ma
             if name.startswith("ids/") and not name.startswith("ids/tokenizer-"):
                 assert any("warning: token-id cache" in ln and entry in ln for ln in err), (name, kind)
     assert os.environ["PRELN_CACHE"] != str(cache0)
+
+
+REPORT_FILES = ["metrics.jsonl", "status.json", "config.toml", "bleu.json", "history.jsonl", "data.json"]
+
+
+def test_a_damaged_file_a_report_reads_is_skipped_or_named(made, tmp_path):
+    """`preln report RUN` on a run whose files are damaged: a report (what is unreadable left out)
+    or one line naming the file."""
+    root, _ = made
+    base = tmp_path / "base"
+    shutil.copytree(root / "reference", base)
+    (base / "bleu.json").write_text(json.dumps({"splits": {"test": {"tok_lc": 1.5, "sacrebleu": 1.2}}}))
+    (base / "history.jsonl").write_text(json.dumps({"changed": ["train.max_updates: 4 -> 6"]}) + "\n")
+    for name in REPORT_FILES:
+        for kind in DAMAGES:
+            case = tmp_path / f"{name}-{kind}"
+            shutil.copytree(base, case)
+            damage(case / name, kind)
+            rc, err = run(["report", str(case)])
+            if rc == 2:
+                assert err[-1].startswith("preln: error: ") and name.split(".")[0] in err[-1], (name, kind, err[-1:])
+            else:
+                assert rc == 0 and (case / "report.md").is_file(), (name, kind, err[-2:])

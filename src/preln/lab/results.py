@@ -187,6 +187,6 @@ def scale(folder: Path) -> str:
         corpus = Path(d["path"]).name or d["corpus"]
         layers = f"{m['encoder_layers']}+{m['decoder_layers']}" if m["task"] == "translation" else m["encoder_layers"]
         length = f"{t['max_updates']} updates" if t["max_updates"] else f"{t['max_epochs']} epochs"
-    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError):  # ValueError: not TOML, not UTF-8 (damaged)
         return ""
     return f"{corpus}, d {m['d_model']}, {layers} layers, {length}"

@@ -67,7 +67,7 @@ def initial_loss(run: Run) -> float:
 
     try:
         vocab = tomllib.loads((run.folder / "config.toml").read_text())["model"]["vocab_size"]
-    except (OSError, KeyError, tomllib.TOMLDecodeError):
+    except (OSError, KeyError, TypeError, ValueError):  # ValueError: not TOML, not UTF-8 (damaged)
         vocab = 0
     return math.log(vocab) if vocab and vocab > 1 else math.inf
 
