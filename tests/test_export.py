@@ -129,3 +129,26 @@ def test_a_pair_pretrained_run_exports_its_trained_segment_embeddings(tmp_path):
         mine = ours.eval()(ids, segments=segments, mlm_positions=keep)
         theirs = hf(input_ids=ids, attention_mask=keep.long(), token_type_ids=segments).logits[keep]
     torch.testing.assert_close(theirs, mine, rtol=0, atol=1e-5)
+
+
+def test_an_exported_masked_lm_tokenizes_and_fills_masks_as_preln_does(tmp_path):
+    """AutoTokenizer and pipeline("fill-mask") load the exported folder alone: ids equal preln's
+    on 300 corpus lines, and the pipeline's top filler is preln's own argmax at the mask."""
+    import gzip
+
+    corpus = require_data("english-mix", "mlm_mix.txt.gz")
+    sets = ["train.max_updates=30", "train.progress=false"]
+    train(config.load(ROOT / "configs" / "tiny-mlm.toml", sets), tmp_path / "run")
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "hf")]) == 0
+    _, ours, tok = load_run(tmp_path / "run")
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    with gzip.open(corpus, "rt") as f:
+        lines = [next(f).strip() for _ in range(300)]
+    assert [hf_tok(ln)["input_ids"] for ln in lines] == [[2, *ids, 3] for ids in tok.encode(lines)]
+    fill = transformers.pipeline("fill-mask", model=str(tmp_path / "hf"), top_k=1)
+    for text in ("the <mask> of the city", "she was born in <mask> ."):
+        ids = torch.tensor([hf_tok(text)["input_ids"]])
+        at = ids == hf_tok.mask_token_id
+        with torch.no_grad():
+            mine = ours.eval()(ids, mlm_positions=at).argmax(-1).item()
+        assert fill(text)[0]["token"] == mine, text

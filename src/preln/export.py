@@ -36,6 +36,7 @@ from .data.tokenizer import BOS, EOS, PAD
 from .evaluate import load_run
 from .model import MaskedLM, Seq2Seq
 from .runs import RunFolder
+from .tokenizer_export import write_tokenizer
 
 
 def check_exportable(c: ModelConfig) -> str:
@@ -255,6 +256,8 @@ def export_hf(run: Path, out: Path) -> Path:
         hf = to_hf(model.eval(), segments=cfg.data.mlm_pairs)
         hf.save_pretrained(tmp)
         shutil.copyfile(run / "spm.model", tmp / "spm.model")
+        if cfg.model.task == "mlm":  # AutoTokenizer / pipeline("fill-mask") load it from the folder
+            write_tokenizer(run / "spm.model", tmp)
         (tmp / SOURCE).write_text(json.dumps(source, indent=1) + "\n")
         try:
             os.rename(tmp, out)  # atomic; fails if another export filled ``out`` meanwhile
