@@ -84,6 +84,7 @@ def parser() -> argparse.ArgumentParser:
         _add_report,
         _add_prepare,
         _add_translate,
+        _add_predict,
         _add_evaluate,
         _add_compare,
         _add_config,
@@ -315,6 +316,23 @@ def _add_translate(sub) -> None:
     )
     p.add_argument("--checkpoint", choices=["last", "best"], default="last", help="which checkpoint (default last)")
     p.set_defaults(func=commands.cmd_translate)
+
+
+def _add_predict(sub) -> None:
+    p = sub.add_parser(
+        "predict",
+        help="a masked LM's fillers for each <mask>, or a fine-tuned classifier's label per sentence pair",
+        description="Read lines (--input FILE, or stdin as they arrive) and print, for a masked-LM run, the "
+        "line with each <mask> filled by its best filler and the --top-k fillers with their probabilities; "
+        "for a fine-tuned classifier (preln finetune), one 'sentence 1<TAB>sentence 2' pair a line: the label "
+        "and every class's probability. --json prints one JSON object a line.",
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="a masked-LM run or a fine-tuning run folder")
+    p.add_argument("--input", metavar="FILE", help="text, one example a line (default stdin, as lines arrive)")
+    p.add_argument("--top-k", type=int, default=5, metavar="K", help="masked LM: fillers per mask (default 5)")
+    p.add_argument("--json", action="store_true", help="one JSON object per input line")
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last", help="which checkpoint (default last)")
+    p.set_defaults(func=commands.cmd_predict)
 
 
 def _add_evaluate(sub) -> None:

@@ -81,6 +81,47 @@ def cmd_translate(args: argparse.Namespace) -> int:
     return Exit.OK
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .evaluate import load_run
+    from .predict import classify, fill_masks, pair_of
+    from .textio import read_lines, stdin_chunks
+
+    cfg, model, tok = load_run(Path(args.run), args.checkpoint)
+    if cfg.model.task == "translation":
+        raise ValueError(f"{args.run} is a translation run: use preln translate")
+    chunks = [read_lines(args.input)] if args.input else stdin_chunks()
+    done = 0
+    for lines in chunks:
+        if cfg.model.task == "mlm":
+            for f in fill_masks(model, tok, lines, args.top_k):
+                if args.json:
+                    print(json.dumps({"text": f.text, "fillers": [[vars(x) for x in m] for m in f.fillers]}))
+                else:
+                    masks = " | ".join(", ".join(f"{x.piece} {x.prob:.3f}" for x in m) for m in f.fillers)
+                    print(f"{f.text}\t{masks}")
+        else:
+            pairs, bad = [], None
+            for n, line in enumerate(lines, done + 1):
+                try:
+                    pairs.append(pair_of(line, n))
+                except ValueError as e:  # the lines before it are answered first
+                    bad = e
+                    break
+            for pred in classify(model, tok, cfg, pairs):
+                if args.json:
+                    print(json.dumps(vars(pred)))
+                else:
+                    print(f"{pred.label}\t" + " ".join(f"{k}={v:.4f}" for k, v in pred.probs.items()))
+            if bad is not None:
+                sys.stdout.flush()
+                raise bad
+        sys.stdout.flush()
+        done += len(lines)
+    return Exit.OK
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
