@@ -152,3 +152,33 @@ def test_an_exported_masked_lm_tokenizes_and_fills_masks_as_preln_does(tmp_path)
         with torch.no_grad():
             mine = ours.eval()(ids, mlm_positions=at).argmax(-1).item()
         assert fill(text)[0]["token"] == mine, text
+
+
+@pytest.mark.parametrize("norm", ["post", "pre"])
+def test_an_exported_classifier_computes_prelns_probabilities(tmp_path, norm):
+    """A fine-tuned classifier exports to *ForSequenceClassification with its tokenizer: on dev
+    pairs, Transformers alone gives preln's class probabilities, and the pipeline preln's labels."""
+    from preln.data.corpus import read_pair_tsv
+    from preln.data.datasets import pair_file
+    from preln.finetune import finetune
+    from preln.predict import classify
+
+    require_data("english-mix")
+    require_data("pairclf")
+    sets = [f"model.norm='{norm}'", "train.max_updates=8", "train.progress=false"]
+    train(config.load(ROOT / "configs" / "tiny-mlm.toml", sets), tmp_path / "mlm")
+    finetune(tmp_path / "mlm", "paraphrase", tmp_path / "ft", ["train.max_updates=6", "train.progress=false"])
+    assert main(["export", str(tmp_path / "ft"), str(tmp_path / "hf")]) == 0
+    cfg, ours, tok = load_run(tmp_path / "ft")
+    s1, s2, _ = read_pair_tsv(pair_file(cfg, "valid"), cfg.data.pair_columns, cfg.data.pair_labels, True)
+    pairs = [(a, b) for a, b in zip(s1, s2) if len(tok.encode([a + " " + b])[0]) < cfg.data.max_len - 3][:20]
+    hf = transformers.AutoModelForSequenceClassification.from_pretrained(tmp_path / "hf").eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    enc = hf_tok([a for a, _ in pairs], [b for _, b in pairs], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        theirs = hf(**enc).logits.softmax(-1)
+    mine = torch.tensor([list(p.probs.values()) for p in classify(ours, tok, cfg, pairs)])
+    torch.testing.assert_close(theirs, mine, rtol=0, atol=1e-5)
+    pipe = transformers.pipeline("text-classification", model=str(tmp_path / "hf"))
+    got = [pipe({"text": a, "text_pair": b})["label"] for a, b in pairs[:5]]
+    assert got == [p.label for p in classify(ours, tok, cfg, pairs[:5])]

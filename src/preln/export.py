@@ -3,9 +3,12 @@ people fine-tune and generate with (the optional extra ``pip install 'preln[hf]'
 
 A masked-LM run: Post-LN exports to ``BertForMaskedLM`` and Pre-LN to
 ``RobertaPreLayerNormForMaskedLM``, the Transformers class whose layers compute x + F(LN(x)) with a
-final LayerNorm. A Post-LN translation run exports to ``FSMTForConditionalGeneration`` (fairseq's
-Transformer in Transformers: the same layers, sinusoidal positions with fairseq's table, embeddings
-scaled by sqrt(d); preln's shared source/target embedding is written to both). Only what computes
+final LayerNorm; a fine-tuned classifier to ``BertForSequenceClassification`` /
+``RobertaPreLayerNormForSequenceClassification`` (preln's pooler and classifier are BERT's pooler
+and classifier, and RoBERTa's two-layer head), with the task's labels. A Post-LN translation run
+exports to ``FSMTForConditionalGeneration`` (fairseq's Transformer in Transformers: the same
+layers, sinusoidal positions with fairseq's table, embeddings scaled by sqrt(d); preln's shared
+source/target embedding is written to both). Only what computes
 the same function is exported; anything else is refused with the reason:
 
 * both classes always normalize the embeddings and never scale them: ``model.embed_layernorm =
@@ -17,7 +20,8 @@ the same function is exported; anything else is refused with the reason:
   row 0 (Transformers' default ``token_type_ids``) is exported as zeros: the default then
   computes what preln trained; a pair-pretrained run's segment embeddings are exported as trained.
 
-The run's ``spm.model`` is copied beside the weights; tokenize with it (ids are preln's).
+The run's ``spm.model`` is copied beside the weights, with a Transformers tokenizer built from it
+(``tokenizer_export.py``) for masked-LM and classifier runs.
 """
 
 from __future__ import annotations
@@ -43,18 +47,19 @@ def check_exportable(c: ModelConfig) -> str:
     """The Transformers class for this model, or a ConfigError saying why there is none."""
     if c.task == "translation":
         return _check_fsmt(c)
-    if c.task != "mlm":
-        raise ConfigError(f"export --format hf: masked-LM and translation runs only, this is a {c.task!r} run")
+    head = {"mlm": "MaskedLM", "classify": "SequenceClassification"}.get(c.task)
+    if head is None:
+        raise ConfigError(f"export --format hf: masked-LM, classifier and translation runs only, not {c.task!r}")
     if c.norm not in ("post", "pre") or c.norm_type != "layernorm":
         raise ConfigError(
             f"export --format hf: no Transformers class computes model.norm={c.norm!r} with "
-            f"norm_type={c.norm_type!r} (post -> BertForMaskedLM, pre -> RobertaPreLayerNormForMaskedLM)"
+            f"norm_type={c.norm_type!r} (post -> Bert, pre -> RobertaPreLayerNorm)"
         )
     if not c.embed_layernorm or c.embed_scale:
         raise ConfigError("export --format hf: needs model.embed_layernorm = true and embed_scale = false")
-    if c.norm == "pre" and c.activation != "gelu":
+    if c.norm == "pre" and c.activation != "gelu" and c.task == "mlm":
         raise ConfigError("export --format hf: RobertaPreLayerNorm's MLM head is GELU; this run uses ReLU")
-    return "BertForMaskedLM" if c.norm == "post" else "RobertaPreLayerNormForMaskedLM"
+    return f"{'Bert' if c.norm == 'post' else 'RobertaPreLayerNorm'}For{head}"
 
 
 def _check_fsmt(c: ModelConfig) -> str:
@@ -85,9 +90,11 @@ def _hf_config(c: ModelConfig, cls: str):
         type_vocab_size=max(c.type_vocab_size, 1),
         layer_norm_eps=1e-5,  # torch's LayerNorm default, which preln's layers use
         pad_token_id=PAD,
-        tie_word_embeddings=True,
+        tie_word_embeddings=c.task == "mlm",
+        num_labels=max(c.num_classes, 1),
+        classifier_dropout=c.dropout,
     )
-    config_cls = transformers.BertConfig if cls == "BertForMaskedLM" else transformers.RobertaPreLayerNormConfig
+    config_cls = transformers.BertConfig if cls.startswith("Bert") else transformers.RobertaPreLayerNormConfig
     return getattr(transformers, cls)(config_cls(**kwargs))
 
 
@@ -209,11 +216,17 @@ def to_hf(ours: MaskedLM | Seq2Seq, segments: bool = False) -> nn.Module:
     hf = _hf_config(c, cls).eval()
     pre = c.norm == "pre"
     base = hf.roberta_prelayernorm if pre else hf.bert
+    segments = segments or c.task == "classify"  # fine-tuning adds segment 0 to sentence A: trained
     _copy_embeddings(base.embeddings, ours, PAD + 1 if pre else 0, segments)
     for hf_layer, layer in zip(base.encoder.layer, ours.encoder.layers):
         _copy_layer(hf_layer, layer, pre)
     if pre:
         _copy(base.LayerNorm, ours.encoder.final_norm)
+    if c.task == "classify":  # BERT's pooler + classifier; RoBERTa's head is the same two layers
+        _copy(hf.classifier.dense if pre else base.pooler.dense, ours.pooler)
+        _copy(hf.classifier.out_proj if pre else hf.classifier, ours.classifier)
+        return hf
+    if pre:
         head = hf.lm_head
         _copy(head.dense, ours.lm_dense)
         _copy(head.layer_norm, ours.lm_norm)
@@ -254,9 +267,12 @@ def export_hf(run: Path, out: Path) -> Path:
     tmp = out.parent / f".{out.name}.export-{os.getpid()}"
     try:
         hf = to_hf(model.eval(), segments=cfg.data.mlm_pairs)
+        if cfg.model.task == "classify":  # the pipeline's labels: the fine-tuning task's
+            hf.config.id2label = dict(enumerate(cfg.data.pair_labels))
+            hf.config.label2id = {v: k for k, v in hf.config.id2label.items()}
         hf.save_pretrained(tmp)
         shutil.copyfile(run / "spm.model", tmp / "spm.model")
-        if cfg.model.task == "mlm":  # AutoTokenizer / pipeline("fill-mask") load it from the folder
+        if cfg.model.task != "translation":  # AutoTokenizer and the pipelines load it from the folder
             write_tokenizer(run / "spm.model", tmp)
         (tmp / SOURCE).write_text(json.dumps(source, indent=1) + "\n")
         try:

@@ -48,7 +48,8 @@ def hf_tokenizer(spm_model: bytes):
     )
     names = {"pad_token": "<pad>", "unk_token": "<unk>", "cls_token": "<s>", "sep_token": "</s>"}
     names |= {"bos_token": "<s>", "eos_token": "</s>", "mask_token": "<mask>"}
-    return PreTrainedTokenizerFast(tokenizer_object=tok, **names)
+    inputs = ["input_ids", "token_type_ids", "attention_mask"]  # sentence B's segment, as preln feeds it
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_input_names=inputs, **names)
 
 
 def write_tokenizer(spm_file: Path, out: Path) -> None:
