@@ -142,10 +142,10 @@ def test_generated_bad_inputs_fail_cleanly(tmp_path, monkeypatch):
     cases = config_cases(rng, 380) + flag_cases(rng, 160, str(run), tmp_path)
     for argv in cases:
         check(argv, outcomes)
-    # the finished run folder was only read (evaluate writes bleu.json/hyp.* when it succeeds)
+    # the finished run folder was only read (evaluate writes bleu.json/hyp.* and evaluations/ when it succeeds)
     now = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert {k: v for k, v in now.items() if k in snapshot} == snapshot
-    assert all(str(k).startswith(("bleu.json", "hyp.")) for k in set(now) - set(snapshot))
+    assert all(str(k).startswith(("bleu.json", "hyp.", "evaluations/")) for k in set(now) - set(snapshot))
     assert outcomes.get(2, 0) + outcomes.get("argparse", 0) > 400, outcomes
     allowed = {"afile.txt", "run", "an", "rep"}
     # `preln report TMP` reports on the run folder TMP holds (plain run folders are reportable):
