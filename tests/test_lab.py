@@ -402,6 +402,18 @@ def test_report_takes_plain_run_folders_too(tmp_path):
         report.write_report(tmp_path / "empty")
 
 
+def test_plain_runs_of_different_tasks_get_a_panel_each(tmp_path):
+    for name, task in (("mt", "translation"), ("mlm", "mlm"), ("ft", "classify")):
+        _fake_run(tmp_path / "runs" / name, [(1, 6.0)])  # one point: drawn with a marker
+        (tmp_path / "runs" / name / "config.toml").write_text(f'[model]\ntask = "{task}"\n')
+    study = report.plain_runs(tmp_path / "runs")
+    assert {j.folder: j.group for j in study.jobs} == {"mt": "translation", "mlm": "masked LM", "ft": "classification"}
+    report.write_report(tmp_path / "runs")
+    (tmp_path / "runs" / "ft" / "config.toml").write_text('[model]\ntask = "translation"\n')
+    (tmp_path / "runs" / "mlm" / "config.toml").write_text('[model]\ntask = "translation"\n')
+    assert {j.group for j in report.plain_runs(tmp_path / "runs").jobs} == {""}  # one task: one panel
+
+
 def test_curves_colour_by_lr_and_dash_by_warmup_across_panels():
     styles = report.curve_styles(
         {

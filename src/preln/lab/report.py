@@ -52,9 +52,9 @@ def plot_curves(res: StudyResults, path: Path, target: float | None) -> None:
     for cond, runs in res.conditions.items():
         groups.setdefault(runs[0].group, {})[cond] = runs
     fig, axes = plt.subplots(1, len(groups), figsize=(6.5 * len(groups), 4.2), squeeze=False)
-    finite = [v for runs in res.conditions.values() for r in runs for _, v in r.curve if math.isfinite(v)]
     styles = curve_styles({g: list(conds) for g, conds in groups.items()})
     for ax, (group, conds) in zip(axes[0], groups.items()):  # the study file's order
+        finite = [v for runs in conds.values() for r in runs for _, v in r.curve if math.isfinite(v)]  # this panel's
         for cond, runs in conds.items():
             color, ls, label = styles[cond]
             for r in runs:
@@ -72,7 +72,7 @@ def plot_curves(res: StudyResults, path: Path, target: float | None) -> None:
         if finite:
             ax.set_ylim(min(finite) - 0.2, min(max(finite), min(finite) + 8) + 0.2)
         ax.set_xlabel("update")
-        ax.set_ylabel("validation NLL (nats / token)")
+        ax.set_ylabel(f"validation NLL (nats / {'example' if group == 'classification' else 'token'})")
         ax.set_title(group or res.study.title, fontsize=9)
         ax.legend(fontsize=6 if len(conds) > 8 else 7, ncol=2 if len(conds) > 8 else 1)
     fig.tight_layout()
@@ -354,8 +354,22 @@ def plain_runs(out: Path) -> Study | None:
     runs = [out] if (out / "metrics.jsonl").is_file() else runs
     if not runs:
         return None
-    jobs = tuple(JobSpec(("train",), "" if r == out else r.name, r.name, 1) for r in runs)
+    tasks = {r: _task(r) for r in runs}
+    mixed = len(set(tasks.values())) > 1  # one panel per task: their losses are not on one scale
+    panel = {"translation": "translation", "mlm": "masked LM", "classify": "classification"}
+    group = {r: panel.get(t, t) if mixed else "" for r, t in tasks.items()}
+    jobs = tuple(JobSpec(("train",), "" if r == out else r.name, r.name, 1, group[r]) for r in runs)
     return Study(out.name, f"Runs in {out.name}", jobs)
+
+
+def _task(run: Path) -> str:
+    """The run's ``model.task`` from its config.toml ("" when unreadable)."""
+    import tomllib
+
+    try:
+        return str(tomllib.loads((run / "config.toml").read_text())["model"]["task"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return ""
 
 
 def _analysis_section(out: Path, folder: Path, study: Study, images: dict[str, Path]) -> tuple[list[Block], list]:
