@@ -208,7 +208,12 @@ class TrainConfig:
     the end of the run (``preln evaluate`` gives beam-search BLEU)."""
     tensorboard: bool = False
     """Also write TensorBoard event files into ``RUN/tensorboard/`` (losses, lr, grad norm, tokens/s,
-    validation, BLEU, telemetry): ``tensorboard --logdir runs/``. Needs ``preln[tensorboard]``."""
+    validation, BLEU, telemetry): ``tensorboard --logdir runs/``. Needs ``preln[tensorboard]``.
+    The same as "tensorboard" in ``loggers``."""
+    loggers: tuple[Literal["tensorboard", "wandb", "mlflow"], ...] = ()
+    """Trackers that get the run's config and numbers besides its JSON logs (``loggers.py``):
+    TensorBoard (with HParams), Weights & Biases (offline unless ``WANDB_MODE``), MLflow (a local
+    store in the run folder unless ``MLFLOW_TRACKING_URI``); each an optional package."""
     telemetry_every: int = 0
     """Every N updates, per layer and weight matrix: gradient norm and update-to-weight ratio, and
     the residual stream's RMS per layer, into ``telemetry.jsonl`` (``telemetry.py``); 0 = off.

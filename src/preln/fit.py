@@ -19,9 +19,10 @@ from tqdm import tqdm
 from .config import RunConfig
 from .data.datasets import read_pairs
 from .evaluate import classification_scores, translate
+from .loggers import check as check_loggers
+from .loggers import open_loggers
 from .process import Interrupts
 from .scores import bleu
-from .tblog import TensorBoard
 from .trainer import Diverged, Step, Trainer
 
 
@@ -54,6 +55,7 @@ def train(cfg: RunConfig, out: str | Path, allow_data_change: bool = False) -> d
     """Train ``cfg`` into run folder ``out`` (resuming if it holds a checkpoint; on a corpus that
     changed since only with ``allow_data_change``); returns the final status:
     {"status": "completed", "valid_loss", ...} or {"status": "diverged", "reason"}."""
+    check_loggers(cfg)  # a missing tracker package before the run folder is touched
     with Trainer(cfg, Path(out), allow_data_change) as trainer:
         return fit(trainer)
 
@@ -79,6 +81,7 @@ def fit(t: Trainer) -> dict:
             return ended
         res = loop.validate_and_log(with_bleu=True)
         res.update(test_scores(t))
+        loop.ended = ("completed", res)
     finally:
         loop.close()
     t.save()
@@ -100,7 +103,7 @@ def final_scores(res: dict) -> str:
 
 class _Loop:
     """One ``fit``: the trainer, its progress bar, and where the logs go (the run folder's JSON
-    lines, and TensorBoard when ``train.tensorboard``)."""
+    lines, and the trackers of ``train.loggers``)."""
 
     def __init__(self, t: Trainer) -> None:
         c = t.cfg
@@ -116,19 +119,20 @@ class _Loop:
             dynamic_ncols=True,
             mininterval=0.5,
         )
-        self.tb = TensorBoard(t.folder.path, t.state.update) if c.train.tensorboard and t.dist.main else None
+        self.loggers = open_loggers(c, t.folder.path, t.state.update) if t.dist.main else []
+        self.ended: tuple[str, dict] = ("interrupted", {})  # what the trackers are told at close()
 
     def close(self) -> None:
         self.t.prefetch.close()
         self.bar.close()
-        if self.tb is not None:
-            self.tb.close()
+        for logger in self.loggers:
+            logger.finish(*self.ended)
 
     def record(self, rec: dict, log: str = "metrics") -> None:
-        """One line of ``<log>.jsonl`` (and its numbers in TensorBoard, under the line's kind)."""
+        """One line of ``<log>.jsonl`` (and its numbers in each tracker, under the line's kind)."""
         self.t.folder.write_metrics(rec, f"{log}.jsonl")
-        if self.tb is not None:
-            self.tb.scalars(rec.get("kind", log), rec, rec["update"])
+        for logger in self.loggers:
+            logger.log(rec.get("kind", log), rec, rec["update"])
 
     def train(self) -> dict | None:
         """The loop with its endings: None when it ran to the end, else the final result."""
@@ -143,6 +147,7 @@ class _Loop:
             self.record({"kind": "diverged", "update": e.update, "epoch": t.state.epoch})
             t.state.update = e.update  # the status names the update where it happened
             t.write_status("diverged", reason=str(e))
+            self.ended = ("diverged", {"update": e.update})
             return {"status": "diverged", "reason": str(e)}
         except StopRequested:
             t.save()

@@ -35,12 +35,18 @@ RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
 # --max-update too); the change is recorded in history.jsonl. Anything else changes what was computed.
 RESUME_MAY_EXTEND = {"train.max_updates", "train.max_epochs", "train.log_every", "train.valid_every"}
 RESUME_MAY_EXTEND |= {"train.save_every", "train.keep_last", "train.valid_bleu", "train.telemetry_every"}
-RESUME_MAY_EXTEND |= {"train.tensorboard"}
+RESUME_MAY_EXTEND |= {"train.tensorboard", "train.loggers"}
 # What a run folder may hold besides its own files: logs of `preln reproduce`, evaluation outputs,
 # analysis warm-up runs. Anything else means --out points at someone's folder, not a run's.
 RUN_FILES = ("config.toml", "spm.model", "status.json", "checkpoints", ".lock", ".status.json.tmp", "bleu.json")
 RUN_FILES += ("admin_profile.json", "history.jsonl", "tensorboard", "init_from.json", "scores.json", "data.json")
-RUN_FILES += ("claims.json", "evaluations")  # `preln report RUN` writes it (and report.*, *.png) beside the run's files
+RUN_FILES += (
+    "claims.json",
+    "evaluations",
+    "wandb",
+    "mlruns",
+    "mlflow_run_id",
+)  # the trackers' (loggers.py)  # `preln report RUN` writes it (and report.*, *.png) beside the run's files
 RUN_PATTERNS = ("metrics*.jsonl", "telemetry*.jsonl", "*.png", "report.*", "*.log", "hyp.*", "warmup-post-seed*")
 RUN_PATTERNS += ("tensorboard.*",)
 RUN_PATTERNS += (".*.tmp",)
