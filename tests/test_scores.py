@@ -44,6 +44,9 @@ def test_the_paired_test_tells_a_worse_system_from_a_copy():
     assert "p_value" not in bleu["noisy"] and bleu["copy"]["p_value"] == 1.0  # no difference: never significant
     assert bleu["worse"]["p_value"] < 0.01 and bleu["worse"]["score"] < bleu["noisy"]["score"]
     assert res == paired_test({"noisy": noisy, "copy": list(noisy), "worse": worse}, refs, trials=300)
+    boot = paired_test({"noisy": noisy, "copy": list(noisy), "worse": worse}, refs, trials=300, method="bootstrap")
+    assert boot["BLEU"]["systems"]["copy"]["p_value"] == 1.0 and boot["BLEU"]["systems"]["worse"]["p_value"] < 0.01
+    assert "bs:300" in boot["BLEU"]["signature"] and "ar:300" in res["BLEU"]["signature"]
     with pytest.raises(ValueError, match="one hypothesis per reference"):
         paired_test({"a": noisy, "b": worse[:-1]}, refs)
 

@@ -377,6 +377,12 @@ def _add_compare(sub) -> None:
         metavar="N",
         help="randomization trials and bootstrap resamples (default 1000)",
     )
+    p.add_argument(
+        "--method",
+        choices=["randomization", "bootstrap"],
+        default="randomization",
+        help="the p-value's test: paired approximate randomization (default; calibrated) or paired bootstrap",
+    )
     p.add_argument("--json", metavar="FILE", help="also write the result as JSON")
     p.set_defaults(func=commands.cmd_compare)
 

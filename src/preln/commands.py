@@ -153,8 +153,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     from .evaluate import compare_runs
 
-    res = compare_runs([Path(r) for r in args.runs], args.split, args.setting, args.trials)
-    print(f"{res['split']}: {res['sentences']} sentences, paired approximate randomization, baseline {args.runs[0]}")
+    res = compare_runs([Path(r) for r in args.runs], args.split, args.setting, args.trials, args.method)
+    test = "approximate randomization" if args.method == "randomization" else "bootstrap resampling"
+    print(f"{res['split']}: {res['sentences']} sentences, paired {test}, baseline {args.runs[0]}")
     for metric in ("BLEU", "chrF"):
         m = res[metric]
         print(f"{metric} ({m['signature']})")

@@ -277,7 +277,9 @@ def _keep(run: Path, key: str, result: dict, lang: str) -> None:
     atomic.write_text(folder / "bleu.json", json.dumps(merged, indent=1) + "\n")
 
 
-def compare_runs(runs: list[Path], split: str = "test", setting: str = "", trials: int = 1000) -> dict:
+def compare_runs(
+    runs: list[Path], split: str = "test", setting: str = "", trials: int = 1000, method: str = "randomization"
+) -> dict:
     """A paired test (``scores.paired_test``) of BLEU and chrF between runs' hypotheses of one split: each
     run's last evaluation, or its kept ``setting`` (a name under ``RUN/evaluations/``). The runs
     must have translated the same sentences of the same corpus; the first is the baseline."""
@@ -300,7 +302,12 @@ def compare_runs(runs: list[Path], split: str = "test", setting: str = "", trial
         systems[run.name if run.name not in systems else str(run)] = hyps
     if len(conventions) > 1:
         raise ValueError("the runs score their text in different conventions (data.pretokenized differs)")
-    return {"split": split, "sentences": len(refs), **paired_test(systems, refs, conventions.pop(), trials)}
+    return {
+        "split": split,
+        "sentences": len(refs),
+        **paired_test(systems, refs, conventions.pop(), trials, method),
+        "method": method,
+    }
 
 
 def accuracy_f1(predictions: list[int], labels: list[int]) -> dict:
