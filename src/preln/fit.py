@@ -123,7 +123,6 @@ class _Loop:
         self.ended: tuple[str, dict] = ("interrupted", {})  # what the trackers are told at close()
 
     def close(self) -> None:
-        self.t.prefetch.close()
         self.bar.close()
         for logger in self.loggers:
             logger.finish(*self.ended)

@@ -54,10 +54,6 @@ class Step:
     grad_norm: Tensor
 
 
-class StopRequested(Exception):
-    """Ctrl-C or SIGTERM arrived; raised between updates so the checkpoint is consistent."""
-
-
 @dataclass
 class State:
     """What, besides weights and optimizer, a resumed run needs: the data-order position."""
@@ -134,6 +130,8 @@ class Trainer:
             raise
 
     def close(self) -> None:
+        if hasattr(self, "prefetch"):  # the thread building the next update's batches
+            self.prefetch.close()
         self.folder.unlock()
 
     def __enter__(self) -> Trainer:
