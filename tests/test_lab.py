@@ -441,7 +441,7 @@ def test_the_report_opens_with_the_verdict_a_summary_and_the_headline_study(tmp_
     )
     (tmp_path / "runs" / "a-other" / "study.json").write_text(json.dumps(meta))
     text = report.write_report(tmp_path / "runs")[0].read_text()
-    lead = "Of the 2 paper's claims checked here: 1 shown, 0 not shown, 1 undecided (1 too few seeds)."
+    lead = "Of the paper's 2 claims checked here: 1 shown, 0 not shown, 1 undecided (1 too few seeds)."
     assert text.split("## Summary\n\n")[1].startswith(lead)
     summary = text[text.index("## Summary") : text.index("## fake")]
     assert (

@@ -158,9 +158,10 @@ class Tally:
     def checked(self) -> int:
         return self.yes + self.no + self.undecided
 
-    def line(self, what: str) -> str:
+    def line(self, what: str, whose: str = "") -> str:
         """ "Of the paper's 9 claims checked here: 6 shown, 1 not shown, 2 undecided (...)"."""
-        head = f"Of the {self.checked} {what} checked here: {self.yes} shown, {self.no} not shown, "
+        head = f"Of the {whose + ' ' if whose else ''}{self.checked} {what} checked here: {self.yes} shown, "
+        head += f"{self.no} not shown, "
         why = "; ".join(f"{n} {r}" for r, n in self.reasons)
         return head + f"{self.undecided} undecided" + (f" ({why})" if why else "") + "."
 

@@ -248,9 +248,9 @@ def _lead(judged: list[Judged], analyses: list[dict]) -> str:
     preds = Tally(*(sum(a[k] for a in analyses) for k in ("yes", "no", "undecided")))
     out = []
     if decided.checked:
-        out.append(decided.line("paper's claims"))
+        out.append(decided.line("claims", "paper's"))
     if preds.checked:
-        out.append(preds.line("theory's predictions at initialization"))
+        out.append(preds.line("predictions at initialization", "theory's"))
     return " ".join(out)
 
 
