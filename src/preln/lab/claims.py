@@ -160,6 +160,9 @@ class Tally:
 
     def line(self, what: str, whose: str = "") -> str:
         """ "Of the paper's 9 claims checked here: 6 shown, 1 not shown, 2 undecided (...)"."""
+        if self.checked == 1:  # "the paper's 1 claim", "the 1 prediction at initialization"
+            first, _, rest = what.partition(" ")
+            what = first.removesuffix("s") + (f" {rest}" if rest else "")
         head = f"Of the {whose + ' ' if whose else ''}{self.checked} {what} checked here: {self.yes} shown, "
         head += f"{self.no} not shown, "
         why = "; ".join(f"{n} {r}" for r, n in self.reasons)
