@@ -13,18 +13,16 @@ import pytest
 
 from preln.cli import main
 
-from .conftest import ROOT
+from .conftest import ROOT, sentences
 
 TINY_MT = str(ROOT / "configs" / "tiny-translation.toml")
 TINY_MLM = str(ROOT / "configs" / "tiny-mlm.toml")
-WORDS = "the a house dog cat runs sees big small red green man woman child eats old new".split()
 DAMAGES = ("truncated", "emptied", "garbage", "removed")
 SETS = ["data.vocab_size=60", "train.progress=false", "train.threads=1"]
 
 
 def write_corpus(folder):
-    rng = random.Random(0)
-    lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) for _ in range(300)]
+    lines = sentences(300, 0)
     folder.mkdir()
     for split, part in (("train", lines[:240]), ("valid", lines[240:280]), ("test", lines[280:])):
         (folder / f"{split}.de").write_text("".join(s.upper() + "\n" for s in part))

@@ -10,7 +10,7 @@ from preln import config
 from preln.cli import main
 from preln.fit import train
 
-from .conftest import ROOT, require_data
+from .conftest import ROOT, one_error, require_data
 
 TINY_MT = ROOT / "configs" / "tiny-translation.toml"
 TINY_MLM = ROOT / "configs" / "tiny-mlm.toml"
@@ -26,14 +26,6 @@ def runs(tmp_path_factory):
     train(config.load(TINY_MLM, ["train.max_updates=4", "train.progress=false"]), root / "mlm")
     train(config.load(TINY_MT, ["train.max_updates=4", *QUIET]), root / "mt")
     return root
-
-
-def one_error(capsys, *fragments: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) >= 1 and err[-1].startswith("preln: error: "), err
-    for f in fragments:
-        assert f in err[-1], (f, err[-1])
-    return err[-1]
 
 
 def test_finetuning_with_no_room_for_a_pair_is_one_line(runs, tmp_path, capsys):

@@ -10,13 +10,7 @@ import pytest
 from preln.cli import main
 from preln.locks import folder_lock, hold_lock, release_lock
 
-
-def one_error(capsys, *fragments: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("preln: error: "), err
-    for f in fragments:
-        assert f in err[-1], (f, err[-1])
-    return err[-1]
+from .conftest import one_error
 
 
 def holder(folder):

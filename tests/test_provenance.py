@@ -4,23 +4,16 @@ allowed with --allow-data-change and recorded."""
 
 import hashlib
 import json
-import random
 import shutil
 
 import pytest
 
 from preln.cli import main
 
-from .conftest import ROOT
+from .conftest import ROOT, one_error, sentences
 
 TINY_MT = str(ROOT / "configs" / "tiny-translation.toml")
 TINY_MLM = str(ROOT / "configs" / "tiny-mlm.toml")
-WORDS = "the a house dog cat runs sees big small red green man woman child eats old new".split()
-
-
-def sentences(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) for _ in range(n)]
 
 
 @pytest.fixture
@@ -29,7 +22,7 @@ def corpus(tmp_path):
     folder = tmp_path / "corpus"
     folder.mkdir()
     for split, n in (("train", 300), ("valid", 30), ("test", 20)):
-        src = sentences(n, hash(split) % 1000)
+        src = sentences(n, {"train": 1, "valid": 2, "test": 3}[split])
         (folder / f"{split}.de").write_text("".join(s.upper() + "\n" for s in src))
         (folder / f"{split}.en").write_text("".join(s + "\n" for s in src))
     return folder
@@ -39,14 +32,6 @@ def mt_args(corpus, out, updates=4):
     sets = ["data.corpus='parallel'", f"data.path='{corpus}'", "data.vocab_size=60", f"train.max_updates={updates}"]
     sets += ["train.progress=false", "train.valid_bleu=false", "train.save_every=2"]
     return ["train", TINY_MT, "--out", str(out), *[x for s in sets for x in ("--set", s)]]
-
-
-def one_error(capsys, *fragments: str) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err and err[-1].startswith("preln: error: "), err
-    for f in fragments:
-        assert f in err[-1], (f, err[-1])
-    return err[-1]
 
 
 def sha(path) -> str:

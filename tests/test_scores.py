@@ -10,19 +10,14 @@ import sacrebleu
 from preln.cli import main
 from preln.scores import paired_test, translation_scores
 
-from .conftest import ROOT
+from .conftest import ROOT, WORDS, sentences
 
+SEED = {"train": 1, "valid": 2, "test": 3}  # a fixed corpus: str hashes vary between processes
 TINY_MT = str(ROOT / "configs" / "tiny-translation.toml")
-WORDS = "the a house dog cat runs sees big small red green man woman child eats old new".split()
-
-
-def sentences(n: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    return [" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 9))) + " ." for _ in range(n)]
 
 
 def test_scores_agree_with_sacrebleu_and_with_their_definitions():
-    refs = sentences(50, 1)
+    refs = sentences(50, 1, " .")
     same = translation_scores(refs, refs, "en")
     assert (same["sacrebleu"], same["chrf"], same["ter"], same["bp"], same["length_ratio"]) == (100, 100, 0, 1, 1)
     short = [" ".join(r.split()[: max(1, len(r.split()) // 2)]) for r in refs]
@@ -35,7 +30,7 @@ def test_scores_agree_with_sacrebleu_and_with_their_definitions():
 
 
 def test_the_paired_test_tells_a_worse_system_from_a_copy():
-    refs = sentences(200, 2)
+    refs = sentences(200, 2, " .")
     rng = random.Random(3)
     noisy = [" ".join(w if rng.random() < 0.8 else "x" for w in r.split()) for r in refs]
     worse = [" ".join(w if rng.random() < 0.5 else "x" for w in r.split()) for r in refs]
@@ -58,7 +53,7 @@ def two_runs(tmp_path_factory):
     corpus = root / "corpus"
     corpus.mkdir()
     for split, n in (("train", 300), ("valid", 30), ("test", 40)):
-        src = sentences(n, hash(split) % 1000)
+        src = sentences(n, SEED[split], " .")
         (corpus / f"{split}.de").write_text("".join(s.upper() + "\n" for s in src))
         (corpus / f"{split}.en").write_text("".join(s + "\n" for s in src))
     for norm in ("pre", "post"):
