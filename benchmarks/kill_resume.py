@@ -53,6 +53,11 @@ def losses(out: Path) -> list[tuple[int, float]]:
     return [(r["update"], r["loss"]) for r in jsonl(out / "metrics.jsonl") if r.get("kind") == "train"]
 
 
+def last_logged(run: Path) -> str:
+    done = losses(run)
+    return f"after update {done[-1][0] if done else 0:3d}"
+
+
 def digests(folder: Path) -> dict[str, str]:
     files = sorted(p for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else []
     return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
@@ -102,8 +107,7 @@ class Train(Case):
         return losses(folder / "run"), jsonl(folder / "run" / "telemetry.jsonl")
 
     def progress(self, folder: Path) -> str:
-        done = losses(folder / "run")
-        return f"after update {done[-1][0] if done else 0:3d}"
+        return last_logged(folder / "run")
 
 
 class Finetune(Case):
@@ -119,8 +123,7 @@ class Finetune(Case):
         return losses(folder / "ft"), json.loads(scores.read_text()) if scores.is_file() else None
 
     def progress(self, folder: Path) -> str:
-        done = losses(folder / "ft")
-        return f"after update {done[-1][0] if done else 0:3d}"
+        return last_logged(folder / "ft")
 
 
 class Evaluate(Case):

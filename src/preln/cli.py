@@ -52,6 +52,11 @@ def _decode_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _allow_data_change(p: argparse.ArgumentParser, verb: str) -> None:
+    help = f"{verb} on corpus files that differ from the run's data.json (recorded in its history.jsonl)"
+    p.add_argument("--allow-data-change", action="store_true", help=help)
+
+
 def _config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="run config (TOML), e.g. configs/cpu-multi30k-pre.toml")
     p.add_argument(
@@ -105,11 +110,7 @@ def _add_train(sub) -> None:
     )
     _config_args(p)
     p.add_argument("--out", metavar="DIR", help="run folder (default runs/<config name>)")
-    p.add_argument(
-        "--allow-data-change",
-        action="store_true",
-        help="resume on corpus files that differ from the run's data.json (recorded in its history.jsonl)",
-    )
+    _allow_data_change(p, "resume")
     p.set_defaults(func=commands.cmd_train)
 
 
@@ -135,11 +136,7 @@ def _add_finetune(sub) -> None:
         "--random-init", action="store_true", help="the control: its vocabulary and architecture, not its weights"
     )
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", help="override (repeatable)")
-    p.add_argument(
-        "--allow-data-change",
-        action="store_true",
-        help="resume on corpus files that differ from the run's data.json (recorded in its history.jsonl)",
-    )
+    _allow_data_change(p, "resume")
     p.set_defaults(func=commands.cmd_finetune)
 
 
@@ -345,11 +342,7 @@ def _add_evaluate(sub) -> None:
     _decode_args(p)
     p.add_argument("--splits", default="valid,test", help="comma-separated (default valid,test)")
     p.add_argument("--limit", type=int, default=0, metavar="N", help="only the first N sentences of each split")
-    p.add_argument(
-        "--allow-data-change",
-        action="store_true",
-        help="score on corpus files that differ from the run's data.json (recorded in its history.jsonl)",
-    )
+    _allow_data_change(p, "score")
     p.set_defaults(func=commands.cmd_evaluate)
 
 

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 
 from .config import RunConfig
-from .data.batching import encode_pair, pad
-from .data.tokenizer import BOS, EOS, MASK, PAD, Tokenizer
+from .data.batching import encode_pair
+from .data.datasets import pair_tensors
+from .data.tokenizer import BOS, EOS, MASK, Tokenizer
 
 
 @dataclass(frozen=True)
@@ -83,10 +84,7 @@ def classify(model: nn.Module, tok: Tokenizer, cfg: RunConfig, pairs: list[tuple
     for start in range(0, len(pairs), 64):
         chunk = pairs[start : start + 64]
         a, b = tok.encode([p[0] for p in chunk]), tok.encode([p[1] for p in chunk])
-        encoded = [encode_pair(x, y, cfg.data.max_len) for x, y in zip(a, b)]
-        ids = pad([e[0] for e in encoded], PAD)  # (B, T)
-        first = torch.tensor([e[1] for e in encoded])  # (B,)
-        segments = (torch.arange(ids.shape[1])[None, :] >= first[:, None]).long()  # (B, T)
+        ids, segments = pair_tensors([encode_pair(x, y, cfg.data.max_len) for x, y in zip(a, b)])
         probs = model(ids, segments=segments, classify=True).float().softmax(-1)  # (B, C)
         for row in probs.tolist():
             out.append(Prediction(labels[max(range(len(row)), key=row.__getitem__)], dict(zip(labels, row))))

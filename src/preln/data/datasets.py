@@ -155,14 +155,20 @@ class PairData(_Data):
         return (len(example[0]),)
 
     def collate(self, examples: list, seed: int) -> Batch:
-        ids = pad([e[0] for e in examples], PAD, self.pad_multiple)  # (B, T)
-        first = torch.tensor([e[1] for e in examples])  # (B,)
-        segments = (torch.arange(ids.shape[1])[None, :] >= first[:, None]).long()  # (B, T): 0 = A, 1 = B
+        ids, segments = pair_tensors([e[:2] for e in examples], self.pad_multiple)
         labels = torch.tensor([e[2] for e in examples])  # (B,)
         return Batch({"ids": ids, "segments": segments, "labels": labels}, len(examples))
 
     def ntokens(self, split: str, epoch: int, k: int) -> int:
         return len(self.batch_indices(split, epoch, k))  # one per example
+
+
+def pair_tensors(encoded: list[tuple[list[int], int]], pad_multiple: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Padded ids (B, T) and segment ids (B, T: 0 for ``<cls> A <sep>``, 1 after) of pairs encoded
+    by ``batching.encode_pair`` as (ids, length of segment A)."""
+    ids = pad([e[0] for e in encoded], PAD, pad_multiple)  # (B, T)
+    first = torch.tensor([e[1] for e in encoded])  # (B,)
+    return ids, (torch.arange(ids.shape[1])[None, :] >= first[:, None]).long()
 
 
 def pair_file(cfg: RunConfig, split: str) -> Path:

@@ -11,13 +11,13 @@ the data the run went on with). Names are relative to the corpus, so a corpus mo
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..config import RunConfig
 from .corpus import CorpusError, display_path, resolve_path
+from .prepare import sha256
 
 TRAINING_SPLITS = ("train", "valid")
 
@@ -53,15 +53,10 @@ class DataRecord:
 
 
 def file_digest(path: Path) -> FileDigest:
-    h, n = hashlib.sha256(), 0
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-                n += len(chunk)
+        return FileDigest(path.stat().st_size, sha256(path))
     except OSError as e:
         raise CorpusError(f"cannot read {path}: {e.strerror or type(e).__name__}") from None
-    return FileDigest(n, h.hexdigest())
 
 
 def _name(path: Path, corpus: Path) -> str:
