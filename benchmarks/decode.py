@@ -33,7 +33,7 @@ from preln.data.batching import pad, token_batches
 from preln.data.datasets import read_pairs
 from preln.data.tokenizer import EOS, PAD
 from preln.decode import beam_search, greedy
-from preln.evaluate import load_run
+from preln.inference import load_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,9 @@
 import subprocess
 import sys
 
+import pytest
+
+from preln import errors
 from preln.cli import main
 
 from .conftest import ROOT
@@ -56,6 +59,40 @@ def test_a_bug_is_one_line_with_the_traceback_kept(tmp_path, capsys, monkeypatch
     assert err.count("\n") == 1 and "internal error: KeyError" in err and "Traceback" not in err
     logs = list((tmp_path / "cache").glob("crash-*.log"))
     assert len(logs) == 1 and "KeyError: 'surprise'" in logs[0].read_text()
+
+
+@pytest.mark.parametrize(
+    "error, code",
+    [
+        (ValueError("a bug that raises ValueError"), 3),
+        (TypeError("a bug"), 3),
+        (errors.ConfigError("model.d_model: must be > 0"), 2),
+        (errors.CorpusError("x.de: line 3 is not valid UTF-8"), 2),
+        (errors.RunFolderError("runs/a: every checkpoint is damaged"), 2),
+        (errors.UsageError("--beam must be >= 1, got 0"), 2),
+        (FileNotFoundError("no runs folder x"), 2),
+    ],
+)
+def test_errors_by_kind(error, code, tmp_path, capsys, monkeypatch):
+    """A user's error (the ``PrelnError`` kinds, ``OSError``) is one line and exit 2, no crash
+    log; any other exception, ``ValueError`` included, is a bug: exit 3 and a crash log."""
+    from preln import commands
+
+    def failing(args):
+        raise error
+
+    monkeypatch.setattr(commands, "cmd_config", failing)
+    monkeypatch.setenv("PRELN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("PRELN_DEBUG", raising=False)
+    assert main(["config", "configs/tiny-translation.toml"]) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(error) in err
+    assert len(list((tmp_path / "cache").glob("crash-*.log"))) == (code == 3)
+
+
+def test_user_errors_are_still_value_errors_for_api_callers():
+    for kind in (errors.ConfigError, errors.CorpusError, errors.RunFolderError, errors.UsageError):
+        assert issubclass(kind, errors.PrelnError) and issubclass(kind, ValueError)
 
 
 def test_help_and_config_do_not_load_torch():

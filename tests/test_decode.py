@@ -210,7 +210,8 @@ def test_translate_streams_stdin_as_lines_arrive(tmp_path):
 
 
 def test_translate_warns_when_it_cuts_a_long_input(capsys):
-    from preln.evaluate import translate
+    from preln.decoding import Decoding
+    from preln.inference import translate
 
     class Tok:
         def encode(self, lines):
@@ -223,7 +224,7 @@ def test_translate_warns_when_it_cuts_a_long_input(capsys):
     c = ModelConfig(
         d_model=16, n_heads=2, d_ffn=32, encoder_layers=1, decoder_layers=1, vocab_size=30, max_positions=16
     )
-    assert translate(Seq2Seq(c).eval(), Tok(), ["a long line", "another"], beam=1, max_len_b=3) == ["x", "x"]
+    assert translate(Seq2Seq(c).eval(), Tok(), ["a long line", "another"], Decoding(beam=1, max_len_b=3)) == ["x", "x"]
     assert "2 input line(s) longer than 14 tokens (model.max_positions) are cut" in capsys.readouterr().err
 
 

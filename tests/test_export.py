@@ -7,8 +7,8 @@ import torch
 from preln import config
 from preln.cli import main
 from preln.config import ModelConfig
-from preln.evaluate import load_run
 from preln.fit import train
+from preln.inference import load_run
 from preln.model import MaskedLM
 
 from .conftest import ROOT, require_data

@@ -17,10 +17,10 @@ from preln.data import load_data
 from preln.data.batching import encode_pair
 from preln.data.corpus import CorpusError, read_pair_tsv
 from preln.data.tokenizer import Tokenizer
-from preln.evaluate import accuracy_f1
 from preln.finetune import finetune_config
 from preln.fit import train
 from preln.lab import studies
+from preln.scores import accuracy_f1
 from preln.trainer import Trainer
 
 from .conftest import ROOT, require_data
@@ -271,7 +271,7 @@ def test_fig5_expands_finetuning_and_control_steps():
     assert steps["pre-nowarmup-s1"] == steps["pre-nowarmup-s2"] == ("train", *ft, *control)
     assert steps["post-warmup-s1"] == steps["post-warmup-s2"] == ("train", *ft)
     job = next(j for j in study.jobs if j.folder == "pre-nowarmup-s1")
-    cmd = studies.command("control:containment", job, ROOT / "x" / "pre-nowarmup-s1", 1, ())
+    cmd = studies.command("control:containment", job, ROOT / "x" / "pre-nowarmup-s1", studies.Evaluation())
     assert cmd[:6] == [
         "finetune",
         str(ROOT / "x" / "pre-nowarmup-s1"),

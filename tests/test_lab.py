@@ -351,7 +351,8 @@ def test_claims_compare_the_papers_bleu_in_its_convention_and_say_where_the_corp
 def test_a_partial_or_differently_decoded_evaluation_does_not_pass_for_the_studys(tmp_path):
     run = tmp_path / "r"
     _fake_run(run, [(50, 5.0)])
-    expect = studies.decode_settings(5, ("--max-len-a", "1.2", "--max-len-b", "10"))
+    evaluation = studies.Evaluation.from_flags(["--max-len-a", "1.2", "--max-len-b", "10"], "fig4.toml")
+    expect = evaluation.with_beam(5).expected()
     assert expect == {"beam": 5, "lenpen": 1.0, "max_len_a": 1.2, "max_len_b": 10, "limit": 0}
     assert studies.needed("evaluate", run, expect)  # the fake bleu.json records no settings
     done = {**expect, "splits": {"test": {"tok_lc": 1.0}}}
@@ -360,6 +361,23 @@ def test_a_partial_or_differently_decoded_evaluation_does_not_pass_for_the_study
     for changed in ({"limit": 3}, {"beam": 1}, {"splits": {"valid": {}}}):
         (run / "bleu.json").write_text(json.dumps({**done, **changed}))
         assert studies.needed("evaluate", run, expect), changed
+
+
+@pytest.mark.parametrize(
+    "flags", [["--beam", "3"], ["--max-len-b"], ["--max-len-b", "ten"], ["--max-len-b", "0"], ["--lenpen", "nan"]]
+)
+def test_a_study_files_bad_evaluate_flags_are_config_errors(flags):
+    with pytest.raises(ConfigError, match="fig4.toml.*evaluate"):
+        studies.Evaluation.from_flags(flags, "fig4.toml: [preset.quick]")
+
+
+def test_a_study_evaluation_round_trips_through_study_json():
+    e = studies.Evaluation.from_flags(["--max-len-a", "1.2", "--max-len-b", "10", "--limit", "100"], "x")
+    assert studies.evaluation_of({"evaluate": e.to_dict()}) == e
+    assert studies.evaluation_of({"decode": ["--max-len-a", "1.2", "--max-len-b", "10", "--limit", "100"]}) == e
+    assert e.with_beam(4).flags() == [
+        *("--beam", "4", "--lenpen", "1.0", "--max-len-a", "1.2", "--max-len-b", "10", "--limit", "100")
+    ]
 
 
 def test_evaluate_refuses_bad_flags_before_any_work(tmp_path, capsys):

@@ -11,8 +11,8 @@ import torch
 
 from preln import checkpoint, config
 from preln.cli import main
-from preln.evaluate import load_run
 from preln.fit import fit, train
+from preln.inference import load_run
 from preln.trainer import Trainer
 
 from .conftest import ROOT, require_data

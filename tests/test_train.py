@@ -6,8 +6,8 @@ import torch
 
 from preln import config
 from preln.data.batching import Prefetch
-from preln.evaluate import load_run
 from preln.fit import train
+from preln.inference import load_run
 
 from .conftest import ROOT, require_data
 

@@ -2,11 +2,11 @@
 
 The Python API (imported on first use, so that ``import preln`` and the CLI's ``--help`` stay fast)::
 
-    from preln import load_config, train, load_run, translate
+    from preln import Decoding, load_config, train, load_run, translate
     cfg = load_config("tiny-translation", ["train.max_updates=20"])   # a shipped preset, or a path
     train(cfg, "runs/demo")                                            # resumes if it holds a checkpoint
     cfg, model, tok = load_run("runs/demo")
-    print(translate(model, tok, ["ein hund läuft im park ."], beam=5))
+    print(translate(model, tok, ["ein hund läuft im park ."], Decoding(beam=5)))
 """
 
 __version__ = "0.2.0"
@@ -21,11 +21,12 @@ _API = {
     "Trainer": ("trainer", "Trainer"),
     "train": ("fit", "train"),
     "fit": ("fit", "fit"),
-    "load_run": ("evaluate", "load_run"),
-    "translate": ("evaluate", "translate"),
-    "translate_nbest": ("evaluate", "translate_nbest"),
+    "load_run": ("inference", "load_run"),
+    "Decoding": ("decoding", "Decoding"),
+    "translate": ("inference", "translate"),
+    "translate_nbest": ("inference", "translate_nbest"),
     "evaluate_run": ("evaluate", "evaluate_run"),
-    "bleu": ("evaluate", "bleu"),
+    "bleu": ("scores", "bleu"),
 }
 __all__ = ["__version__", *_API]
 

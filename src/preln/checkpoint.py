@@ -20,6 +20,7 @@ from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 
 from .data.prepare import sha256
+from .errors import RunFolderError, UsageError
 
 PREFIX = "update_"
 MANIFEST = "manifest.json"  # sizes and SHA-256 of the other files, checked before a checkpoint is used
@@ -155,7 +156,7 @@ def load_weights(path: Path, model: nn.Module) -> None:
     try:
         load_model(model, str(path / "model.safetensors"), strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{path}: checkpoint does not fit this model ({str(e).splitlines()[0]})") from None
+        raise RunFolderError(f"{path}: checkpoint does not fit this model ({str(e).splitlines()[0]})") from None
 
 
 def load(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
@@ -177,14 +178,14 @@ def check_vocabulary(path: Path, tokenizer_sha256: str, tokenizer_file: Path) ->
     SHA-256 is given (checkpoints that did not record one are accepted)."""
     recorded = json.loads((path / "trainer.json").read_text()).get("tokenizer_sha256")
     if recorded not in (None, tokenizer_sha256):
-        raise ValueError(f"{path}: checkpoint was trained with another vocabulary than {tokenizer_file}")
+        raise RunFolderError(f"{path}: checkpoint was trained with another vocabulary than {tokenizer_file}")
 
 
 def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
     """Element-wise mean of the model weights of several checkpoints (fairseq's
     average_checkpoints), accumulated in float64."""
     if not paths:
-        raise ValueError("no checkpoints to average")
+        raise UsageError("no checkpoints to average")
     total: dict[str, torch.Tensor] = {}
     for p in paths:
         for k, v in load_file(str(p / "model.safetensors")).items():

@@ -15,9 +15,10 @@ import sys
 from pathlib import Path
 
 from . import __version__, commands
-from .config import ConfigError, did_you_mean
-from .data.corpus import CorpusError
+from .config import did_you_mean
 from .decoding import LENPEN, MAX_LEN_A, MAX_LEN_B
+from .errors import PrelnError
+from .lab import DEFAULT_STUDIES
 from .process import Exit
 
 EPILOG = """Data: corpora are read from a path, never downloaded by `train`. data.path in the
@@ -189,8 +190,8 @@ def _add_reproduce(sub) -> None:
     )
     p.add_argument(
         "--studies",
-        default="fig3,fig5,fig4,lr-mlm,lr",
-        help="comma-separated study names (studies/NAME.toml) or paths (default fig3,fig5,fig4,lr-mlm,lr: longest "
+        default=DEFAULT_STUDIES,
+        help=f"comma-separated study names (studies/NAME.toml) or paths (default {DEFAULT_STUDIES}: longest "
         "jobs first; fig2 and placements are opt-in)",
     )
     p.add_argument(
@@ -396,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CorpusError, ValueError, OSError) as e:  # OSError: missing, unreadable, full disk
+    except (PrelnError, OSError) as e:  # OSError: missing, unreadable, full disk; any other error is a bug
         if os.environ.get("PRELN_DEBUG"):
             raise
         print(f"preln: error: {e}", file=sys.stderr)

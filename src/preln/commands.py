@@ -10,6 +10,7 @@ from pathlib import Path
 
 from . import config
 from .config import ConfigError
+from .errors import RunFolderError, UsageError
 from .process import Exit
 
 
@@ -57,40 +58,44 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from .evaluate import check_decoding, load_for_eval, translate, translate_nbest
+    from .inference import load_for_eval, translate, translate_nbest
     from .textio import read_lines, stdin_chunks
 
-    check_decoding(args.beam, args.lenpen, args.max_len_a, args.max_len_b)
-    if args.nbest and not 1 <= args.nbest <= args.beam:
-        raise ValueError(f"--nbest must be in 1..--beam ({args.beam}), got {args.nbest}")
+    decoding = _decoding(args, nbest=args.nbest or 1)
     _, model, tok, desc = load_for_eval(Path(args.run), args.average, args.checkpoint)
-    print(f"[preln] translating with the {desc}, beam {args.beam}", file=sys.stderr)
-    limits = {"lenpen": args.lenpen, "max_len_a": args.max_len_a, "max_len_b": args.max_len_b}
-    limits["precision"] = args.precision
+    print(f"[preln] translating with the {desc}, beam {decoding.beam}", file=sys.stderr)
     chunks = [read_lines(args.input)] if args.input else stdin_chunks()
     done = 0
     for lines in chunks:
         if not lines:
             continue
         if args.nbest:  # fairseq-interactive's H lines: input number, score, text
-            for i, hyps in enumerate(translate_nbest(model, tok, lines, args.beam, args.nbest, **limits), done + 1):
+            for i, hyps in enumerate(translate_nbest(model, tok, lines, decoding), done + 1):
                 print("\n".join(f"{i}\t{score:.4f}\t{text}" for text, score in hyps), flush=True)
         else:
-            print("\n".join(translate(model, tok, lines, args.beam, progress=len(lines) > 100, **limits)), flush=True)
+            print("\n".join(translate(model, tok, lines, decoding, progress=len(lines) > 100)), flush=True)
         done += len(lines)
     return Exit.OK
+
+
+def _decoding(args: argparse.Namespace, nbest: int = 1):
+    """The decoding options of ``translate`` / ``evaluate`` as one value (checked as it is made)."""
+    from .decoding import Decoding
+
+    limits = {"max_len_a": args.max_len_a, "max_len_b": args.max_len_b, "precision": args.precision}
+    return Decoding(beam=args.beam, lenpen=args.lenpen, nbest=nbest, **limits)
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
-    from .evaluate import load_run
+    from .inference import load_run
     from .predict import classify, fill_masks, pair_of
     from .textio import read_lines, stdin_chunks
 
     cfg, model, tok = load_run(Path(args.run), args.checkpoint)
     if cfg.model.task == "translation":
-        raise ValueError(f"{args.run} is a translation run: use preln translate")
+        raise RunFolderError(f"{args.run} is a translation run: use preln translate")
     chunks = [read_lines(args.input)] if args.input else stdin_chunks()
     done = 0
     for lines in chunks:
@@ -126,16 +131,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate_run
 
     res = evaluate_run(
-        args.run,
-        tuple(args.splits.split(",")),
-        args.beam,
-        args.lenpen,
-        args.average,
-        args.limit,
-        args.max_len_a,
-        args.max_len_b,
-        args.precision,
-        args.allow_data_change,
+        args.run, tuple(args.splits.split(",")), _decoding(args), args.average, args.limit, args.allow_data_change
     )
     for split, r in res["splits"].items():
         detok = f"sacreBLEU {r['sacrebleu']:.2f} ({r['sacrebleu_signature']}) | " if "sacrebleu" in r else ""
@@ -176,7 +172,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     default = {"iwslt14": "data/iwslt14-de-en", "wmt14": "data/wmt14-en-de"}.get(args.corpus, "data/multi30k")
     out = Path(args.out or default)
     if args.corpus == "wmt14" and args.workers < 1:
-        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+        raise UsageError(f"--workers must be >= 1, got {args.workers}")
     with folder_lock(out):  # one writer per corpus folder
         info = _prepare(args.corpus, Path(args.source) if args.source else None, out, args.workers)
     print(json.dumps(info, indent=1))
@@ -197,16 +193,22 @@ def _prepare(corpus: str, source: Path | None, out: Path, workers: int) -> dict:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from .lab import execute, reproduce
+    from .lab import Reproduce, execute, reproduce
 
-    gpus = [g.strip() for g in args.gpus.split(",")] if args.gpus else None
-    out = Path(args.out) if args.out else None
-    root = Path(args.root) if args.root else None
+    r = Reproduce(
+        args.preset,
+        args.studies,
+        Path(args.out) if args.out else None,
+        args.jobs,
+        tuple(g.strip() for g in args.gpus.split(",")) if args.gpus else (),
+        args.beam,
+        Path(args.root) if args.root else None,
+        args.jobs_per_gpu,
+        args.launcher,
+        tuple(key_values(args.slurm, "--slurm").items()),
+    )
     try:
-        params = key_values(args.slurm, "--slurm")
-        md, page = reproduce(
-            args.preset, args.studies, out, args.jobs, gpus, args.beam, root, args.jobs_per_gpu, args.launcher, params
-        )
+        md, page = reproduce(r)
     except execute.RunFailed as e:
         print(f"preln: error: {e}", file=sys.stderr)
         return Exit.GRID_FAILED

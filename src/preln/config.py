@@ -18,13 +18,11 @@ from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
+from .errors import ConfigError  # also preln.config.ConfigError, as before
+
 Placement = Literal["post", "pre", "sandwich", "deepnorm", "admin", "rezero", "mix"]
 NormType = Literal["layernorm", "rmsnorm"]
 Task = Literal["translation", "mlm", "classify"]
-
-
-class ConfigError(ValueError):
-    """A configuration problem, with the offending key path in the message."""
 
 
 @dataclass(frozen=True)

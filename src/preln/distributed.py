@@ -16,6 +16,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from .errors import RunFolderError
+
 
 @dataclass(frozen=True)
 class Dist:
@@ -163,7 +165,7 @@ def load_full_state(module: nn.Module, opt: torch.optim.Optimizer, model_state: 
     if not _is_fsdp(module):
         missing, unexpected = module.load_state_dict(model_state, strict=False)
         if set(missing) - aliases or unexpected:
-            raise ValueError(
+            raise RunFolderError(
                 f"checkpoint does not fit this model (missing {sorted(set(missing) - aliases)[:3]}, "
                 f"unexpected {unexpected[:3]})"
             )

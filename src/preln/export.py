@@ -37,7 +37,7 @@ from torch import nn
 from . import checkpoint
 from .config import ConfigError, ModelConfig
 from .data.tokenizer import BOS, EOS, PAD
-from .evaluate import load_run
+from .inference import load_run
 from .model import MaskedLM, Seq2Seq
 from .runs import RunFolder
 from .tokenizer_export import write_tokenizer

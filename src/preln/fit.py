@@ -18,7 +18,9 @@ from tqdm import tqdm
 
 from .config import RunConfig
 from .data.datasets import read_pairs
-from .evaluate import classification_scores, translate
+from .decoding import Decoding
+from .evaluate import classification_scores
+from .inference import translate
 from .loggers import check as check_loggers
 from .loggers import open_loggers
 from .process import Interrupts
@@ -303,7 +305,7 @@ def valid_bleu(t: Trainer) -> dict:
         # a monitoring signal: greedy, at most 1.2 * src + 10 tokens, so that an untrained model's
         # epoch end stays cheap; `preln evaluate` decodes as fairseq-generate does
         bf16 = "fp32" if t.cfg.train.precision == "fp32" else "bf16"  # decode as the run trains
-        hyps = translate(t.module.eval(), t.tok, src[:n], beam=1, max_len_a=1.2, max_len_b=10, precision=bf16)
+        hyps = translate(t.module.eval(), t.tok, src[:n], Decoding(beam=1, max_len_a=1.2, max_len_b=10, precision=bf16))
         scores = bleu(hyps, ref[:n], t.cfg.data.tgt_lang, t.cfg.data.pretokenized)
         res = {"valid_bleu_greedy_tok_lc": scores["tok_lc"]}
         if "sacrebleu" in scores:

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import ModelConfig, NormType, Placement
+from .errors import ConfigError, UsageError
 
 Cache = dict[str, Tensor]
 # Attention kernels on CUDA. cuDNN's is left out: with token-budget batches every batch has a new
@@ -285,7 +286,7 @@ class Embeddings(nn.Module):
     def forward(self, ids: Tensor, start: int = 0, segments: Tensor | None = None) -> Tensor:
         T = ids.shape[1]
         if start + T > self.max_positions:
-            raise ValueError(f"sequence of {start + T} tokens exceeds model.max_positions={self.max_positions}")
+            raise UsageError(f"sequence of {start + T} tokens exceeds model.max_positions={self.max_positions}")
         pos = torch.arange(start, start + T, device=ids.device)
         x = self.scale * self.tokens(ids)  # (B, T, d)
         x = x + (self.positions(pos) if self.positions is not None else self.table[pos].to(x.dtype))
@@ -333,7 +334,7 @@ def padding_mask(ids: Tensor, pad_id: int) -> Tensor:
 def token_embedding(c: ModelConfig, pad_id: int) -> nn.Embedding:
     """The one token table a model shares between its inputs and its output projection."""
     if c.vocab_size <= 0:
-        raise ValueError("model.vocab_size must be set (> 0) to build a model")
+        raise ConfigError("model.vocab_size must be set (> 0) to build a model")
     return nn.Embedding(c.vocab_size, c.d_model, padding_idx=pad_id)
 
 

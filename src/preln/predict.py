@@ -12,6 +12,7 @@ from .config import RunConfig
 from .data.batching import encode_pair
 from .data.datasets import pair_tensors
 from .data.tokenizer import BOS, EOS, MASK, Tokenizer
+from .errors import CorpusError, UsageError
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def mask_ids(tok: Tokenizer, text: str) -> list[int]:
 def fill_masks(model: nn.Module, tok: Tokenizer, texts: list[str], top_k: int = 5) -> list[Filled]:
     """The ``top_k`` fillers of every ``<mask>`` in each text (a text without one: no fillers)."""
     if top_k < 1:
-        raise ValueError(f"--top-k must be >= 1, got {top_k}")
+        raise UsageError(f"--top-k must be >= 1, got {top_k}")
     model.eval()
     out = []
     for text in texts:
@@ -95,5 +96,7 @@ def pair_of(line: str, n: int) -> tuple[str, str]:
     """A ``sentence 1 <TAB> sentence 2`` line of input ``n``; one line error otherwise."""
     parts = line.split("\t")
     if len(parts) != 2 or not all(p.strip() for p in parts):
-        raise ValueError(f"input line {n}: expected two non-empty sentences separated by a tab ({len(parts)} field(s))")
+        raise CorpusError(
+            f"input line {n}: expected two non-empty sentences separated by a tab ({len(parts)} field(s))"
+        )
     return parts[0].strip(), parts[1].strip()

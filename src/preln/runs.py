@@ -27,6 +27,7 @@ from . import atomic, checkpoint, config
 from .config import ConfigError, RunConfig
 from .data import provenance
 from .data.corpus import CorpusError, resolve_path
+from .errors import RunFolderError
 from .locks import hold_lock, release_lock
 from .schedules import fix_total
 
@@ -271,7 +272,7 @@ class RunFolder:
         try:
             return json.loads(p.read_text())
         except ValueError as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-            raise ValueError(f"{p}: not valid JSON ({e}); delete it and rerun to rebuild it") from None
+            raise RunFolderError(f"{p}: not valid JSON ({e}); delete it and rerun to rebuild it") from None
 
     def metrics(self, name: str = "metrics.jsonl") -> list[dict]:
         """The records of ``metrics.jsonl`` (or ``telemetry.jsonl``); a line still being written is

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from .config import ScheduleConfig
+from .errors import ConfigError
 
 Schedule = Callable[[int], float]
 
@@ -42,7 +43,7 @@ def inverse_sqrt(peak: float, warmup: int = 0, init: float = 0.0, timescale: int
     """
     tau = timescale or warmup
     if tau <= 0:
-        raise ValueError("inverse_sqrt needs timescale > 0 when warmup is 0")
+        raise ConfigError("inverse_sqrt needs timescale > 0 when warmup is 0")
     return _warmup(peak, warmup, init, lambda step: peak * math.sqrt(tau / max(step, tau)))
 
 
@@ -50,7 +51,7 @@ def linear(peak: float, total: int, warmup: int = 0, init: float = 0.0) -> Sched
     """BERT: after warm-up, decay linearly so that update ``total`` is the last nonzero one:
     ``peak * (total - step + 1) / (total - warmup)``; 0 after ``total``."""
     if total <= warmup:
-        raise ValueError(f"linear schedule: total ({total}) must exceed warmup ({warmup})")
+        raise ConfigError(f"linear schedule: total ({total}) must exceed warmup ({warmup})")
     return _warmup(peak, warmup, init, lambda step: peak * max(0, total - step + 1) / (total - warmup))
 
 
@@ -78,7 +79,7 @@ def from_config(s: ScheduleConfig, peak: float, max_updates: int = 0, updates_pe
     ``updates_per_epoch``: "x0.1 at epoch 8" decays from the first update of epoch 8."""
     if s.warmup_fraction > 0:
         if max_updates <= 0:
-            raise ValueError("schedule.warmup_fraction needs the run's number of updates")
+            raise ConfigError("schedule.warmup_fraction needs the run's number of updates")
         total = s.total or max_updates  # the share rounded, and at least one update after it
         s = replace(s, warmup=min(round(s.warmup_fraction * total), total - 1))
     if s.kind == "constant":
@@ -90,6 +91,6 @@ def from_config(s: ScheduleConfig, peak: float, max_updates: int = 0, updates_pe
     milestones = s.milestones
     if s.unit == "epoch":
         if updates_per_epoch <= 0:
-            raise ValueError("epoch milestones need the number of updates per epoch")
+            raise ConfigError("epoch milestones need the number of updates per epoch")
         milestones = tuple((m - 1) * updates_per_epoch for m in s.milestones)
     return step_decay(peak, milestones, s.gamma, s.warmup, s.warmup_init_lr)

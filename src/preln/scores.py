@@ -96,3 +96,16 @@ def paired_test(
                 rows[name]["p_value"] = 1.0 if systems[name] == baseline else round(float(r.p_value), 4)
         out[metric] = {"signature": str(signature), "systems": rows}
     return out
+
+
+def accuracy_f1(predictions: list[int], labels: list[int]) -> dict:
+    """Accuracy, and for two classes the F1 of class 1 (how MRPC is reported), in percent."""
+    if len(predictions) != len(labels) or not labels:
+        raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
+    out = {"accuracy": 100.0 * sum(p == y for p, y in zip(predictions, labels)) / len(labels), "n": len(labels)}
+    if set(labels) | set(predictions) <= {0, 1}:
+        tp = sum(p == y == 1 for p, y in zip(predictions, labels))
+        fp = sum(p == 1 and y == 0 for p, y in zip(predictions, labels))
+        fn = sum(p == 0 and y == 1 for p, y in zip(predictions, labels))
+        out["f1"] = 200.0 * tp / (2 * tp + fp + fn) if tp else 0.0
+    return out

@@ -8,6 +8,8 @@ import os
 import select
 from collections.abc import Iterator
 
+from .errors import CorpusError
+
 
 def decode_lines(raw_lines: list[bytes], where: str, first: int = 1) -> list[str]:
     out = []
@@ -15,7 +17,7 @@ def decode_lines(raw_lines: list[bytes], where: str, first: int = 1) -> list[str
         try:
             out.append(line.decode("utf-8").rstrip("\r"))
         except UnicodeDecodeError as e:
-            raise ValueError(f"{where}: line {n} is not valid UTF-8 ({e.reason})") from None
+            raise CorpusError(f"{where}: line {n} is not valid UTF-8 ({e.reason})") from None
     return out
 
 

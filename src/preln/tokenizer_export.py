@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .data.tokenizer import BOS, EOS
+from .errors import UsageError
 
 SPECIAL = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
 
@@ -28,7 +29,7 @@ def hf_tokenizer(spm_model: bytes):
     proto = sentencepiece_model_pb2.ModelProto()
     proto.ParseFromString(spm_model)
     if proto.trainer_spec.model_type != sentencepiece_model_pb2.TrainerSpec.BPE:
-        raise ValueError("only a SentencePiece BPE vocabulary (data.spm_model = 'bpe') is exported as a tokenizer")
+        raise UsageError("only a SentencePiece BPE vocabulary (data.spm_model = 'bpe') is exported as a tokenizer")
     vocab = {p.piece: i for i, p in enumerate(proto.pieces)}
     ranked = sorted(
         (vocab[piece], vocab[piece[:k]], vocab[piece[k:]], piece[:k], piece[k:])

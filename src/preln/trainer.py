@@ -28,6 +28,7 @@ from .data import Batch, load_data, provenance
 from .data.batching import Prefetch
 from .data.provenance import TRAINING_SPLITS
 from .data.tokenizer import PAD
+from .errors import RunFolderError
 from .losses import label_smoothed_nll
 from .model import admin_init, build_model
 from .optim import build_optimizer
@@ -197,7 +198,9 @@ class Trainer:
         if resume_from is not None:
             self._resume(resume_from)
         elif ckpts:
-            raise ValueError(f"{out}: every checkpoint is damaged; nothing to resume from (move them away to restart)")
+            raise RunFolderError(
+                f"{out}: every checkpoint is damaged; nothing to resume from (move them away to restart)"
+            )
 
     def _init_from(self, source: runs.Pretrained) -> None:
         """Fine-tuning: the encoder (and embeddings, MLM head) from the pretrained checkpoint; the

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..errors import ConfigError
 from .tokenizer import BOS, EOS
 
 
@@ -71,7 +72,7 @@ def token_batches(sizes: list[tuple[int, ...]], max_tokens: int, multiple: int =
     for i in order:
         n = max(sizes[i])
         if n > max_tokens:
-            raise ValueError(f"example {i} ({n} tokens on its longer side) exceeds max_tokens={max_tokens}")
+            raise ConfigError(f"example {i} ({n} tokens on its longer side) exceeds max_tokens={max_tokens}")
         if cur and (len(cur) + 1) * max(max(lens), n) > max_tokens:
             keep = max(multiple * (len(cur) // multiple), len(cur) % multiple)
             batches.append(cur[:keep])

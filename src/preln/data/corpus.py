@@ -11,11 +11,9 @@ import os
 import zlib
 from pathlib import Path
 
+from ..errors import CorpusError  # also preln.data.corpus.CorpusError, as before
+
 DEFAULT_DATA_ROOT = "../shared/data"
-
-
-class CorpusError(ValueError):
-    """A missing, unreadable or malformed corpus file."""
 
 
 def data_root() -> Path:

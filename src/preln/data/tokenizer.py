@@ -14,6 +14,8 @@ from pathlib import Path
 
 import sentencepiece as spm
 
+from ..errors import CorpusError
+
 PAD, UNK, BOS, EOS, MASK = 0, 1, 2, 3, 4
 
 
@@ -27,10 +29,10 @@ class Tokenizer:
             self.proto = self.path.read_bytes()
             self.sp = spm.SentencePieceProcessor(model_proto=self.proto)
         except (RuntimeError, OSError) as e:  # a damaged or missing file: sentencepiece's own error
-            raise ValueError(f"{self.path}: not a readable sentencepiece model ({str(e).splitlines()[0]})") from None
+            raise CorpusError(f"{self.path}: not a readable sentencepiece model ({str(e).splitlines()[0]})") from None
         self._sha256 = hashlib.sha256(self.proto).hexdigest()
         if self.sp.piece_to_id("<mask>") != MASK or self.sp.pad_id() != PAD:
-            raise ValueError(f"{self.path}: not a preln sentencepiece model (special ids differ)")
+            raise CorpusError(f"{self.path}: not a preln sentencepiece model (special ids differ)")
 
     def __len__(self) -> int:
         return self.sp.get_piece_size()
@@ -54,7 +56,7 @@ def train_or_load(texts: list[str], vocab_size: int, model_type: str, cache_dir:
     """Train a sentencepiece model on ``texts`` unless one for exactly these texts and settings
     is cached. Writes to a temporary name and renames, so concurrent runs never see half a file."""
     if not any(t.strip() for t in texts):
-        raise ValueError("no text to train the tokenizer on: the corpus's train split is empty")
+        raise CorpusError("no text to train the tokenizer on: the corpus's train split is empty")
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     h = hashlib.sha256(f"{vocab_size}|{model_type}|v1\n".encode())
     for t in texts:
@@ -71,11 +73,11 @@ def train_or_load(texts: list[str], vocab_size: int, model_type: str, cache_dir:
         except RuntimeError as e:  # sentencepiece reports problems as RuntimeError("INTERNAL: ...")
             first = str(e).splitlines()[0]
             if "character_coverage" in first or "Vocabulary size" in first:  # its hint names its own flags
-                raise ValueError(
+                raise CorpusError(
                     f"data.vocab_size={vocab_size} does not fit this text: change data.vocab_size "
                     f"(sentencepiece: {first.split('Increase')[0].strip()})"
                 ) from None
-            raise ValueError(f"sentencepiece training failed: {first}") from None
+            raise CorpusError(f"sentencepiece training failed: {first}") from None
         os.replace(f"{prefix}.model", target)
     return Tokenizer(target)
 

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 """Where the shipped ``studies/`` and ``configs/`` are: inside the package, so that an installed
 preln finds them from any directory (the checkout's top-level ``configs``, ``studies`` link here)."""
+DEFAULT_STUDIES = "fig3,fig5,fig4,lr-mlm,lr"
+"""``preln reproduce``'s studies unless told: the longest jobs first; fig2 and placements opt in."""
 
 
 def analyze(
@@ -51,44 +55,58 @@ def analyze(
     return [out / "analysis.json", *analysis_report.write_analysis_report(out)]
 
 
-def reproduce(
-    preset: str,
-    studies: str,
-    out: Path | None = None,
-    jobs: int = 1,
-    gpus: list[str] | None = None,
-    beam: int = 5,
-    root: Path | None = None,
-    jobs_per_gpu: int = 1,
-    launcher: str = "processes",
-    launcher_params: dict | None = None,
-) -> tuple[Path, Path]:
-    """``preln reproduce``: expand the studies (comma-separated names of shipped studies, or paths
-    of study files whose ``config`` paths are relative to ``root``) for ``preset``, run what is
-    not done into ``out``, write the report; returns (report.md, report.html). With ``gpus``, one
-    run per GPU at a time, or ``jobs_per_gpu`` (checked against the GPUs' free memory). Raises
-    ``execute.RunFailed`` when a run of the grid fails. ``launcher``: ``processes`` (here), or
-    ``slurm`` / ``local`` through submitit (``launch.py``)."""
+@dataclass(frozen=True)
+class Reproduce:
+    """What ``preln reproduce`` runs, and where and how."""
+
+    preset: str = "quick"
+    """The studies' preset: quick, long, smoke, paper."""
+    studies: str = DEFAULT_STUDIES
+    """Comma-separated names of shipped studies, or paths of study files (their ``config`` paths
+    relative to ``root``)."""
+    out: Path | None = None
+    """The runs folder (default ``runs/reproduce-<preset>``)."""
+    jobs: int = 1
+    """Processes at once, each with cores/jobs threads."""
+    gpus: tuple[str, ...] = ()
+    """GPU ids: one run per GPU at a time, or ``jobs_per_gpu`` (checked against free memory)."""
+    beam: int = 5
+    """Beam for test BLEU."""
+    root: Path | None = None
+    """Where ``studies/`` and ``configs/`` are (default the package's)."""
+    jobs_per_gpu: int = 1
+    launcher: Literal["processes", "slurm", "local"] = "processes"
+    """``processes``: here; ``slurm`` / ``local``: through submitit (``launch.py``)."""
+    launcher_params: tuple[tuple[str, object], ...] = ()
+    """submitit parameters, e.g. (("timeout_min", 600),)."""
+
+
+def reproduce(r: Reproduce) -> tuple[Path, Path]:
+    """``preln reproduce``: expand the studies for the preset, run what is not done into the runs
+    folder, write the report; returns (report.md, report.html). Raises ``execute.RunFailed`` when
+    a run of the grid fails."""
     from ..locks import hold_lock, release_lock
     from .launch import check
     from .studies import load_study
 
-    check(launcher, launcher_params)  # before anything is planned or written
-    root = root or ROOT
-    out = out or Path(f"runs/reproduce-{preset}")
-    paths = [root / "studies" / f"{n}.toml" if "/" not in n else Path(n) for n in studies.split(",")]
-    loaded = [load_study(p, preset, root) for p in paths]
+    params = dict(r.launcher_params)
+    check(r.launcher, params)  # before anything is planned or written
+    root = r.root or ROOT
+    out = r.out or Path(f"runs/reproduce-{r.preset}")
+    paths = [root / "studies" / f"{n}.toml" if "/" not in n else Path(n) for n in r.studies.split(",")]
+    loaded = [load_study(p, r.preset, root) for p in paths]
+    gpus = list(r.gpus) or None
     if gpus:
         from .. import config
         from .gpus import check_fit, check_gpus
 
         check_gpus(gpus)
-        cfgs = [config.load(r.config, list(r.overrides)) for s in loaded for r in s.runs]
-        check_fit(cfgs, gpus, jobs_per_gpu)
-        gpus = [g for g in gpus for _ in range(jobs_per_gpu)]  # a slot per run, several per GPU
+        cfgs = [config.load(run.config, list(run.overrides)) for s in loaded for run in s.runs]
+        check_fit(cfgs, gpus, r.jobs_per_gpu)
+        gpus = [g for g in gpus for _ in range(r.jobs_per_gpu)]  # a slot per run, several per GPU
     lock = hold_lock(out)  # one `reproduce` per runs folder (each run folder has its own lock too)
     try:
-        return _reproduce(preset, loaded, out, jobs, gpus, beam, root, (launcher, launcher_params))
+        return _reproduce(r.preset, loaded, out, r.jobs, gpus, r.beam, root, (r.launcher, params))
     finally:
         release_lock(lock)
 

@@ -18,6 +18,7 @@ from ..config import ModelConfig, Placement, RunConfig
 from ..data import Batch
 from ..data.batching import pad
 from ..data.tokenizer import BOS, EOS, PAD
+from ..errors import ConfigError
 from ..model import Stack, build_model
 from ..trainer import compute_loss
 from .stats import slope_interval
@@ -86,7 +87,7 @@ def preset(name: str) -> AnalysisConfig:
             width_max_tokens=4096,
             lemma_seeds=32,
         )
-    raise ValueError(f"unknown analysis preset {name!r} (cpu or paper)")
+    raise ConfigError(f"unknown analysis preset {name!r} (cpu or paper)")
 
 
 def with_overrides(a: AnalysisConfig, items: list[str], data_path: str | None = None) -> AnalysisConfig:

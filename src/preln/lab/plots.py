@@ -21,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from .. import config  # noqa: E402
+from ..errors import RunFolderError, UsageError
 from ..runs import RESUME_MAY_CHANGE, RunFolder  # noqa: E402
 
 VALID = {"valid_loss", "valid_nll", "valid_ppl", "valid_bleu_greedy", "valid_bleu_greedy_tok_lc", "valid_accuracy"}
@@ -57,16 +58,16 @@ def plot_runs(runs: list[Path], metric: str, x: str, out: Path) -> Path:
     """``metric`` (a key of metrics.jsonl's train or valid lines) against ``x`` (update, epoch or
     time in minutes since the run's first line), one line per run."""
     if metric not in VALID | TRAIN:
-        raise ValueError(f"--metric {metric!r}: one of {', '.join(sorted(VALID | TRAIN))}")
+        raise UsageError(f"--metric {metric!r}: one of {', '.join(sorted(VALID | TRAIN))}")
     if x not in ("update", "epoch", "time"):
-        raise ValueError(f"--x {x!r}: one of update, epoch, time")
+        raise UsageError(f"--x {x!r}: one of update, epoch, time")
     fig, ax = plt.subplots(figsize=(7, 4.5))
     kind = "valid" if metric in VALID else "train"
     for run, label in zip(runs, _labels(runs)):
         need = {metric, "time" if x == "time" else x}
         rows = [r for r in RunFolder(run, writer=False).metrics() if r.get("kind") == kind and need <= r.keys()]
         if not rows:
-            raise ValueError(f"{run}: no {kind} lines with {' and '.join(sorted(need))} in metrics.jsonl")
+            raise RunFolderError(f"{run}: no {kind} lines with {' and '.join(sorted(need))} in metrics.jsonl")
         t0 = rows[0].get("time", 0.0)
         xs = [(r.get("time", t0) - t0) / 60 if x == "time" else r[x] for r in rows]
         ax.plot(xs, [r[metric] for r in rows], marker="o" if kind == "valid" else None, ms=3, label=label)
@@ -121,7 +122,7 @@ def plot_telemetry(run: Path, out: Path) -> Path:
     ]
     grids = [_grid(rows, field, pick) for field, pick, _ in panels]
     if not all(names for _, names in grids):
-        raise ValueError(f"{run}: telemetry.jsonl names no layer preln measures (a file of another kind?)")
+        raise RunFolderError(f"{run}: telemetry.jsonl names no layer preln measures (a file of another kind?)")
     fig, axes = plt.subplots(1, 3, figsize=(17, 4.5))
     for ax, (_, _, title), (arr, names) in zip(axes, panels, grids):
         positive = arr[np.isfinite(arr) & (arr > 0)]

@@ -18,12 +18,12 @@ import itertools
 import json
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import atomic, config
 from ..config import ConfigError
-from ..decoding import LENPEN, MAX_LEN_A, MAX_LEN_B
+from ..decoding import FAIRSEQ, Decoding
 from ..finetune import TASKS as FINETUNE_TASKS
 from ..finetune import default_out
 from ..runs import RunFolder
@@ -93,6 +93,47 @@ class Claim:
 
 
 @dataclass(frozen=True)
+class Evaluation:
+    """A study's test-set evaluation as values: parsed once from the study file's flags."""
+
+    decoding: Decoding = FAIRSEQ
+    """Beam search's settings; the beam is ``reproduce --beam``'s (``with_beam``)."""
+    limit: int = 0
+    """Sentences of the test split scored (0 = all)."""
+
+    FLAGS = {"--lenpen": float, "--max-len-a": float, "--max-len-b": int, "--limit": int}
+
+    @classmethod
+    def from_flags(cls, flags: list | tuple, where: str) -> Evaluation:
+        """A study preset's ``evaluate = [...]``: pairs of --lenpen/--max-len-a/--max-len-b/--limit
+        and a value."""
+        flags = [str(x) for x in flags]
+        bad = ConfigError(f"{where} evaluate: pairs of {'/'.join(cls.FLAGS)} and a value, got {flags}")
+        if len(flags) % 2 or not set(flags[::2]) <= set(cls.FLAGS):
+            raise bad
+        try:
+            values = {f.lstrip("-").replace("-", "_"): cls.FLAGS[f](v) for f, v in zip(flags[::2], flags[1::2])}
+            limit = values.pop("limit", 0)
+            return cls(Decoding(**values), limit)
+        except ValueError as e:  # not a number, or out of range (UsageError)
+            raise ConfigError(f"{where} evaluate: {e}") from None
+
+    def with_beam(self, beam: int) -> Evaluation:
+        return replace(self, decoding=replace(self.decoding, beam=beam))
+
+    def expected(self) -> dict:
+        """What ``bleu.json`` must record for an evaluation to count as this one."""
+        return self.decoding.record() | {"limit": self.limit}
+
+    def flags(self) -> list[str]:
+        """The ``preln evaluate`` options of this evaluation."""
+        return self.decoding.flags() + (["--limit", str(self.limit)] if self.limit else [])
+
+    def to_dict(self) -> dict:
+        return {k: v for k, v in self.expected().items() if k != "beam"}
+
+
+@dataclass(frozen=True)
 class Study:
     name: str
     title: str
@@ -100,8 +141,8 @@ class Study:
     claims: tuple[Claim, ...] = field(default_factory=tuple)
     """The claims the report puts beside measured values (see studies/*.toml); a claim on a
     condition left out of the preset reports "not run"."""
-    decode: tuple[str, ...] = ()
-    """Extra ``preln evaluate`` flags of the preset (``evaluate = ["--max-len-b", "10"]``)."""
+    evaluation: Evaluation = field(default_factory=lambda: Evaluation())
+    """How its translation runs are scored (the preset's ``evaluate = ["--max-len-b", "10"]``)."""
     paper: tuple[str, str] = ("", "")
     """(the paper's setting in words, the paper's corpus name): the report says where ours differs."""
     reference: tuple[tuple[str, float], ...] = ()
@@ -287,18 +328,13 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
     for key in [*claimed, pre.get("control")]:
         if key is not None and key not in names and key != CONTROL and key not in curves:
             raise ConfigError(f"{p}: {key!r} is not a condition of this study (has {', '.join(names)})")
-    decode = tuple(str(x) for x in pre.get("evaluate", []))
-    allowed = {"--" + k.replace("_", "-") for k in decode_settings(1, ()) if k != "beam"}
-    if len(decode) % 2 or not set(decode[::2]) <= allowed:
-        raise ConfigError(
-            f"{p}: [preset.{preset}] evaluate: pairs of --lenpen/--max-len-a/--max-len-b/--limit and a value"
-        )
+    evaluation = Evaluation.from_flags(pre.get("evaluate", []), f"{p}: [preset.{preset}]")
     return Study(
         p.stem,
         raw.get("title", p.stem),
         jobs,
         claims=claims,
-        decode=decode,
+        evaluation=evaluation,
         paper=(raw.get("paper_setting", ""), raw.get("paper_corpus", "")),
         reference=tuple((str(k), float(v)) for k, v in raw.get("finetune_reference", {}).items()),
     )
@@ -430,13 +466,13 @@ def needed(step: str, folder: Path, expect: dict | None = None) -> bool:
     return not (same and "test" in done.get("splits", {}))
 
 
-def command(step: str, job: JobSpec, folder: Path, beam: int, decode: tuple[str, ...]) -> list[str]:
+def command(step: str, job: JobSpec, folder: Path, evaluation: Evaluation) -> list[str]:
     """The ``preln`` command line of one step of ``job``, run in ``folder``."""
     sets = [x for o in job.overrides for x in ("--set", o)]
     if step == "train":
         return ["train", job.config, "--out", str(folder), *sets]
     if step == "evaluate":
-        return ["evaluate", str(folder), "--splits", "test", "--beam", str(beam), *decode]
+        return ["evaluate", str(folder), "--splits", "test", *evaluation.flags()]
     if step == "analyze":
         return ["analyze", "--preset", job.analysis, "--out", str(folder), *sets]
     if step.startswith(("finetune:", "control:")):
@@ -455,15 +491,6 @@ def command(step: str, job: JobSpec, folder: Path, beam: int, decode: tuple[str,
     raise ValueError(f"unknown step {step!r}")  # a bug: STEPS and this function disagree
 
 
-def decode_settings(beam: int, flags: tuple[str, ...]) -> dict:
-    """What ``preln evaluate`` records in bleu.json for these flags (its defaults otherwise)."""
-    out = {"beam": beam, "lenpen": LENPEN, "max_len_a": MAX_LEN_A, "max_len_b": MAX_LEN_B, "limit": 0}
-    for flag, value in zip(flags[::2], flags[1::2]):
-        key = flag.lstrip("-").replace("-", "_")
-        out[key] = int(value) if key in ("limit", "max_len_b") else float(value)
-    return out
-
-
 def write_study_json(study: Study, sdir: Path) -> None:
     """What the report reads: the study as ``read_study_json`` gives it back."""
     jobs = [
@@ -472,7 +499,7 @@ def write_study_json(study: Study, sdir: Path) -> None:
         | ({"finetune": list(j.finetune)} if j.finetune else {})
         for j in study.jobs
     ]
-    meta = {"title": study.title, "claims": [c.to_dict() for c in study.claims], "decode": list(study.decode)}
+    meta = {"title": study.title, "claims": [c.to_dict() for c in study.claims], "evaluate": study.evaluation.to_dict()}
     meta |= {"paper_setting": study.paper[0], "paper_corpus": study.paper[1]}
     meta |= {"finetune_reference": dict(study.reference), "jobs": jobs}
     atomic.write_text(sdir / "study.json", json.dumps(meta, indent=1))
@@ -518,7 +545,7 @@ def study_from_json(name: str, meta: dict) -> Study:
         str(meta.get("title", name)),
         jobs,
         claims=tuple(claims),
-        decode=tuple(meta.get("decode", ())),
+        evaluation=evaluation_of(meta),
         paper=(meta.get("paper_setting", ""), meta.get("paper_corpus", "")),
         reference=tuple((str(k), float(v)) for k, v in meta.get("finetune_reference", {}).items()),
     )
@@ -546,12 +573,20 @@ def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
         sdir = out / study.name
         sdir.mkdir(parents=True, exist_ok=True)
         write_study_json(study, sdir)
-        expect = decode_settings(beam, study.decode)
+        evaluation = study.evaluation.with_beam(beam)
         for spec in study.jobs:
             folder = sdir / spec.folder if spec.folder else sdir
-            if not any(needed(step, folder, expect) for step in spec.steps):
+            if not any(needed(step, folder, evaluation.expected()) for step in spec.steps):
                 continue
-            steps = [(step, command(step, spec, folder, beam, study.decode)) for step in spec.steps]
+            steps = [(step, command(step, spec, folder, evaluation)) for step in spec.steps]
             name = f"{study.name}/{spec.folder}" if spec.folder else study.name
-            jobs.append(Job(name, folder, spec.size, steps, expect))
+            jobs.append(Job(name, folder, spec.size, steps, evaluation.expected()))
     return jobs
+
+
+def evaluation_of(meta: dict) -> Evaluation:
+    """A study.json's evaluation: a table since 0.3, a list of flags before."""
+    if isinstance(meta.get("evaluate"), dict):
+        e = dict(meta["evaluate"])
+        return Evaluation(Decoding(**{k: v for k, v in e.items() if k != "limit"}), int(e.get("limit", 0)))
+    return Evaluation.from_flags(meta.get("decode", []), "study.json")
