@@ -15,12 +15,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 TIME_KEYS = {"time", "wall", "elapsed", "seconds", "wps", "ups", "tokens_per_s", "updates_per_s", "sentences_per_s"}
 SKIP_SUFFIXES = {".html", ".md", ".png", ".lock", ".log", ".pid"}
+MACHINE_KEYS = {"tokenizer_sha256", "entry", "commit", "init_from", "config"}
+"""Values that name this machine's files rather than what was computed: the tokenizer file's
+hash (SentencePiece writes its temporary training path into the model), the cache entry named
+after it, the commit, absolute paths. The vocabulary itself is digested (pieces, scores)."""
 STUDIES = "fig2,fig3,fig4,fig5,lr,lr-mlm,placements"
 
 
@@ -32,6 +37,7 @@ def _clean(obj):
             for k, v in obj.items()
             if not any(t in k.lower() for t in TIME_KEYS)
             and k not in {"started", "finished", "host", "pid", "path", "run", "python", "torch", "command", "argv"}
+            and k not in MACHINE_KEYS
         }
     if isinstance(obj, list):
         return [_clean(v) for v in obj]
@@ -41,10 +47,18 @@ def _clean(obj):
 
 
 def _digest_file(p: Path) -> str | None:
-    if p.suffix in SKIP_SUFFIXES or p.name in {"status.json", "crash.txt", "env.json", "versions.json"}:
-        return None
+    if p.suffix in SKIP_SUFFIXES or p.name in {"status.json", "manifest.json", "env.json", ".lock", "digest.json"}:
+        return None  # manifest.json: hashes of the checkpoint's files, which are digested themselves
     h = hashlib.sha256()
-    if p.suffix == ".pt":
+    if p.name == "spm.model":
+        from sentencepiece import sentencepiece_model_pb2
+
+        proto = sentencepiece_model_pb2.ModelProto.FromString(p.read_bytes())
+        h.update(json.dumps([(x.piece, x.score, x.type) for x in proto.pieces]).encode())
+        h.update(proto.normalizer_spec.SerializeToString())
+    elif p.suffix == ".toml":
+        h.update(re.sub(rb'"/[^"]*"', b'"<path>"', p.read_bytes()))
+    elif p.suffix == ".pt":
         import torch
 
         state = torch.load(p, map_location="cpu", weights_only=False)
@@ -85,7 +99,8 @@ def digest(root: Path) -> dict[str, str]:
     return out
 
 
-def run(out: Path) -> None:
+def run(out: Path, parts: tuple[str, ...] = ()) -> None:
+    """``parts``: ("analysis",) runs only the analysis."""
     env = dict(os.environ)
     py = sys.executable
     subprocess.run(
@@ -93,7 +108,7 @@ def run(out: Path) -> None:
         check=True,
         env=env,
     )
-    small = ["d_model=64", "d_ffn=128", "layers=2", "seeds=1", "depths=[2,3]", "depth_seeds=2", "widths=[32,64]"]
+    small = ["d_model=64", "d_ffn=128", "layers=2", "seeds=1", "depths=[2,3,4]", "depth_seeds=2", "widths=[32,48,64]"]
     small += ["width_seeds=2", "lemma_d=64", "lemma_seeds=2", "warmup_updates=5"]
     analyze = [py, "-m", "preln", "analyze", "--placements", "post,pre,admin", "--out", str(out / "analysis")]
     analyze += [a for s in small for a in ("--set", s)]
@@ -103,7 +118,7 @@ def run(out: Path) -> None:
 def main() -> None:
     cmd, path = sys.argv[1], Path(sys.argv[2])
     if cmd == "run":
-        run(path)
+        run(path, tuple(sys.argv[3:]))
         (path / "digest.json").write_text(json.dumps(digest(path), indent=1))
     elif cmd == "digest":
         print(json.dumps(digest(path), indent=1))

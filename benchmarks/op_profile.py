@@ -26,7 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from preln import config
 from preln.losses import label_smoothed_nll
-from preln.model import build_model
+from preln.tasks import build_model
 
 MATMULS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
 

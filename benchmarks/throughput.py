@@ -6,7 +6,11 @@
 Both models get the same token-budget batches of the config's corpus, the same shared embedding,
 sinusoidal positions and tied output projection around the stacks, Adam, label-smoothed loss.
 Prints target tokens/s for each and the ratio preln / torch (measured after 3 warm-up updates;
-on CUDA the clock stops after a synchronize). ``--compile`` adds torch.compile'd rows.
+on CUDA the clock stops after a synchronize), and the achieved GFLOP/s: the timed updates' forward
+and backward FLOPs (counted by torch's ``FlopCounterMode``: matmuls and attention) over their
+time, with its share of this machine's matmul peak (measured in the same run, as
+``bert_mlm.py`` does: fp32 1024^3 on a CPU, bf16 8192^3 on CUDA). ``--compile`` adds
+torch.compile'd rows.
 """
 
 from __future__ import annotations
@@ -18,12 +22,14 @@ import math
 import time
 
 import torch
+from bert_mlm import matmul_peak  # the same peak as the BERT benchmark's
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from preln import config
-from preln.data import load_data
 from preln.losses import label_smoothed_nll
 from preln.model import Seq2Seq, sinusoidal_table
+from preln.tasks import load_data
 
 
 class TorchSeq2Seq(nn.Module):
@@ -78,6 +84,20 @@ def measure(model: nn.Module, batches, eps: float, device: torch.device, precisi
     return tokens / (time.perf_counter() - start)
 
 
+def step_flops(model: nn.Module, batches, eps: float, device: torch.device) -> int:
+    """Forward + backward FLOPs of one update on each of ``batches`` (the optimizer's are not
+    counted: elementwise, a few per parameter)."""
+    model.train()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        for b in batches:
+            t = b.to(device).tensors
+            loss, _ = label_smoothed_nll(model(t["src"], t["tgt_in"]), t["tgt_out"], eps)
+            (loss / b.ntokens).backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/cpu-multi30k-pre.toml")
@@ -93,15 +113,21 @@ def main() -> None:
     c = config.with_vocab(cfg, len(tok)).model
     device = torch.device(args.device)
     batches = [data.batch("train", 1, k) for k in range(args.updates + 3)]
-    results = {}
+    results, gflops = {}, {}
+    peak = matmul_peak(device)
+    print(f"{'matmul peak':>31}: {peak / 1e9:9.1f} GFLOP/s ({device}, {torch.get_num_threads()} threads)", flush=True)
     for name, build in (("preln", lambda: Seq2Seq(c)), ("torch.nn.Transformer", lambda: TorchSeq2Seq(c))):
         for compiled in (False, True) if args.compile else (False,):
             torch.manual_seed(0)
             model = build().to(device)
+            flops = step_flops(model, batches[3:], cfg.train.label_smoothing, device)
             key = name + (" compiled" if compiled else "")
             model = torch.compile(model, dynamic=True) if compiled else model
             results[key] = measure(model, batches, cfg.train.label_smoothing, device, args.precision)
-            print(f"{key:>31}: {results[key]:9.0f} target tokens/s", flush=True)
+            tokens = sum(b.ntokens for b in batches[3:])
+            gflops[key] = flops / (tokens / results[key]) / 1e9  # FLOPs over the timed updates' seconds
+            share = gflops[key] * 1e9 / peak
+            print(f"{key:>31}: {results[key]:9.0f} target tokens/s, {gflops[key]:6.1f} GFLOP/s, {share:.1%} of peak")
     print(
         f"{'ratio preln / torch':>31}: {results['preln'] / results['torch.nn.Transformer']:.3f} "
         f"(norm={c.norm}, d={c.d_model}, {c.encoder_layers}+{c.decoder_layers} layers, {args.precision} on "
@@ -111,7 +137,8 @@ def main() -> None:
     if args.json:
         meta = {"config": args.config, "set": args.set, "device": str(device), "precision": args.precision}
         with open(args.json, "w") as f:
-            json.dump(meta | {"norm": c.norm, "d_model": c.d_model, "tokens_per_s": results}, f, indent=1)
+            rows = {"tokens_per_s": results, "gflop_per_s": gflops, "peak_gflop_per_s": peak / 1e9}
+            json.dump(meta | {"norm": c.norm, "d_model": c.d_model} | rows, f, indent=1)
 
 
 if __name__ == "__main__":

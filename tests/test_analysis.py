@@ -7,7 +7,7 @@ from tqdm import tqdm
 from preln import config
 from preln.cli import main
 from preln.lab import analysis, measure
-from preln.model import build_model
+from preln.tasks import build_model
 
 from .conftest import ROOT, require_data
 
@@ -58,7 +58,7 @@ def test_per_parameter_norms_root_sum_square_is_the_global_norm():
     params = [p for p in model.parameters()]
     total = [torch.zeros_like(p) for p in params]
     for b in batches:
-        from preln.trainer import compute_loss
+        from preln.tasks import compute_loss
 
         loss, _ = compute_loss(model, b, 0.1)
         for t, g in zip(total, torch.autograd.grad(loss / b.ntokens, params, allow_unused=True)):

@@ -43,6 +43,10 @@ def test_the_translation_benchmark_compares_with_torch_on_the_same_batches(tmp_p
     assert res["device"] == "cpu" and res["precision"] == "fp32" and res["norm"] == "pre"
     assert set(res["tokens_per_s"]) == {"preln", "torch.nn.Transformer"}
     assert all(v > 0 for v in res["tokens_per_s"].values())
+    assert set(res["gflop_per_s"]) == set(res["tokens_per_s"]) and res["peak_gflop_per_s"] > 0
+    # the same function: the same FLOPs per target token, so GFLOP/s go with tokens/s
+    per_token = {k: res["gflop_per_s"][k] / res["tokens_per_s"][k] for k in res["tokens_per_s"]}
+    assert math.isclose(per_token["preln"], per_token["torch.nn.Transformer"], rel_tol=0.02), per_token
 
 
 def test_the_op_profile_counts_both_models_calls(tmp_path):
@@ -94,3 +98,27 @@ def test_the_decoding_benchmark_compares_preln_with_its_past_and_with_transforme
     assert all(r["sentences_per_s"] > 0 for r in rows)
     # greedy: Transformers' generate on the exported weights gives preln's outputs
     assert all(r["identical_to_preln"] == 1.0 for r in rows if r["method"] == "hf" and r["beam"] == 1)
+
+
+def test_the_bitwise_digest_sees_numbers_and_ignores_times(tmp_path):
+    """benchmarks/bitwise.py: a digest changes with any computed number and only with those."""
+    spec = importlib.util.spec_from_file_location("bitwise", ROOT / "benchmarks" / "bitwise.py")
+    bitwise = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bitwise)
+    run = tmp_path / "r"
+    (run / "checkpoints" / "update_1").mkdir(parents=True)
+    line = {"kind": "train", "update": 1, "loss": 5.25, "seconds": 0.5, "tokens_per_s": 900.0}
+    (run / "metrics.jsonl").write_text(json.dumps(line) + "\n")
+    (run / "checkpoints" / "update_1" / "model.safetensors").write_bytes(b"\x00\x01")
+    (run / "report.md").write_text("made at 12:00")
+    first = bitwise.digest(run)
+    assert set(first) == {"metrics.jsonl", "checkpoints/update_1/model.safetensors"}
+    (run / "metrics.jsonl").write_text(json.dumps({**line, "seconds": 9.0, "tokens_per_s": 1.0}) + "\n")
+    (run / "report.md").write_text("made at 13:00")
+    assert bitwise.digest(run) == first
+    (run / "metrics.jsonl").write_text(json.dumps({**line, "loss": 5.250000001}) + "\n")
+    assert bitwise.digest(run)["metrics.jsonl"] != first["metrics.jsonl"]
+    (run / "checkpoints" / "update_1" / "model.safetensors").write_bytes(b"\x00\x02")
+    assert (
+        bitwise.digest(run)["checkpoints/update_1/model.safetensors"] != first["checkpoints/update_1/model.safetensors"]
+    )

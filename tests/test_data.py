@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from preln import config
-from preln.data import CorpusError, load_data, token_batches
+from preln.data import CorpusError, token_batches
 from preln.data.batching import mask_tokens
 from preln.data.corpus import read_lines, read_parallel, resolve_path
 from preln.data.tokenizer import BOS, EOS, MASK, PAD
+from preln.tasks import load_data
 
 from .conftest import ROOT, require_data
 

@@ -12,9 +12,9 @@ import threading
 
 from preln import config
 from preln.data import idcache
-from preln.data.datasets import load_data
 from preln.fit import fit
 from preln.runs import RunFolder
+from preln.tasks import load_data
 from preln.trainer import Trainer
 
 from .conftest import ROOT, require_data

@@ -210,8 +210,8 @@ def test_translate_streams_stdin_as_lines_arrive(tmp_path):
 
 
 def test_translate_warns_when_it_cuts_a_long_input(capsys):
+    from preln.decode import translate
     from preln.decoding import Decoding
-    from preln.inference import translate
 
     class Tok:
         def encode(self, lines):

@@ -13,7 +13,6 @@ import torch
 from preln import checkpoint, config
 from preln.cli import main
 from preln.config import ConfigError
-from preln.data import load_data
 from preln.data.batching import encode_pair
 from preln.data.corpus import CorpusError, read_pair_tsv
 from preln.data.tokenizer import Tokenizer
@@ -21,6 +20,7 @@ from preln.finetune import finetune_config
 from preln.fit import train
 from preln.lab import studies
 from preln.scores import accuracy_f1
+from preln.tasks import load_data
 from preln.trainer import Trainer
 
 from .conftest import ROOT, require_data

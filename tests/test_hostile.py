@@ -194,7 +194,7 @@ def test_averaging_refuses_damaged_or_mismatched_checkpoints(runs, tmp_path, cap
 def test_a_damaged_token_id_cache_is_set_aside_and_rebuilt(tmp_path, capsys):
     import numpy as np
 
-    from preln.data import load_data
+    from preln.tasks import load_data
 
     corpus = tmp_path / "text.txt"
     corpus.write_text("".join(f"line {i} of some english text with words {i * 7 % 13}\n" for i in range(300)))

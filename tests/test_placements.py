@@ -20,9 +20,9 @@ from preln.model import (
     Seq2Seq,
     Stack,
     admin_init,
-    build_model,
     deepnorm_constants,
 )
+from preln.tasks import build_model
 
 from .conftest import ROOT, require_data
 
@@ -235,12 +235,12 @@ def test_a_resumed_admin_run_does_not_profile_again(tmp_path, capsys):
     sets = ["model.norm='admin'", "train.progress=false", "train.valid_bleu=false", "train.save_every=3"]
     train(config.load(ROOT / "configs" / "tiny-translation.toml", [*sets, "train.max_updates=3"]), tmp_path / "r")
     first = (tmp_path / "r" / "admin_profile.json").read_text()
-    assert "admin: omegas from a profiling pass" in capsys.readouterr().err
+    assert "admin: initialized from a profiling pass" in capsys.readouterr().err
     more = config.load(ROOT / "configs" / "tiny-translation.toml", [*sets, "train.max_updates=3"])
     (tmp_path / "r" / "status.json").unlink()  # as if killed after its checkpoint
     assert train(more, tmp_path / "r")["status"] == "completed"
     err = capsys.readouterr().err
-    assert "resumed from" in err and "admin: omegas" not in err
+    assert "resumed from" in err and "admin: initialized" not in err
     assert (tmp_path / "r" / "admin_profile.json").read_text() == first
 
 

@@ -8,13 +8,13 @@ import torch
 
 from preln import config
 from preln.cli import main
-from preln.data import load_data
 from preln.data.corpus import read_pair_tsv
 from preln.data.datasets import pair_file
 from preln.finetune import finetune
 from preln.fit import train
 from preln.inference import load_run
 from preln.predict import classify, fill_masks, mask_ids
+from preln.tasks import load_data
 
 from .conftest import ROOT, require_data
 

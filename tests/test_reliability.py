@@ -141,7 +141,7 @@ def test_resume_with_another_architecture_or_vocabulary_is_refused_and_loses_not
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     # a checkpoint with another vocabulary: swap the run's tokenizer for another corpus's
     other = config.load(ROOT / "configs" / "tiny-mlm.toml")
-    from preln.data import load_data
+    from preln.tasks import load_data
 
     _, tok = load_data(other)
     (run / "spm.model").write_bytes(tok.path.read_bytes())

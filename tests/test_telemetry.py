@@ -9,11 +9,10 @@ import torch
 
 from preln import config
 from preln.config import ConfigError
-from preln.data import load_data
 from preln.data.tokenizer import PAD
 from preln.fit import train
 from preln.losses import label_smoothed_nll
-from preln.model import build_model
+from preln.tasks import build_model, load_data
 
 from .conftest import ROOT, require_data
 

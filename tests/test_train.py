@@ -84,9 +84,7 @@ def test_load_run_restores_the_trained_model(tmp_path):
 
 def test_gradient_accumulation_equals_one_big_batch():
     """update_freq=2 over batches A, B gives the same gradient as the loss over A and B at once."""
-    from preln.data import load_data
-    from preln.model import build_model
-    from preln.trainer import compute_loss
+    from preln.tasks import build_model, compute_loss, load_data
 
     require_data("multi30k")
     cfg = config.load(ROOT / "configs" / "tiny-translation.toml")
@@ -232,7 +230,7 @@ def test_compiled_and_eager_training_give_the_same_losses(tmp_path):
 
 
 def test_pad_to_multiple_rounds_sequence_lengths_with_padding_only(tmp_path):
-    from preln.data import load_data
+    from preln.tasks import load_data
 
     cfg = config.load(ROOT / "configs" / "tiny-translation.toml")
     plain, _ = load_data(cfg)

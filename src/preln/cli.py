@@ -91,6 +91,7 @@ def parser() -> argparse.ArgumentParser:
         _add_prepare,
         _add_translate,
         _add_predict,
+        _add_generate,
         _add_evaluate,
         _add_compare,
         _add_config,
@@ -331,6 +332,24 @@ def _add_predict(sub) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per input line")
     p.add_argument("--checkpoint", choices=["last", "best"], default="last", help="which checkpoint (default last)")
     p.set_defaults(func=commands.cmd_predict)
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser(
+        "generate",
+        help="continue prompts (a file or stdin) with a causal language model run, to stdout",
+        description="Each input line is a prompt (an empty line: from nothing); print it continued by at most "
+        "--max-new-tokens tokens, up to the model's </s>: greedy with --top-k 1 (default), else sampled from the "
+        "K most likely next tokens at --temperature, reproducibly from --seed.",
+    )
+    p.add_argument("run", metavar="RUN_DIR", help="a causal language model run folder (model.task = 'causal')")
+    p.add_argument("--input", metavar="FILE", help="prompts, one a line (default stdin, answered as lines arrive)")
+    p.add_argument("--max-new-tokens", type=int, default=50, metavar="N", help="at most N new tokens (default 50)")
+    p.add_argument("--top-k", type=int, default=1, metavar="K", help="sample from the K likeliest; 1 = greedy")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="the sampling's seed (default 0)")
+    p.add_argument("--checkpoint", choices=["last", "best"], default="last", help="which checkpoint (default last)")
+    p.set_defaults(func=commands.cmd_generate)
 
 
 def _add_evaluate(sub) -> None:

@@ -58,7 +58,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from .inference import load_for_eval, translate, translate_nbest
+    from .decode import translate, translate_nbest
+    from .inference import load_for_eval
     from .textio import read_lines, stdin_chunks
 
     decoding = _decoding(args, nbest=args.nbest or 1)
@@ -89,17 +90,19 @@ def _decoding(args: argparse.Namespace, nbest: int = 1):
 def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
+    from . import tasks
     from .inference import load_run
     from .predict import classify, fill_masks, pair_of
     from .textio import read_lines, stdin_chunks
 
     cfg, model, tok = load_run(Path(args.run), args.checkpoint)
-    if cfg.model.task == "translation":
-        raise RunFolderError(f"{args.run} is a translation run: use preln translate")
+    task = tasks.get(cfg.model.task)
+    if task.uses != "predict":
+        raise RunFolderError(f"{args.run} is a {task.name} run: use preln {task.uses}")
     chunks = [read_lines(args.input)] if args.input else stdin_chunks()
     done = 0
     for lines in chunks:
-        if cfg.model.task == "mlm":
+        if task.pretrains:  # a masked LM: the fillers of each <mask>
             for f in fill_masks(model, tok, lines, args.top_k):
                 if args.json:
                     print(json.dumps({"text": f.text, "fillers": [[vars(x) for x in m] for m in f.fillers]}))
@@ -123,6 +126,26 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 sys.stdout.flush()
                 raise bad
         sys.stdout.flush()
+        done += len(lines)
+    return Exit.OK
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from . import tasks
+    from .decode import generate
+    from .inference import load_run
+    from .textio import read_lines, stdin_chunks
+
+    cfg, model, tok = load_run(Path(args.run), args.checkpoint)
+    task = tasks.get(cfg.model.task)
+    if task.uses != "generate":
+        raise RunFolderError(f"{args.run} is a {task.name} run: use preln {task.uses}")
+    settings = {"max_new_tokens": args.max_new_tokens, "top_k": args.top_k, "temperature": args.temperature}
+    chunks = [read_lines(args.input)] if args.input else stdin_chunks()
+    done = 0
+    for lines in chunks:  # line n draws from seed + n, however the lines arrive
+        if lines:
+            print("\n".join(generate(model, tok, lines, **settings, seed=args.seed + done)), flush=True)
         done += len(lines)
     return Exit.OK
 

@@ -22,7 +22,7 @@ from .errors import ConfigError  # also preln.config.ConfigError, as before
 
 Placement = Literal["post", "pre", "sandwich", "deepnorm", "admin", "rezero", "mix"]
 NormType = Literal["layernorm", "rmsnorm"]
-Task = Literal["translation", "mlm", "classify"]
+Task = Literal["translation", "mlm", "classify", "causal"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class ModelConfig:
     task: Task = "translation"
     """``translation``: encoder-decoder; ``mlm``: encoder-only masked LM (BERT-style);
     ``classify``: the same encoder, trained on sentence pairs through its pooled classifier head
-    (fine-tuning, ``preln finetune``; ``data.corpus = "pairs"``)."""
+    (fine-tuning, ``preln finetune``; ``data.corpus = "pairs"``); ``causal``: decoder-only causal
+    language model of ``encoder_layers`` layers (``data.corpus = "text"``; ``preln generate``)."""
     norm: Placement = "pre"
     """Where the normalization sits around each sub-layer F (``model.py`` has the equations):
     ``post``: x = LN(x + F(x)) (Vaswani et al. 2017); ``pre``: x = x + F(LN(x)) and one final

@@ -1,4 +1,6 @@
-"""Batched beam search and greedy decoding for ``Seq2Seq``, with the incremental KV cache.
+"""Batched beam search and greedy decoding for ``Seq2Seq``, with the incremental KV cache;
+``translate`` (text in, text out, under a ``Decoding`` setting); ``sample`` / ``generate`` for a
+``CausalLM`` (greedy or top-k sampling).
 
 Beam search follows fairseq-generate's semantics and defaults (the paper's decoding): at each
 step the 2K best continuations of the K live beams are considered; one ending in </s> among the
@@ -11,12 +13,18 @@ positions.
 
 from __future__ import annotations
 
+import contextlib
+import sys
+
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
-from .data.tokenizer import BOS, EOS, MASK, PAD
-from .decoding import LENPEN, MAX_LEN_A, MAX_LEN_B, MIN_LEN
-from .model import Seq2Seq
+from .data.batching import pad, token_batches
+from .data.tokenizer import BOS, EOS, MASK, PAD, Tokenizer
+from .decoding import FAIRSEQ, LENPEN, MAX_LEN_A, MAX_LEN_B, MIN_LEN, Decoding
+from .errors import UsageError
+from .model import CausalLM, Seq2Seq
 
 _BANNED = (PAD, BOS, MASK)  # never generated
 
@@ -189,3 +197,130 @@ def _done(scores: Tensor, alive, finished, limits, K, keep_best, t, lenpen) -> l
         else:
             out.append(False)
     return out
+
+
+def translate(
+    model: Seq2Seq, tok: Tokenizer, lines: list[str], decoding: Decoding = FAIRSEQ, progress: bool = False
+) -> list[str]:
+    """Detokenized translations of ``lines``, in order (the best hypothesis of each; beam 1 is
+    greedy search). Defaults are fairseq-generate's (``Decoding``). On a GPU the model runs under
+    bf16 autocast unless ``decoding.precision`` is ``fp32`` (scores and log-softmax stay float32)."""
+    d = decoding
+    if d.beam == 1:
+        decode = lambda src: greedy(model, src, max_len_a=d.max_len_a, max_len_b=d.max_len_b)
+    else:
+        decode = lambda src: beam_search(model, src, d.beam, d.lenpen, max_len_a=d.max_len_a, max_len_b=d.max_len_b)
+    return tok.decode(_batched(model, tok, lines, d, progress, decode))
+
+
+def translate_nbest(
+    model: Seq2Seq, tok: Tokenizer, lines: list[str], decoding: Decoding = FAIRSEQ
+) -> list[list[tuple[str, float]]]:
+    """For each line, its ``decoding.nbest`` best translations as (text, score), best first; the
+    score is fairseq's: log-probability over length ** lenpen. nbest 1 gives ``translate``'s text."""
+    d = decoding
+    limits = {"max_len_a": d.max_len_a, "max_len_b": d.max_len_b, "nbest": d.nbest}
+    hyps = _batched(model, tok, lines, d, False, lambda src: beam_search(model, src, d.beam, d.lenpen, **limits))
+    return [[(text, score) for text, (score, _) in zip(tok.decode([ids for _, ids in h]), h)] for h in hyps]
+
+
+def _batched(model: Seq2Seq, tok: Tokenizer, lines: list[str], d: Decoding, progress: bool, decode):
+    """``decode`` over token-budget batches of the encoded ``lines`` (sorted by length, so little
+    padding); results in input order. bf16 autocast on a GPU unless ``d.precision`` is fp32."""
+    limit = model.config.max_positions - 1
+    encoded = tok.encode(lines)
+    long = sum(len(s) > limit - 1 for s in encoded)
+    if long:
+        print(
+            f"[preln] warning: {long} input line(s) longer than {limit - 1} tokens (model.max_positions) "
+            "are cut to that length",
+            file=sys.stderr,
+        )
+    ids = [s[: limit - 1] + [EOS] for s in encoded]
+    batches = token_batches([(len(s),) for s in ids], max(d.max_tokens // d.beam, limit))  # beams multiply it
+    device = next(model.parameters()).device
+    bf16 = device.type == "cuda" and d.precision != "fp32"
+    out: list = [[] for _ in lines]
+    for batch in tqdm(batches, desc="translate", unit="batch", disable=not progress):
+        src = pad([ids[i] for i in batch], PAD).to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            hyps = decode(src)
+        for i, h in zip(batch, hyps):
+            out[i] = h
+    return out
+
+
+@torch.no_grad()
+def sample(
+    model: CausalLM,
+    prompts: list[list[int]],
+    max_new_tokens: int = 50,
+    top_k: int = 1,
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """Continue each prompt (ids from ``<s>`` on) by at most ``max_new_tokens`` tokens, up to and
+    without its ``</s>``: greedy when ``top_k`` is 1, else sampled from the ``top_k`` most likely
+    next tokens at ``temperature``. Prompts of one length decode together, with the KV cache;
+    the model's positions bound the length."""
+    model.eval()
+    device = next(model.parameters()).device
+    out: list[list[int]] = [[] for _ in prompts]
+    by_length: dict[int, list[int]] = {}
+    for i, p in enumerate(prompts):
+        by_length.setdefault(len(p), []).append(i)
+    for length, rows in sorted(by_length.items()):
+        steps = min(max_new_tokens, model.config.max_positions - length)
+        tokens = torch.tensor([prompts[i] for i in rows], device=device)  # (B, L)
+        cache = model.new_cache()
+        logits = model(tokens, cache)[:, -1]  # (B, V)
+        done = torch.zeros(len(rows), dtype=torch.bool, device=device)
+        new = []
+        for _ in range(steps):
+            nxt = _next_token(logits, top_k, temperature, generator)  # (B,)
+            new.append(nxt)
+            done |= nxt == EOS
+            if bool(done.all()):
+                break
+            logits = model(nxt[:, None], cache)[:, -1]
+        ids = torch.stack(new, 1).tolist() if new else [[] for _ in rows]
+        for i, seq in zip(rows, ids):
+            out[i] = seq[: seq.index(EOS)] if EOS in seq else seq
+    return out
+
+
+def _next_token(logits: Tensor, top_k: int, temperature: float, generator: torch.Generator | None) -> Tensor:
+    logp = torch.log_softmax(logits.float(), dim=-1)  # (B, V)
+    logp[:, list(_BANNED)] = -torch.inf
+    if top_k == 1:
+        return logp.argmax(-1)
+    best, index = logp.topk(min(top_k, logp.shape[-1]), dim=-1)  # (B, K)
+    probs = torch.softmax(best / temperature, dim=-1)
+    choice = torch.multinomial(probs.cpu(), 1, generator=generator).to(logp.device)  # (B, 1)
+    return index.gather(1, choice).squeeze(1)
+
+
+def generate(
+    model: CausalLM,
+    tok: Tokenizer,
+    prompts: list[str],
+    max_new_tokens: int = 50,
+    top_k: int = 1,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> list[str]:
+    """Each prompt continued (``sample``), detokenized: the prompt's text and its continuation.
+    Prompt i's sample is drawn from seed ``seed + i``: the same seed, the same continuations."""
+    if max_new_tokens < 1 or top_k < 1 or not temperature > 0:
+        raise UsageError(
+            f"--max-new-tokens and --top-k must be >= 1 and --temperature > 0, got {max_new_tokens}, {top_k}, "
+            f"{temperature}"
+        )
+    limit = model.config.max_positions - 1
+    ids = [([BOS] + p)[:limit] for p in tok.encode(prompts)]
+    if top_k == 1:  # greedy: no draw, prompts of one length decode together
+        new = sample(model, ids, max_new_tokens)
+    else:  # prompt i from its own seed (seed + i): its continuation does not depend on its batch
+        g = [torch.Generator().manual_seed(seed + i) for i in range(len(ids))]
+        new = [sample(model, [p], max_new_tokens, top_k, temperature, g[i])[0] for i, p in enumerate(ids)]
+    return tok.decode([p[1:] + n for p, n in zip(ids, new)])

@@ -20,16 +20,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-from torch import nn
-
 from . import atomic, checkpoint, config
 from .data.datasets import read_pairs
+from .decode import translate
 from .decoding import FAIRSEQ, Decoding
 from .errors import RunFolderError, UsageError
-from .inference import load_for_eval, translate
+from .inference import load_for_eval
 from .runs import RunFolder
-from .scores import accuracy_f1, paired_test, translation_scores
+from .scores import paired_test, translation_scores
 
 
 def looks_pretokenized(refs: list[str]) -> bool:
@@ -153,15 +151,3 @@ def compare_runs(
         **paired_test(systems, refs, conventions.pop(), trials, method),
         "method": method,
     }
-
-
-@torch.no_grad()
-def classification_scores(model: nn.Module, data, split: str, device: torch.device) -> dict:
-    """Accuracy (and F1) of a pair classifier on a split of its ``PairData``."""
-    model.eval()
-    predictions, labels = [], []
-    for k in range(data.num_batches(split)):
-        t = data.batch(split, 0, k).to(device).tensors
-        predictions += model(t["ids"], segments=t["segments"], classify=True).argmax(-1).tolist()
-        labels += t["labels"].tolist()
-    return accuracy_f1(predictions, labels)

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint
+from . import checkpoint, tasks
 from .config import ConfigError, ModelConfig
 from .data.tokenizer import BOS, EOS, PAD
 from .inference import load_run
@@ -45,10 +45,11 @@ from .tokenizer_export import write_tokenizer
 
 def check_exportable(c: ModelConfig) -> str:
     """The Transformers class for this model, or a ConfigError saying why there is none."""
-    if c.task == "translation":
+    task = tasks.get(c.task)
+    if task.export == "seq2seq":
         return _check_fsmt(c)
-    head = {"mlm": "MaskedLM", "classify": "SequenceClassification"}.get(c.task)
-    if head is None:
+    head = task.hf_head
+    if task.export != "encoder":
         raise ConfigError(f"export --format hf: masked-LM, classifier and translation runs only, not {c.task!r}")
     if c.norm not in ("post", "pre") or c.norm_type != "layernorm":
         raise ConfigError(
@@ -57,7 +58,7 @@ def check_exportable(c: ModelConfig) -> str:
         )
     if not c.embed_layernorm or c.embed_scale:
         raise ConfigError("export --format hf: needs model.embed_layernorm = true and embed_scale = false")
-    if c.norm == "pre" and c.activation != "gelu" and c.task == "mlm":
+    if c.norm == "pre" and c.activation != "gelu" and head == "MaskedLM":
         raise ConfigError("export --format hf: RobertaPreLayerNorm's MLM head is GELU; this run uses ReLU")
     return f"{'Bert' if c.norm == 'post' else 'RobertaPreLayerNorm'}For{head}"
 
@@ -90,7 +91,7 @@ def _hf_config(c: ModelConfig, cls: str):
         type_vocab_size=max(c.type_vocab_size, 1),
         layer_norm_eps=1e-5,  # torch's LayerNorm default, which preln's layers use
         pad_token_id=PAD,
-        tie_word_embeddings=c.task == "mlm",
+        tie_word_embeddings=cls.endswith("MaskedLM"),
         num_labels=max(c.num_classes, 1),
         classifier_dropout=c.dropout,
     )
@@ -211,18 +212,19 @@ def to_hf(ours: MaskedLM | Seq2Seq, segments: bool = False) -> nn.Module:
     segment-0 embedding is trained and is exported as it is."""
     c = ours.config
     cls = check_exportable(c)
-    if c.task == "translation":
+    if tasks.get(c.task).export == "seq2seq":
         return to_fsmt(ours)
     hf = _hf_config(c, cls).eval()
     pre = c.norm == "pre"
     base = hf.roberta_prelayernorm if pre else hf.bert
-    segments = segments or c.task == "classify"  # fine-tuning adds segment 0 to sentence A: trained
+    classifier = cls.endswith("SequenceClassification")
+    segments = segments or classifier  # fine-tuning adds segment 0 to sentence A: trained
     _copy_embeddings(base.embeddings, ours, PAD + 1 if pre else 0, segments)
     for hf_layer, layer in zip(base.encoder.layer, ours.encoder.layers):
         _copy_layer(hf_layer, layer, pre)
     if pre:
         _copy(base.LayerNorm, ours.encoder.final_norm)
-    if c.task == "classify":  # BERT's pooler + classifier; RoBERTa's head is the same two layers
+    if classifier:  # BERT's pooler + classifier; RoBERTa's head is the same two layers
         _copy(hf.classifier.dense if pre else base.pooler.dense, ours.pooler)
         _copy(hf.classifier.out_proj if pre else hf.classifier, ours.classifier)
         return hf
@@ -267,12 +269,12 @@ def export_hf(run: Path, out: Path) -> Path:
     tmp = out.parent / f".{out.name}.export-{os.getpid()}"
     try:
         hf = to_hf(model.eval(), segments=cfg.data.mlm_pairs)
-        if cfg.model.task == "classify":  # the pipeline's labels: the fine-tuning task's
+        if tasks.get(cfg.model.task).hf_head == "SequenceClassification":  # the pipeline's labels: the task's
             hf.config.id2label = dict(enumerate(cfg.data.pair_labels))
             hf.config.label2id = {v: k for k, v in hf.config.id2label.items()}
         hf.save_pretrained(tmp)
         shutil.copyfile(run / "spm.model", tmp / "spm.model")
-        if cfg.model.task != "translation":  # AutoTokenizer and the pipelines load it from the folder
+        if tasks.get(cfg.model.task).export == "encoder":  # AutoTokenizer and the pipelines load it from the folder
             write_tokenizer(run / "spm.model", tmp)
         (tmp / SOURCE).write_text(json.dumps(source, indent=1) + "\n")
         try:

@@ -17,14 +17,9 @@ import torch
 from tqdm import tqdm
 
 from .config import RunConfig
-from .data.datasets import read_pairs
-from .decoding import Decoding
-from .evaluate import classification_scores
-from .inference import translate
 from .loggers import check as check_loggers
 from .loggers import open_loggers
 from .process import Interrupts
-from .scores import bleu
 from .trainer import Diverged, Step, Trainer
 
 
@@ -146,7 +141,7 @@ class _Loop:
         except Diverged as e:
             t.log(f"diverged: {e}")
             self.record({"kind": "diverged", "update": e.update, "epoch": t.state.epoch})
-            t.state.update = e.update  # the status names the update where it happened
+            t.diverged_at(e.update)
             t.write_status("diverged", reason=str(e))
             self.ended = ("diverged", {"update": e.update})
             return {"status": "diverged", "reason": str(e)}
@@ -166,24 +161,19 @@ class _Loop:
     def run_epoch(self, stop: Interrupts) -> bool:
         """Train from the current position to the epoch's end or max_updates; True when done."""
         t = self.t
-        nb = t.data.num_batches()
-        if t.state.next_batch >= nb:  # the previous epoch is finished: start the next one
-            t.state.epoch, t.state.next_batch = t.state.epoch + 1, 0
+        t.begin_epoch()
         m = Meter()
-        while t.state.next_batch < nb:
+        while not t.epoch_done:
             start = time.perf_counter()
-            batches = t.update_batches()
-            lr = t.lr(t.state.update + 1)
-            probe = self.telemetry_probe()
-            m.add(t.train_step(batches, lr, probe))
-            t.state.update, t.state.next_batch = t.state.update + 1, t.state.next_batch + t.batches_per_update
+            step, lr, telemetry = t.next_update()
+            m.add(step)
             at_log = t.state.update % t.cfg.train.log_every == 0
             if at_log:
                 t.check_finite()  # the host waits for the device here, inside the timed interval
                 means = m.read()
             m.seconds += time.perf_counter() - start
-            if probe is not None:
-                self.record({"update": t.state.update, "epoch": t.state.epoch, **probe.take()}, "telemetry")
+            if telemetry is not None:
+                self.record({"update": t.state.update, "epoch": t.state.epoch, **telemetry}, "telemetry")
             self.bar.update(1)
             if at_log:
                 self.log_train(m, means, lr)
@@ -191,20 +181,12 @@ class _Loop:
             if t.state.update >= t.max_updates:
                 t.check_finite()
                 return True
-            self.after_update(end_of_epoch=t.state.next_batch >= nb)
+            self.after_update(end_of_epoch=t.epoch_done)
             # under torchrun, agreeing on a stop is a collective the host waits for: only at log points
             if (at_log or not t.dist.active) and t.dist.any(stop.requested):
                 t.check_finite()  # the checkpoint the stop writes must not hold a diverged model
                 raise StopRequested
         return False
-
-    def telemetry_probe(self):
-        """The telemetry, armed, when the coming update is one to measure (every telemetry_every)."""
-        t = self.t
-        if t.telemetry is None or (t.state.update + 1) % t.cfg.train.telemetry_every:
-            return None
-        t.telemetry.arm()
-        return t.telemetry
 
     def after_update(self, end_of_epoch: bool) -> None:
         c, u = self.t.cfg.train, self.t.state.update
@@ -225,9 +207,7 @@ class _Loop:
         if with_bleu:
             res.update(valid_bleu(t))
         res.update(valid_scores(t))
-        improved = t.state.best_valid is None or res["valid_loss"] < t.state.best_valid
-        if improved:
-            t.state.best_valid = res["valid_loss"]
+        improved = t.note_valid(res["valid_loss"])
         self.record({"kind": "valid", "update": t.state.update, "epoch": t.state.epoch, **res})
         t.log(
             f"update {t.state.update} epoch {t.state.epoch}: valid loss {res['valid_loss']:.4f} "
@@ -272,19 +252,21 @@ def compiled_graphs() -> int:
 
 
 def valid_scores(t: Trainer) -> dict:
-    """Classification: dev accuracy (and F1) at every validation (rank 0; cheap next to training)."""
-    if t.cfg.model.task != "classify" or not t.dist.main:
+    """The task's scores at every validation (classification: dev accuracy and F1; rank 0,
+    cheap next to training)."""
+    if not t.dist.main:
         return {}
-    return {f"valid_{k}": v for k, v in classification_scores(t.module, t.data, "valid", t.device).items() if k != "n"}
+    return {f"valid_{k}": v for k, v in t.task.valid_scores(t.module, t.data, t.device).items() if k != "n"}
 
 
 def test_scores(t: Trainer) -> dict:
-    """Classification, at the end of the run: dev and test scores of the final model into
-    ``scores.json`` (and the run's status)."""
-    if t.cfg.model.task != "classify" or not t.dist.main:
+    """At the end of the run, the task's scores of the final model per split (classification:
+    dev and test) into ``scores.json`` (and the run's status)."""
+    if not t.dist.main:
         return {}
-    splits = [s for s in ("valid", "test") if s in t.data.examples]
-    scores = {s: classification_scores(t.module, t.data, s, t.device) for s in splits}
+    scores = t.task.final_scores(t.module, t.data, t.device)
+    if not scores:
+        return {}
     t.folder.write_json("scores.json", {"update": t.state.update, "epoch": t.state.epoch, **scores})
     t.log(
         "; ".join(f"{s}: " + ", ".join(f"{k} {v:.2f}" for k, v in sc.items() if k != "n") for s, sc in scores.items())
@@ -293,22 +275,12 @@ def test_scores(t: Trainer) -> dict:
 
 
 def valid_bleu(t: Trainer) -> dict:
-    """Greedy BLEU on the valid split (rank 0 decodes; not under FSDP, whose weights are sharded)."""
-    if t.cfg.model.task != "translation" or not t.cfg.train.valid_bleu:
+    """The task's decoding scores at epoch ends (translation: greedy BLEU on the valid split);
+    rank 0 decodes; not under FSDP, whose weights are sharded."""
+    if not t.task.decodes_at_epoch_end or not t.cfg.train.valid_bleu:
         return {}
     if t.dist.active and t.cfg.train.parallel == "fsdp":
         return {}
-    res = {}
-    if t.dist.main:
-        src, ref, _ = read_pairs(t.cfg, "valid")
-        n = t.cfg.data.max_valid_examples or len(src)
-        # a monitoring signal: greedy, at most 1.2 * src + 10 tokens, so that an untrained model's
-        # epoch end stays cheap; `preln evaluate` decodes as fairseq-generate does
-        bf16 = "fp32" if t.cfg.train.precision == "fp32" else "bf16"  # decode as the run trains
-        hyps = translate(t.module.eval(), t.tok, src[:n], Decoding(beam=1, max_len_a=1.2, max_len_b=10, precision=bf16))
-        scores = bleu(hyps, ref[:n], t.cfg.data.tgt_lang, t.cfg.data.pretokenized)
-        res = {"valid_bleu_greedy_tok_lc": scores["tok_lc"]}
-        if "sacrebleu" in scores:
-            res["valid_bleu_greedy"] = scores["sacrebleu"]
+    res = t.task.epoch_scores(t.module, t.tok, t.cfg) if t.dist.main else {}
     t.dist.barrier()
     return res

@@ -1,76 +1,21 @@
-"""Using a trained run: load its model (a checkpoint, or the mean of the last few) and decode
-with it (``translate``, ``translate_nbest``) under a ``Decoding`` setting. Scoring is apart
-(``scores.py``, ``evaluate.py``): what only translates or exports never loads a scorer."""
+"""Loading a trained run for use: its config, tokenizer and model from a checkpoint (or the
+mean of the last few), checked. Decoding is ``decode.py``'s; scoring is apart (``scores.py``,
+``evaluate.py``): what only translates or exports never loads a scorer."""
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import checkpoint, config
 from .config import ConfigError, RunConfig
-from .data.batching import pad, token_batches
-from .data.tokenizer import EOS, PAD, Tokenizer
-from .decode import beam_search, greedy
-from .decoding import FAIRSEQ, Decoding
+from .data.tokenizer import PAD, Tokenizer
 from .errors import RunFolderError
-from .model import Seq2Seq, build_model
-
-
-def translate(
-    model: Seq2Seq, tok: Tokenizer, lines: list[str], decoding: Decoding = FAIRSEQ, progress: bool = False
-) -> list[str]:
-    """Detokenized translations of ``lines``, in order (the best hypothesis of each; beam 1 is
-    greedy search). Defaults are fairseq-generate's (``Decoding``). On a GPU the model runs under
-    bf16 autocast unless ``decoding.precision`` is ``fp32`` (scores and log-softmax stay float32)."""
-    d = decoding
-    if d.beam == 1:
-        decode = lambda src: greedy(model, src, max_len_a=d.max_len_a, max_len_b=d.max_len_b)
-    else:
-        decode = lambda src: beam_search(model, src, d.beam, d.lenpen, max_len_a=d.max_len_a, max_len_b=d.max_len_b)
-    return tok.decode(_batched(model, tok, lines, d, progress, decode))
-
-
-def translate_nbest(
-    model: Seq2Seq, tok: Tokenizer, lines: list[str], decoding: Decoding = FAIRSEQ
-) -> list[list[tuple[str, float]]]:
-    """For each line, its ``decoding.nbest`` best translations as (text, score), best first; the
-    score is fairseq's: log-probability over length ** lenpen. nbest 1 gives ``translate``'s text."""
-    d = decoding
-    limits = {"max_len_a": d.max_len_a, "max_len_b": d.max_len_b, "nbest": d.nbest}
-    hyps = _batched(model, tok, lines, d, False, lambda src: beam_search(model, src, d.beam, d.lenpen, **limits))
-    return [[(text, score) for text, (score, _) in zip(tok.decode([ids for _, ids in h]), h)] for h in hyps]
-
-
-def _batched(model: Seq2Seq, tok: Tokenizer, lines: list[str], d: Decoding, progress: bool, decode):
-    """``decode`` over token-budget batches of the encoded ``lines`` (sorted by length, so little
-    padding); results in input order. bf16 autocast on a GPU unless ``d.precision`` is fp32."""
-    limit = model.config.max_positions - 1
-    encoded = tok.encode(lines)
-    long = sum(len(s) > limit - 1 for s in encoded)
-    if long:
-        print(
-            f"[preln] warning: {long} input line(s) longer than {limit - 1} tokens (model.max_positions) "
-            "are cut to that length",
-            file=sys.stderr,
-        )
-    ids = [s[: limit - 1] + [EOS] for s in encoded]
-    batches = token_batches([(len(s),) for s in ids], max(d.max_tokens // d.beam, limit))  # beams multiply it
-    device = next(model.parameters()).device
-    bf16 = device.type == "cuda" and d.precision != "fp32"
-    out: list = [[] for _ in lines]
-    for batch in tqdm(batches, desc="translate", unit="batch", disable=not progress):
-        src = pad([ids[i] for i in batch], PAD).to(device)
-        with torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
-            hyps = decode(src)
-        for i, h in zip(batch, hyps):
-            out[i] = h
-    return out
+from .model import Seq2Seq
+from .tasks import build_model
 
 
 def load_run(run_dir: str | Path, which: str = "last") -> tuple[RunConfig, nn.Module, Tokenizer]:

@@ -174,8 +174,10 @@ class EncoderLayer(nn.Module):
         self.attn_res = Residual(c.d_model, kind, c.dropout, c.norm_type, alpha)
         self.ffn_res = Residual(c.d_model, kind, c.dropout, c.norm_type, alpha)
 
-    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
-        x = self.attn_res(x, lambda h: self.self_attn(h, mask=mask))
+    def forward(
+        self, x: Tensor, mask: Tensor | None = None, is_causal: bool = False, cache: Cache | None = None
+    ) -> Tensor:
+        x = self.attn_res(x, lambda h: self.self_attn(h, mask=mask, is_causal=is_causal, cache=cache))
         return self.ffn_res(x, self.ffn)
 
 
@@ -435,8 +437,44 @@ class MaskedLM(nn.Module):
         return self.classifier(self.cls_dropout(pooled))
 
 
-def build_model(c: ModelConfig, pad_id: int = 0) -> Seq2Seq | MaskedLM:
-    return Seq2Seq(c, pad_id) if c.task == "translation" else MaskedLM(c, pad_id)  # classify: the same encoder
+class CausalLM(nn.Module):
+    """Decoder-only language model (GPT's shape): token + position embeddings, a stack of
+    self-attention layers under a causal mask, placed as ``model.norm`` says (``encoder_layers``
+    of them), and the output projection tied to the embeddings."""
+
+    def __init__(self, c: ModelConfig, pad_id: int = 0) -> None:
+        super().__init__()
+        self.config, self.pad_id = c, pad_id
+        self.embed_tokens = token_embedding(c, pad_id)
+        self.embed = Embeddings(self.embed_tokens, c)
+        self.decoder = Stack(EncoderLayer, c, c.encoder_layers, "encoder-only")
+        init_weights(self, c.init, c.d_model, pad_id)
+
+    def forward(self, ids: Tensor, cache: list[Cache] | None = None) -> Tensor:
+        """(B, T) ids -> next-token logits (B, T, V). With ``cache`` (from :meth:`new_cache`) feed
+        only the tokens after those already cached. Padding goes at the end (right): under the
+        causal mask no real token attends to it."""
+        past = cache[0]["k"].shape[2] if cache and "k" in cache[0] else 0
+        T = ids.shape[1]
+        mask, causal = None, T > 1
+        if past and T > 1:  # a chunk after a cached prefix: causal with an offset
+            mask = torch.ones(T, past + T, dtype=torch.bool, device=ids.device).tril(past)
+            causal = False
+        h = self.decoder(self.embed(ids, start=past), cache=cache, mask=mask, is_causal=causal)
+        return F.linear(h, self.embed_tokens.weight)  # tied output projection
+
+    def new_cache(self) -> list[Cache]:
+        return [{} for _ in self.decoder.layers]
+
+
+def init_from_data(model: nn.Module, run_forward: Callable[[], object]) -> dict[str, dict]:
+    """The placements' hook on fresh weights, run once before training: those whose
+    initialization depends on the data measure it with ``run_forward`` (a training batch's
+    forward, in eval mode). Returns {placement: what it measured} (empty when none needs it):
+    Admin's profile (``admin_init``)."""
+    if any(r.kind == "admin" for m in model.modules() if isinstance(m, Stack) for r in m.residuals()):
+        return {"admin": admin_init(model, run_forward)}
+    return {}
 
 
 @torch.no_grad()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -66,9 +67,9 @@ class Pretrained:
     checkpoint: Path
 
 
-def pretrained(run: Path, cfg: RunConfig) -> Pretrained:
-    """The run ``cfg.train.init_from`` names, checked: a finished masked-LM run folder with the
-    architecture of ``cfg.model``; one-line errors otherwise."""
+def pretrained(run: Path, cfg: RunConfig, pretrains: Callable[[str], bool]) -> Pretrained:
+    """The run ``cfg.train.init_from`` names, checked: a finished run folder of a task that
+    ``pretrains`` (masked LM) with the architecture of ``cfg.model``; one-line errors otherwise."""
     if not (run / "config.toml").is_file():
         raise ConfigError(f"train.init_from: {run} is not a run folder (no config.toml)")
     before = config.load(run / "config.toml")
@@ -77,7 +78,7 @@ def pretrained(run: Path, cfg: RunConfig) -> Pretrained:
         raise ConfigError(
             f"train.init_from: {run} diverged at update {status.get('update')}: its weights are not a trained model"
         )
-    if before.model.task != "mlm":
+    if not pretrains(before.model.task):
         raise ConfigError(f"train.init_from: {run} is a {before.model.task} run; fine-tuning needs a masked-LM run")
     a, b = config.to_dict(before.model), config.to_dict(cfg.model)
     same = ARCHITECTURE_MAY_DIFFER | ({"vocab_size"} if not b["vocab_size"] else set())  # 0: from its tokenizer

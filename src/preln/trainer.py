@@ -22,15 +22,14 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from . import checkpoint, config, distributed, runs, schedules
+from . import checkpoint, config, distributed, runs, schedules, tasks
 from .config import ConfigError, RunConfig
-from .data import Batch, load_data, provenance
+from .data import Batch, provenance
 from .data.batching import Prefetch
 from .data.provenance import TRAINING_SPLITS
 from .data.tokenizer import PAD
 from .errors import RunFolderError
-from .losses import label_smoothed_nll
-from .model import admin_init, build_model
+from .model import init_from_data
 from .optim import build_optimizer
 from .runs import RunFolder
 from .telemetry import Telemetry
@@ -73,19 +72,6 @@ class State:
         if "k" in d:
             d["next_batch"] = d.pop("k")
         return cls(**d)
-
-
-def compute_loss(model: nn.Module, batch: Batch, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed (label-smoothed loss, nll) of one batch. Calls ``model(...)`` (never a submodule)
-    so that a DDP/FSDP wrapper sees the whole forward."""
-    t = batch.tensors
-    if "labels" in t:  # sentence-pair classification: one target per example
-        return label_smoothed_nll(model(t["ids"], segments=t["segments"], classify=True), t["labels"], eps)
-    if "src" in t:
-        return label_smoothed_nll(model(t["src"], t["tgt_in"]), t["tgt_out"], eps)
-    chosen = t["targets"] != -100  # (B, T) masked positions only
-    logits = model(t["ids"], segments=t.get("segments"), mlm_positions=chosen)  # segments: pair-packed MLM
-    return label_smoothed_nll(logits, t["targets"][chosen], eps)
 
 
 def _autocast(device: torch.device, precision: str):
@@ -147,10 +133,13 @@ class Trainer:
         if not self.dist.main:
             self.dist.barrier()  # rank 0 trains and caches the tokenizer first
         # a resumed run has its own weights and vocabulary: the pretrained folder may have moved since
-        source = runs.pretrained(Path(cfg.train.init_from), cfg) if cfg.train.init_from and not ckpts else None
+        source = None
+        if cfg.train.init_from and not ckpts:
+            source = runs.pretrained(Path(cfg.train.init_from), cfg, lambda task: tasks.get(task).pretrains)
         vocab = out / "spm.model" if ckpts else (source.tokenizer if source else None)
         changed = self.folder.check_data(cfg, TRAINING_SPLITS, self.allow_data_change, "resume") if ckpts else []
-        self.data, self.tok = load_data(cfg, vocab)
+        self.task = tasks.get(cfg.model.task)
+        self.data, self.tok = self.task.load_data(cfg, vocab)
         if self.dist.main:
             self.dist.barrier()
         self.cfg = config.with_vocab(cfg, len(self.tok))
@@ -168,17 +157,17 @@ class Trainer:
             self.folder.write_json("data.json", asdict(provenance.record(cfg, self.data.token_ids)))
         self.dist.barrier()
         torch.manual_seed(cfg.train.seed)
-        self.module = build_model(self.cfg.model, PAD).to(self.device)
+        self.module = self.task.build_model(self.cfg.model, PAD).to(self.device)
         if source is not None and resume_from is None:
             self._init_from(source)
         random_weights = source is None or cfg.train.init_weights == "random"
-        if cfg.model.norm == "admin" and resume_from is None and random_weights:
-            self._admin_init()  # fresh weights need their omegas; a resumed or pretrained run has its own
+        if resume_from is None and random_weights:
+            self._data_dependent_init()  # fresh weights only; a resumed or pretrained run has its own
         if cfg.train.compile:
             self.module.compile()  # in place: the same module, state_dict keys and all
         self.model = distributed.wrap(
-            self.module, cfg.train.parallel, self.dist, self.device, find_unused=cfg.model.task != "translation"
-        )  # mlm: the unused pair classifier; classify: the unused MLM head
+            self.module, cfg.train.parallel, self.dist, self.device, find_unused=self.task.unused_parameters
+        )
         if self.dist.active:
             torch.manual_seed(cfg.train.seed * 1000 + self.dist.rank)  # distinct dropout masks per rank
         self.opt = build_optimizer(self.model, self.cfg.optim)
@@ -221,15 +210,19 @@ class Trainer:
         self.folder.write_json("init_from.json", info)
         self.log(f"initialized from {source.checkpoint} ({self.cfg.train.init_weights} weights)")
 
-    def _admin_init(self) -> None:
-        """Admin's profiling pass on the first training batch (eval mode: no dropout, no RNG
-        drawn); the profile is kept in the run folder as ``admin_profile.json``."""
+    def _data_dependent_init(self) -> None:
+        """The placement's hook on fresh weights (``model.init_from_data``; Admin's profiling pass)
+        on the first training batch, in eval mode (no dropout, no RNG drawn); what it measured is
+        kept in the run folder as ``<name>_profile.json``."""
         batch = self.data.batch("train", 1, 0).to(self.device)
         self.module.eval()
-        profile = admin_init(self.module, lambda: compute_loss(self.module, batch, 0.0))
+        profiles = init_from_data(self.module, lambda: self.task.loss(self.module, batch, 0.0))
         self.module.train()
-        self.folder.write_json("admin_profile.json", profile)
-        self.log(f"admin: omegas from a profiling pass on {batch.ntokens} target tokens (admin_profile.json)")
+        for name, profile in profiles.items():
+            self.folder.write_json(f"{name}_profile.json", profile)
+            self.log(
+                f"{name}: initialized from a profiling pass on {batch.ntokens} target tokens ({name}_profile.json)"
+            )
 
     def _resume(self, path: Path) -> None:
         checkpoint.check_vocabulary(path, self.tok.sha256(), self.tok.path)
@@ -278,7 +271,7 @@ class Trainer:
         for i, b in enumerate(mine):
             with distributed.sync_grads(self.model, i == len(mine) - 1):
                 with _autocast(self.device, self.cfg.train.precision):
-                    loss, nll = compute_loss(self.model, b.to(self.device), self.cfg.train.label_smoothing)
+                    loss, nll = self.task.loss(self.model, b.to(self.device), self.cfg.train.label_smoothing)
                 self.scaler.scale(loss * weight).backward()
             if weight:
                 sums += torch.stack([loss.detach(), nll]).double()
@@ -339,7 +332,7 @@ class Trainer:
         for k in range(self.dist.rank, math.ceil(nb / w) * w, w):  # equal forwards on every rank (FSDP)
             b = self.data.batch("valid", 0, k if k < nb else 0)
             with _autocast(self.device, self.cfg.train.precision):
-                lv, nv = compute_loss(self.model, b.to(self.device), self.cfg.train.label_smoothing)
+                lv, nv = self.task.loss(self.model, b.to(self.device), self.cfg.train.label_smoothing)
             if k < nb:
                 sums = [sums[0] + float(lv), sums[1] + float(nv), sums[2] + b.ntokens]
         loss, nll, ntok = self.dist.sum(sums)
@@ -365,6 +358,42 @@ class Trainer:
                 extra_tensors=rng,
             )
         self.dist.barrier()
+
+    def begin_epoch(self) -> None:
+        """Move the data cursor to the next epoch's start if this one is finished."""
+        if self.state.next_batch >= self.data.num_batches():
+            self.state.epoch, self.state.next_batch = self.state.epoch + 1, 0
+
+    @property
+    def epoch_done(self) -> bool:
+        return self.state.next_batch >= self.data.num_batches()
+
+    def next_update(self) -> tuple[Step, float, dict | None]:
+        """One update at the data cursor, which then moves on: its ``Step``, its lr, and the
+        telemetry record when this update is one to measure (every ``train.telemetry_every``)."""
+        probe = self.telemetry
+        if probe is not None and (self.state.update + 1) % self.cfg.train.telemetry_every:
+            probe = None
+        if probe is not None:
+            probe.arm()
+        lr = self.lr(self.state.update + 1)
+        step = self.train_step(self.update_batches(), lr, probe)
+        self.state.update, self.state.next_batch = (
+            self.state.update + 1,
+            self.state.next_batch + self.batches_per_update,
+        )
+        return step, lr, probe.take() if probe is not None else None
+
+    def diverged_at(self, update: int) -> None:
+        """The run ends diverged: its status names the update where the non-finite value arose."""
+        self.state.update = update
+
+    def note_valid(self, loss: float) -> bool:
+        """Record a validation loss; True when it is the best so far."""
+        improved = self.state.best_valid is None or loss < self.state.best_valid
+        if improved:
+            self.state.best_valid = loss
+        return improved
 
     def update_batches(self) -> list[Batch]:
         """The batches of the next update: this epoch's order from ``state.next_batch`` on; those of

@@ -8,7 +8,6 @@ _NAMES = {
     "resolve_path": "corpus",
     "MLMData": "datasets",
     "TranslationData": "datasets",
-    "load_data": "datasets",
     "Tokenizer": "tokenizer",
 }
 __all__ = list(_NAMES)

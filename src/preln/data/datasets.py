@@ -14,8 +14,8 @@ import torch
 from ..config import RunConfig
 from .batching import Batch, encode_pair, mask_tokens, pad, token_batches
 from .corpus import CorpusError, find_file, read_pair_tsv, read_parallel, read_tsv, resolve_path
-from .idcache import Segments, load_text_corpus
-from .tokenizer import BOS, EOS, MASK, PAD, Tokenizer, train_or_load
+from .idcache import Segments
+from .tokenizer import BOS, EOS, MASK, PAD, Tokenizer
 
 SPLITS = {
     "multi30k": ("train", "val", "test_2016_flickr"),
@@ -125,14 +125,7 @@ class MLMData(_Data):
         """``unigram_nll``: the valid split's cross-entropy under the training split's token
         frequencies (add-one smoothed), over the tokens masking chooses from (not <cls>/<sep>): a
         model whose masked-token NLL is not clearly below it has not learned context."""
-        train, valid = self.examples["train"], self.examples["valid"]
-        counts = np.bincount(np.asarray(train.ids[train.offsets[0] : train.offsets[-1]]), minlength=self.vocab)
-        counts = counts.astype(np.float64)
-        counts[[PAD, BOS, EOS]] = 0
-        logp = np.log((counts + 1) / (counts.sum() + self.vocab))
-        ids = np.asarray(valid.ids[valid.offsets[0] : valid.offsets[-1]])
-        ids = ids[(ids != BOS) & (ids != EOS) & (ids != PAD)]
-        return {"unigram_nll": float(-logp[ids].mean())} if len(ids) else {}
+        return unigram_nll(self.examples["train"], self.examples["valid"], self.vocab, (PAD, BOS, EOS))
 
     def collate(self, examples: list, seed: int) -> Batch:
         ids = pad(examples, PAD, self.pad_multiple)
@@ -144,6 +137,47 @@ class MLMData(_Data):
             first = (ids == EOS).int().argmax(1)  # (B,)
             tensors["segments"] = (torch.arange(ids.shape[1])[None, :] > first[:, None]).long()  # (B, T)
         return Batch(tensors, int((targets != -100).sum()))
+
+
+def unigram_nll(train: Segments, valid: Segments, vocab: int, excluded: tuple[int, ...]) -> dict[str, float]:
+    """``unigram_nll``: the valid split's cross-entropy under the training split's token
+    frequencies (add-one smoothed), over the tokens that are not ``excluded``."""
+    counts = np.bincount(np.asarray(train.ids[train.offsets[0] : train.offsets[-1]]), minlength=vocab)
+    counts = counts.astype(np.float64)
+    counts[list(excluded)] = 0
+    logp = np.log((counts + 1) / (counts.sum() + vocab))
+    ids = np.asarray(valid.ids[valid.offsets[0] : valid.offsets[-1]])
+    ids = ids[~np.isin(ids, excluded)]
+    return {"unigram_nll": float(-logp[ids].mean())} if len(ids) else {}
+
+
+class CausalData(_Data):
+    """Next-token prediction on text: examples are ``<s> ids </s>``; the model reads all but the
+    last token and predicts all but the first (``</s>`` included: where a text ends)."""
+
+    def __init__(self, examples: dict[str, list], max_tokens: int, seed: int, vocab: int, multiple: int = 8):
+        super().__init__(examples, max_tokens, seed, multiple)
+        self.vocab = vocab
+
+    def size(self, example) -> tuple[int, ...]:
+        return (len(example),)
+
+    def baselines(self) -> dict[str, float]:
+        """The unigram model's NLL of the predicted tokens (every token after ``<s>``)."""
+        return unigram_nll(self.examples["train"], self.examples["valid"], self.vocab, (PAD, BOS))
+
+    def collate(self, examples: list, seed: int) -> Batch:
+        m = self.pad_multiple
+        ids = pad([e[:-1] for e in examples], PAD, m)  # (B, T) inputs
+        targets = pad([e[1:] for e in examples], -100, m)  # (B, T) the next tokens
+        return Batch({"ids": ids, "targets": targets}, self.count(examples))
+
+    @staticmethod
+    def count(examples: list) -> int:
+        return sum(len(e) - 1 for e in examples)
+
+    def ntokens(self, split: str, epoch: int, k: int) -> int:
+        return self.count(self.batch_examples(split, epoch, k))
 
 
 class PairData(_Data):
@@ -180,7 +214,7 @@ def pair_file(cfg: RunConfig, split: str) -> Path:
     return find_file(folder, f"{d.pair_prefix}{ {'valid': 'dev'}.get(split, split) }.tsv")
 
 
-def _read_pair_examples(cfg: RunConfig, tok: Tokenizer) -> tuple[dict[str, list], list[str]]:
+def read_pair_examples(cfg: RunConfig, tok: Tokenizer) -> tuple[dict[str, list], list[str]]:
     d, out, notes = cfg.data, {}, []
     for split in ("train", "valid", "test"):
         try:
@@ -241,7 +275,7 @@ def corpus_files(cfg: RunConfig) -> dict[str, list[Path]]:
     return out
 
 
-def _read_translation(cfg: RunConfig) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
+def read_translation(cfg: RunConfig) -> tuple[dict[str, tuple[list[str], list[str]]], list[str]]:
     out, notes = {}, []
     for split in ("train", "valid"):
         src, tgt, dropped = read_pairs(cfg, split)
@@ -257,46 +291,10 @@ def _read_translation(cfg: RunConfig) -> tuple[dict[str, tuple[list[str], list[s
     return out, notes
 
 
-def load_data(cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple[_Data, Tokenizer]:
-    """Read, tokenize (training a cached tokenizer unless ``tokenizer_file`` is given), batch."""
-    d = cfg.data
-    if cfg.model.task == "translation":
-        if d.corpus in ("text", "pairs"):
-            raise CorpusError("translation needs a parallel corpus (data.corpus = multi30k, parallel or tsv)")
-        text, notes = _read_translation(cfg)
-        tok = (
-            Tokenizer(tokenizer_file)
-            if tokenizer_file
-            else train_or_load(text["train"][0] + text["train"][1], d.vocab_size, d.spm_model, d.cache_dir)
-        )
-        examples = {}
-        for split, (src, tgt) in text.items():
-            pairs = [(s + [EOS], t) for s, t in zip(tok.encode(src), tok.encode(tgt))]
-            kept = [p for p in pairs if len(p[0]) <= d.max_len and len(p[1]) + 1 <= d.max_len]
-            if len(kept) < len(pairs):
-                notes.append(f"{split}: dropped {len(pairs) - len(kept)} pairs longer than {d.max_len} tokens")
-            examples[split] = kept
-        data: _Data = TranslationData(examples, d.max_tokens, cfg.train.seed, d.batch_size_multiple)
-    elif cfg.model.task == "classify":
-        if d.corpus != "pairs":
-            raise CorpusError("sentence-pair classification needs a pairs corpus (data.corpus = pairs)")
-        if tokenizer_file is None:
-            raise CorpusError("classification uses a pretrained run's vocabulary: set train.init_from")
-        tok = Tokenizer(tokenizer_file)
-        examples, notes = _read_pair_examples(cfg, tok)
-        data = PairData(examples, d.max_tokens, cfg.train.seed, d.batch_size_multiple)
-    else:
-        if d.corpus != "text":
-            raise CorpusError("masked-LM needs a text corpus (data.corpus = text)")
-        text = load_text_corpus(resolve_path(d.path), d, tokenizer_file)
-        tok = text.tok
-        notes = [*text.notes, "token ids from the cache" if text.cached else "token ids cached for the next run"]
-        data = MLMData(
-            text.segments, d.max_tokens, cfg.train.seed, d.mask_prob, len(tok), d.batch_size_multiple, d.mlm_pairs
-        )
-        data.token_ids = text.provenance()
+def finish(data: _Data, notes: list[str], cfg: RunConfig) -> _Data:
+    """Every task's dataset, once built: no split without examples; its notes and padding."""
     for split, ex in data.examples.items():
         if not ex:
-            raise CorpusError(f"the {split} split of {d.path} has no usable examples")
-    data.notes, data.pad_multiple = notes, d.pad_to_multiple
-    return data, tok
+            raise CorpusError(f"the {split} split of {cfg.data.path} has no usable examples")
+    data.notes, data.pad_multiple = notes, cfg.data.pad_to_multiple
+    return data

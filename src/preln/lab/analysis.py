@@ -28,11 +28,12 @@ from tqdm import tqdm
 
 from .. import config
 from ..config import ModelConfig
-from ..data import Batch, CorpusError, load_data, resolve_path
+from ..data import Batch, CorpusError, resolve_path
 from ..data.corpus import display_path
 from ..data.tokenizer import PAD
 from ..fit import fit
 from ..model import EncoderLayer, Stack
+from ..tasks import load_data
 from ..trainer import Trainer
 from . import placements
 from .measure import (

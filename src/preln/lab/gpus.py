@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 import torch
 
-from .. import config
+from .. import config, tasks
 from ..config import ConfigError, RunConfig
-from ..model import build_model
+from ..tasks import build_model
 
 GIB = 1024**3
 
@@ -30,7 +30,7 @@ def run_bytes(cfg: RunConfig) -> int:
     vocab = m.vocab_size or d.vocab_size
     with torch.device("meta"):
         params = sum(p.numel() for p in build_model(config.with_vocab(cfg, vocab).model).parameters())
-    layers = m.encoder_layers + (m.decoder_layers if m.task == "translation" else 0)
+    layers = tasks.get(m.task).layers(m)
     tokens = d.max_tokens  # one micro-batch at a time (update_freq accumulates gradients, not activations)
     activations = tokens * layers * (12 * m.d_model + 2 * m.d_ffn) * 4
     logits = 3 * tokens * vocab * 4

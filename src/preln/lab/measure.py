@@ -19,8 +19,8 @@ from ..data import Batch
 from ..data.batching import pad
 from ..data.tokenizer import BOS, EOS, PAD
 from ..errors import ConfigError
-from ..model import Stack, build_model
-from ..trainer import compute_loss
+from ..model import Stack
+from ..tasks import build_model, compute_loss
 from .stats import slope_interval
 
 MATRIX = {"q_proj": "WQ", "k_proj": "WK", "v_proj": "WV", "out_proj": "WO", "w1": "W1", "w2": "W2"}

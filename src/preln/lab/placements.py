@@ -16,8 +16,8 @@ from tqdm import tqdm
 
 from ..data import Batch
 from ..data.tokenizer import PAD
-from ..model import Stack, admin_init
-from ..trainer import compute_loss
+from ..model import Stack, init_from_data
+from ..tasks import compute_loss
 from .measure import (
     AnalysisConfig,
     expected_gradient_norms,
@@ -33,9 +33,8 @@ from .measure import (
 def placement_model(a: AnalysisConfig, vocab: int, norm: str, seed: int, batch: Batch, **kw) -> nn.Module:
     """A model of placement ``norm`` at initialization (Admin: after its profiling pass)."""
     model = init_model(model_config(a, vocab, norm=norm, **kw), seed)
-    if norm == "admin":
-        model.eval()
-        admin_init(model, lambda: compute_loss(model, batch, 0.1))
+    model.eval()
+    init_from_data(model, lambda: compute_loss(model, batch, 0.1))
     return model
 
 

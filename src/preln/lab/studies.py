@@ -353,6 +353,8 @@ def _analysis_job(p: Path, pre: dict) -> tuple[JobSpec, ...]:
 
 def _train_jobs(p: Path, raw: dict, preset: str, steps: tuple[str, ...], root: Path | None):
     """(a job per condition and seed, the condition names)."""
+    from ..tasks import get as task_of  # torch: only when a study with training runs is expanded
+
     pre = raw["preset"][preset]
     base = str((root or Path.cwd()) / pre["config"])
     conditions = list(raw.get("condition", [])) + _grid_conditions(p, raw.get("grid", []), preset)
@@ -375,8 +377,9 @@ def _train_jobs(p: Path, raw: dict, preset: str, steps: tuple[str, ...], root: P
                 cfg = config.load(base, list(over))
             except ConfigError as e:
                 raise ConfigError(f"{p}: condition {c['name']!r}: {e}") from None
-            mine = tuple(s for s in steps if s != "evaluate" or cfg.model.task == "translation")
-            if "finetune" in steps and cfg.model.task != "mlm":
+            task = task_of(cfg.model.task)
+            mine = tuple(s for s in steps if s != "evaluate" or task.evaluated)
+            if "finetune" in steps and not task.pretrains:
                 raise ConfigError(
                     f"{p}: condition {c['name']!r}: steps fine-tune a masked-LM run, this is {cfg.model.task}"
                 )

@@ -1,0 +1,63 @@
+"""What every task answers: its model, its data, how a batch becomes a loss, what it validates
+and scores, how its trained models are used and exported. One subclass a kind of model (a file
+each in this package), registered by name in ``tasks/__init__.py``; no other module asks which
+task a run is, it asks the run's ``Task``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..config import ModelConfig, RunConfig
+from ..data.batching import Batch
+from ..data.tokenizer import Tokenizer
+
+
+class Task:
+    name: ClassVar[str]
+    uses: ClassVar[Literal["translate", "predict", "generate"]]
+    """The command that uses a trained model of this task."""
+    export: ClassVar[Literal["seq2seq", "encoder", "none"]] = "none"
+    """How ``preln export --format hf`` writes it: FSMT, a BERT-like encoder, or not at all."""
+    hf_head: ClassVar[str] = ""
+    """The Transformers head class suffix of an ``encoder`` export (``MaskedLM``, ...)."""
+    pretrains: ClassVar[bool] = False
+    """Its runs are what ``preln finetune`` starts from."""
+    evaluated: ClassVar[bool] = False
+    """``preln evaluate`` scores its runs (test BLEU): a study's ``evaluate`` step applies."""
+    decodes_at_epoch_end: ClassVar[bool] = False
+    """Validation decodes at epoch ends (greedy BLEU; ``train.valid_bleu``)."""
+    unused_parameters: ClassVar[bool] = True
+    """Some of the model's parameters get no gradient (another task's head): DDP must know."""
+
+    def build_model(self, c: ModelConfig, pad_id: int = 0) -> nn.Module:
+        raise NotImplementedError
+
+    def load_data(self, cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple:
+        """(dataset, tokenizer): read, tokenize (training a cached tokenizer unless
+        ``tokenizer_file`` is given), batch."""
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Batch, eps: float) -> tuple[Tensor, Tensor]:
+        """Summed (label-smoothed loss, nll) of one batch. Calls ``model(...)`` (never a
+        submodule) so that a DDP/FSDP wrapper sees the whole forward."""
+        raise NotImplementedError
+
+    def layers(self, c: ModelConfig) -> int:
+        """Transformer layers of the model (a memory estimate's activations)."""
+        return c.encoder_layers
+
+    def valid_scores(self, model: nn.Module, data, device: torch.device) -> dict:
+        """Scores beside the validation loss at every validation (cheap ones only)."""
+        return {}
+
+    def epoch_scores(self, model: nn.Module, tok: Tokenizer, cfg: RunConfig) -> dict:
+        """Scores that decode, at epoch ends (``decodes_at_epoch_end``)."""
+        return {}
+
+    def final_scores(self, model: nn.Module, data, device: torch.device) -> dict[str, dict]:
+        """Per split, the final model's scores at the run's end ({} when the task has none)."""
+        return {}

@@ -1,0 +1,73 @@
+"""Translation: an encoder-decoder (``Seq2Seq``) on a parallel corpus; validation decodes
+greedily at epoch ends, ``preln evaluate`` scores beam search's BLEU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from ..config import ModelConfig, RunConfig
+from ..data.batching import Batch
+from ..data.corpus import CorpusError
+from ..data.datasets import TranslationData, finish, read_pairs, read_translation
+from ..data.tokenizer import EOS, Tokenizer, train_or_load
+from ..decode import translate
+from ..decoding import Decoding
+from ..losses import label_smoothed_nll
+from ..model import Seq2Seq
+from ..scores import bleu
+from .base import Task
+
+
+class TranslationTask(Task):
+    name = "translation"
+    uses = "translate"
+    export = "seq2seq"
+    evaluated = True
+    decodes_at_epoch_end = True
+    unused_parameters = False
+
+    def build_model(self, c: ModelConfig, pad_id: int = 0) -> nn.Module:
+        return Seq2Seq(c, pad_id)
+
+    def load_data(self, cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple:
+        d = cfg.data
+        if d.corpus in ("text", "pairs"):
+            raise CorpusError("translation needs a parallel corpus (data.corpus = multi30k, parallel or tsv)")
+        text, notes = read_translation(cfg)
+        tok = (
+            Tokenizer(tokenizer_file)
+            if tokenizer_file
+            else train_or_load(text["train"][0] + text["train"][1], d.vocab_size, d.spm_model, d.cache_dir)
+        )
+        examples = {}
+        for split, (src, tgt) in text.items():
+            pairs = [(s + [EOS], t) for s, t in zip(tok.encode(src), tok.encode(tgt))]
+            kept = [p for p in pairs if len(p[0]) <= d.max_len and len(p[1]) + 1 <= d.max_len]
+            if len(kept) < len(pairs):
+                notes.append(f"{split}: dropped {len(pairs) - len(kept)} pairs longer than {d.max_len} tokens")
+            examples[split] = kept
+        data = TranslationData(examples, d.max_tokens, cfg.train.seed, d.batch_size_multiple)
+        return finish(data, notes, cfg), tok
+
+    def loss(self, model: nn.Module, batch: Batch, eps: float) -> tuple[Tensor, Tensor]:
+        t = batch.tensors
+        return label_smoothed_nll(model(t["src"], t["tgt_in"]), t["tgt_out"], eps)
+
+    def layers(self, c: ModelConfig) -> int:
+        return c.encoder_layers + c.decoder_layers
+
+    def epoch_scores(self, model: nn.Module, tok: Tokenizer, cfg: RunConfig) -> dict:
+        """Greedy BLEU on the valid split: a monitoring signal, at most 1.2 * src + 10 tokens so
+        that an untrained model's epoch end stays cheap (``preln evaluate`` decodes as
+        fairseq-generate does), in the precision the run trains in."""
+        src, ref, _ = read_pairs(cfg, "valid")
+        n = cfg.data.max_valid_examples or len(src)
+        precision = "fp32" if cfg.train.precision == "fp32" else "bf16"
+        hyps = translate(model.eval(), tok, src[:n], Decoding(beam=1, max_len_a=1.2, max_len_b=10, precision=precision))
+        scores = bleu(hyps, ref[:n], cfg.data.tgt_lang, cfg.data.pretokenized)
+        res = {"valid_bleu_greedy_tok_lc": scores["tok_lc"]}
+        if "sacrebleu" in scores:
+            res["valid_bleu_greedy"] = scores["sacrebleu"]
+        return res
