@@ -18,7 +18,7 @@ from preln.data.corpus import CorpusError, read_pair_tsv
 from preln.data.tokenizer import Tokenizer
 from preln.finetune import finetune_config
 from preln.fit import train
-from preln.lab import studies
+from preln.lab import evaluation, studies
 from preln.scores import accuracy_f1
 from preln.tasks import load_data
 from preln.trainer import Trainer
@@ -271,7 +271,7 @@ def test_fig5_expands_finetuning_and_control_steps():
     assert steps["pre-nowarmup-s1"] == steps["pre-nowarmup-s2"] == ("train", *ft, *control)
     assert steps["post-warmup-s1"] == steps["post-warmup-s2"] == ("train", *ft)
     job = next(j for j in study.jobs if j.folder == "pre-nowarmup-s1")
-    cmd = studies.command("control:containment", job, ROOT / "x" / "pre-nowarmup-s1", studies.Evaluation())
+    cmd = studies.command("control:containment", job, ROOT / "x" / "pre-nowarmup-s1", evaluation.Evaluation())
     assert cmd[:6] == [
         "finetune",
         str(ROOT / "x" / "pre-nowarmup-s1"),

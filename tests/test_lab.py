@@ -9,7 +9,7 @@ import pytest
 
 from preln.cli import main
 from preln.config import ConfigError
-from preln.lab import claims, convergence, document, execute, metrics, report, results, stats, studies
+from preln.lab import claims, convergence, document, evaluation, execute, metrics, report, results, stats, studies
 
 from .conftest import ROOT, require_data
 
@@ -351,8 +351,8 @@ def test_claims_compare_the_papers_bleu_in_its_convention_and_say_where_the_corp
 def test_a_partial_or_differently_decoded_evaluation_does_not_pass_for_the_studys(tmp_path):
     run = tmp_path / "r"
     _fake_run(run, [(50, 5.0)])
-    evaluation = studies.Evaluation.from_flags(["--max-len-a", "1.2", "--max-len-b", "10"], "fig4.toml")
-    expect = evaluation.with_beam(5).expected()
+    study_eval = evaluation.Evaluation.from_flags(["--max-len-a", "1.2", "--max-len-b", "10"], "fig4.toml")
+    expect = study_eval.with_beam(5).expected()
     assert expect == {"beam": 5, "lenpen": 1.0, "max_len_a": 1.2, "max_len_b": 10, "limit": 0}
     assert studies.needed("evaluate", run, expect)  # the fake bleu.json records no settings
     done = {**expect, "splits": {"test": {"tok_lc": 1.0}}}
@@ -368,13 +368,13 @@ def test_a_partial_or_differently_decoded_evaluation_does_not_pass_for_the_study
 )
 def test_a_study_files_bad_evaluate_flags_are_config_errors(flags):
     with pytest.raises(ConfigError, match="fig4.toml.*evaluate"):
-        studies.Evaluation.from_flags(flags, "fig4.toml: [preset.quick]")
+        evaluation.Evaluation.from_flags(flags, "fig4.toml: [preset.quick]")
 
 
 def test_a_study_evaluation_round_trips_through_study_json():
-    e = studies.Evaluation.from_flags(["--max-len-a", "1.2", "--max-len-b", "10", "--limit", "100"], "x")
-    assert studies.evaluation_of({"evaluate": e.to_dict()}) == e
-    assert studies.evaluation_of({"decode": ["--max-len-a", "1.2", "--max-len-b", "10", "--limit", "100"]}) == e
+    e = evaluation.Evaluation.from_flags(["--max-len-a", "1.2", "--max-len-b", "10", "--limit", "100"], "x")
+    assert evaluation.evaluation_of({"evaluate": e.to_dict()}) == e
+    assert evaluation.evaluation_of({"decode": ["--max-len-a", "1.2", "--max-len-b", "10", "--limit", "100"]}) == e
     assert e.with_beam(4).flags() == [
         *("--beam", "4", "--lenpen", "1.0", "--max-len-a", "1.2", "--max-len-b", "10", "--limit", "100")
     ]

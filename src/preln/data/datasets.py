@@ -14,7 +14,7 @@ import torch
 from ..config import RunConfig
 from .batching import Batch, encode_pair, mask_tokens, pad, token_batches
 from .corpus import CorpusError, find_file, read_pair_tsv, read_parallel, read_tsv, resolve_path
-from .idcache import Segments
+from .idcache import Segments, TextCorpus, load_text_corpus
 from .tokenizer import BOS, EOS, MASK, PAD, Tokenizer
 
 SPLITS = {
@@ -289,6 +289,15 @@ def read_translation(cfg: RunConfig) -> tuple[dict[str, tuple[list[str], list[st
         n = cfg.data.max_train_examples if split == "train" else cfg.data.max_valid_examples
         out[split] = (_limit(src, n), _limit(tgt, n))
     return out, notes
+
+
+def read_text_corpus(cfg: RunConfig, tokenizer_file: Path | None, what: str) -> tuple[TextCorpus, list[str]]:
+    """A text corpus's token ids (from the cache, or built and cached) and the notes on them;
+    ``what`` (the task, in words) names what needs ``data.corpus = "text"``."""
+    if cfg.data.corpus != "text":
+        raise CorpusError(f"{what} needs a text corpus (data.corpus = text)")
+    text = load_text_corpus(resolve_path(cfg.data.path), cfg.data, tokenizer_file)
+    return text, [*text.notes, "token ids from the cache" if text.cached else "token ids cached for the next run"]
 
 
 def finish(data: _Data, notes: list[str], cfg: RunConfig) -> _Data:

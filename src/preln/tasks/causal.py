@@ -9,9 +9,8 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig, RunConfig
 from ..data.batching import Batch
-from ..data.corpus import CorpusError, resolve_path
-from ..data.datasets import CausalData, finish
-from ..data.idcache import load_text_corpus
+from ..data.corpus import CorpusError
+from ..data.datasets import CausalData, finish, read_text_corpus
 from ..losses import label_smoothed_nll
 from ..model import CausalLM
 from .base import Task
@@ -27,12 +26,9 @@ class CausalLMTask(Task):
 
     def load_data(self, cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple:
         d = cfg.data
-        if d.corpus != "text":
-            raise CorpusError("a causal language model needs a text corpus (data.corpus = text)")
         if d.mlm_pairs:
             raise CorpusError("data.mlm_pairs packs segment pairs for masked-LM pretraining; a causal LM reads text")
-        text = load_text_corpus(resolve_path(d.path), d, tokenizer_file)
-        notes = [*text.notes, "token ids from the cache" if text.cached else "token ids cached for the next run"]
+        text, notes = read_text_corpus(cfg, tokenizer_file, "a causal language model")
         data = CausalData(text.segments, d.max_tokens, cfg.train.seed, len(text.tok), d.batch_size_multiple)
         data.token_ids = text.provenance()
         return finish(data, notes, cfg), text.tok

@@ -8,9 +8,7 @@ from torch import Tensor, nn
 
 from ..config import ModelConfig, RunConfig
 from ..data.batching import Batch
-from ..data.corpus import CorpusError, resolve_path
-from ..data.datasets import MLMData, finish
-from ..data.idcache import load_text_corpus
+from ..data.datasets import MLMData, finish, read_text_corpus
 from ..losses import label_smoothed_nll
 from ..model import MaskedLM
 from .base import Task
@@ -28,10 +26,7 @@ class MaskedLMTask(Task):
 
     def load_data(self, cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple:
         d = cfg.data
-        if d.corpus != "text":
-            raise CorpusError("masked-LM needs a text corpus (data.corpus = text)")
-        text = load_text_corpus(resolve_path(d.path), d, tokenizer_file)
-        notes = [*text.notes, "token ids from the cache" if text.cached else "token ids cached for the next run"]
+        text, notes = read_text_corpus(cfg, tokenizer_file, "masked-LM")
         data = MLMData(
             text.segments, d.max_tokens, cfg.train.seed, d.mask_prob, len(text.tok), d.batch_size_multiple, d.mlm_pairs
         )
