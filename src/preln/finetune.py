@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from . import config
+from . import config, tasks
 from .config import ConfigError, RunConfig
 
 TASKS = ("paraphrase", "containment")
@@ -66,9 +66,7 @@ def finetune_config(
     if not (run / "config.toml").is_file():
         raise ConfigError(f"{run}: not a run folder (no config.toml)")
     base = config.load(run / "config.toml")
-    from .tasks import get  # torch: only when a config is made (the lab names folders here)
-
-    if not get(base.model.task).pretrains:
+    if not tasks.get(base.model.task).pretrains:
         raise ConfigError(f"{run} is a {base.model.task} run; fine-tuning needs a masked-LM run")
     raw = config.to_dict(base)
     raw["model"]["task"] = "classify"

@@ -128,6 +128,7 @@ class Trainer:
         self.close()
 
     def _setup(self, cfg: RunConfig, out: Path) -> None:
+        tasks.check(cfg)
         ckpts = self.folder.checkpoints
         resume_from = checkpoint.newest_good(self.folder.path / "checkpoints", self.log) if ckpts else None
         if not self.dist.main:

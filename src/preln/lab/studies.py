@@ -26,6 +26,8 @@ from ..config import ConfigError
 from ..finetune import TASKS as FINETUNE_TASKS
 from ..finetune import default_out
 from ..runs import RunFolder
+from ..tasks import check as check_task
+from ..tasks import get as task_of
 from .evaluation import Evaluation, evaluation_of
 from .metrics import metric
 
@@ -312,8 +314,6 @@ def _analysis_job(p: Path, pre: dict) -> tuple[JobSpec, ...]:
 
 def _train_jobs(p: Path, raw: dict, preset: str, steps: tuple[str, ...], root: Path | None):
     """(a job per condition and seed, the condition names)."""
-    from ..tasks import get as task_of  # torch: only when a study with training runs is expanded
-
     pre = raw["preset"][preset]
     base = str((root or Path.cwd()) / pre["config"])
     conditions = list(raw.get("condition", [])) + _grid_conditions(p, raw.get("grid", []), preset)
@@ -333,7 +333,7 @@ def _train_jobs(p: Path, raw: dict, preset: str, steps: tuple[str, ...], root: P
         for seed in pre.get("seeds", [1]):
             over = (*overrides, f"train.seed={seed}", "train.progress=false")
             try:
-                cfg = config.load(base, list(over))
+                cfg = check_task(config.load(base, list(over)))
             except ConfigError as e:
                 raise ConfigError(f"{p}: condition {c['name']!r}: {e}") from None
             task = task_of(cfg.model.task)

@@ -1,27 +1,38 @@
 """The tasks, by name: ``get(cfg.model.task)`` is the one place a run's kind is looked up.
 
 Adding a task: a module here with a ``Task`` subclass (``base.py``), its name in ``config.Task``
-and in ``TASKS`` below.
+and in ``TASKS`` below. The task modules import torch, models and data inside their methods, so
+that ``preln config`` checks a config against its task (``check``) without loading torch.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from torch import nn
-
-from ..config import ModelConfig, RunConfig
+from ..config import ConfigError, ModelConfig, RunConfig
 from .base import Task
 from .causal import CausalLMTask
 from .classify import ClassifyTask
 from .mlm import MaskedLMTask
 from .translation import TranslationTask
 
+if TYPE_CHECKING:
+    from torch import nn
+
 TASKS: dict[str, Task] = {t.name: t for t in (TranslationTask(), MaskedLMTask(), ClassifyTask(), CausalLMTask())}
 
 
 def get(name: str) -> Task:
     return TASKS[name]
+
+
+def check(cfg: RunConfig) -> RunConfig:
+    """``cfg`` if it keeps its task's rules, else the first broken rule as a ``ConfigError``."""
+    for ok, msg in get(cfg.model.task).checks(cfg):
+        if not ok:
+            raise ConfigError(msg)
+    return cfg
 
 
 def load_data(cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple:
@@ -41,4 +52,4 @@ def compute_loss(model: nn.Module, batch, eps: float):
     return get(model.config.task).loss(model, batch, eps)
 
 
-__all__ = ["TASKS", "Task", "build_model", "compute_loss", "get", "load_data"]
+__all__ = ["TASKS", "Task", "build_model", "check", "compute_loss", "get", "load_data"]

@@ -6,14 +6,16 @@ task a run is, it asks the run's ``Task``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import ClassVar, Literal
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 from ..config import ModelConfig, RunConfig
-from ..data.batching import Batch
-from ..data.tokenizer import Tokenizer
+
+if TYPE_CHECKING:  # the tasks load torch only when a model or data is made (see tasks/__init__.py)
+    import torch
+    from torch import Tensor, nn
+
+    from ..data.batching import Batch
+    from ..data.tokenizer import Tokenizer
 
 
 class Task:
@@ -32,6 +34,10 @@ class Task:
     """Validation decodes at epoch ends (greedy BLEU; ``train.valid_bleu``)."""
     unused_parameters: ClassVar[bool] = True
     """Some of the model's parameters get no gradient (another task's head): DDP must know."""
+
+    def checks(self, cfg: RunConfig) -> list[tuple[bool, str]]:
+        """This task's rules on a config (beyond the config's own), as (holds, message) pairs."""
+        return []
 
     def build_model(self, c: ModelConfig, pad_id: int = 0) -> nn.Module:
         raise NotImplementedError

@@ -1,23 +1,22 @@
 """Sentence-pair classification (fine-tuning, ``preln finetune``): a pretrained masked LM's
 encoder through its pooled classifier head, on a pairs corpus; accuracy (and F1) at every
-validation and on dev and test at the end."""
+validation and on dev and test at the end. (Torch and the data are imported where used: see
+``tasks/__init__.py``.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from ..config import ModelConfig, RunConfig
-from ..data.batching import Batch
-from ..data.corpus import CorpusError
-from ..data.datasets import PairData, finish, read_pair_examples
-from ..data.tokenizer import Tokenizer
-from ..losses import label_smoothed_nll
-from ..model import MaskedLM
-from ..scores import accuracy_f1
 from .base import Task
+from .mlm import PAIR_RULE
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor, nn
+
+    from ..data.batching import Batch
 
 
 class ClassifyTask(Task):
@@ -26,10 +25,24 @@ class ClassifyTask(Task):
     export = "encoder"
     hf_head = "SequenceClassification"
 
+    def checks(self, cfg: RunConfig) -> list[tuple[bool, str]]:
+        m, d = cfg.model, cfg.data
+        labels = f"model.num_classes ({m.num_classes}) must equal the number of data.pair_labels ({len(d.pair_labels)})"
+        return [
+            (m.num_classes == len(d.pair_labels), labels),
+            (d.max_len >= 5, f"data.max_len={d.max_len}: {PAIR_RULE}"),
+        ]
+
     def build_model(self, c: ModelConfig, pad_id: int = 0) -> nn.Module:
+        from ..model import MaskedLM
+
         return MaskedLM(c, pad_id)  # the same encoder; its classifier head
 
     def load_data(self, cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple:
+        from ..data.corpus import CorpusError
+        from ..data.datasets import PairData, finish, read_pair_examples
+        from ..data.tokenizer import Tokenizer
+
         d = cfg.data
         if d.corpus != "pairs":
             raise CorpusError("sentence-pair classification needs a pairs corpus (data.corpus = pairs)")
@@ -41,6 +54,8 @@ class ClassifyTask(Task):
         return finish(data, notes, cfg), tok
 
     def loss(self, model: nn.Module, batch: Batch, eps: float) -> tuple[Tensor, Tensor]:
+        from ..losses import label_smoothed_nll
+
         t = batch.tensors  # one target per example
         return label_smoothed_nll(model(t["ids"], segments=t["segments"], classify=True), t["labels"], eps)
 
@@ -51,13 +66,17 @@ class ClassifyTask(Task):
         return {s: scores(model, data, s, device) for s in ("valid", "test") if s in data.examples}
 
 
-@torch.no_grad()
-def scores(model: nn.Module, data: PairData, split: str, device: torch.device) -> dict:
+def scores(model: nn.Module, data, split: str, device: torch.device) -> dict:
     """Accuracy (and F1) of a pair classifier on a split of its ``PairData``."""
+    import torch
+
+    from ..scores import accuracy_f1
+
     model.eval()
     predictions, labels = [], []
-    for k in range(data.num_batches(split)):
-        t = data.batch(split, 0, k).to(device).tensors
-        predictions += model(t["ids"], segments=t["segments"], classify=True).argmax(-1).tolist()
-        labels += t["labels"].tolist()
+    with torch.no_grad():
+        for k in range(data.num_batches(split)):
+            t = data.batch(split, 0, k).to(device).tensors
+            predictions += model(t["ids"], segments=t["segments"], classify=True).argmax(-1).tolist()
+            labels += t["labels"].tolist()
     return accuracy_f1(predictions, labels)

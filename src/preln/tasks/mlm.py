@@ -1,17 +1,20 @@
-"""Masked-LM pretraining (BERT): an encoder on text, single segments or segment pairs."""
+"""Masked-LM pretraining (BERT): an encoder on text, single segments or segment pairs. (Torch and
+the data are imported where used: see ``tasks/__init__.py``.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from ..config import ModelConfig, RunConfig
-from ..data.batching import Batch
-from ..data.datasets import MLMData, finish, read_text_corpus
-from ..losses import label_smoothed_nll
-from ..model import MaskedLM
 from .base import Task
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from ..data.batching import Batch
+
+PAIR_RULE = "a sentence pair <cls> A <sep> B <sep> needs at least 5 tokens"
 
 
 class MaskedLMTask(Task):
@@ -21,10 +24,18 @@ class MaskedLMTask(Task):
     hf_head = "MaskedLM"
     pretrains = True
 
+    def checks(self, cfg: RunConfig) -> list[tuple[bool, str]]:
+        d = cfg.data
+        return [(d.max_len >= 5 or not d.mlm_pairs, f"data.max_len={d.max_len}: {PAIR_RULE}")]
+
     def build_model(self, c: ModelConfig, pad_id: int = 0) -> nn.Module:
+        from ..model import MaskedLM
+
         return MaskedLM(c, pad_id)
 
     def load_data(self, cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple:
+        from ..data.datasets import MLMData, finish, read_text_corpus
+
         d = cfg.data
         text, notes = read_text_corpus(cfg, tokenizer_file, "masked-LM")
         data = MLMData(
@@ -34,6 +45,8 @@ class MaskedLMTask(Task):
         return finish(data, notes, cfg), text.tok
 
     def loss(self, model: nn.Module, batch: Batch, eps: float) -> tuple[Tensor, Tensor]:
+        from ..losses import label_smoothed_nll
+
         t = batch.tensors
         chosen = t["targets"] != -100  # (B, T) masked positions only
         logits = model(t["ids"], segments=t.get("segments"), mlm_positions=chosen)  # segments: pair-packed MLM

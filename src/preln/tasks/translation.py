@@ -1,23 +1,20 @@
 """Translation: an encoder-decoder (``Seq2Seq``) on a parallel corpus; validation decodes
-greedily at epoch ends, ``preln evaluate`` scores beam search's BLEU."""
+greedily at epoch ends, ``preln evaluate`` scores beam search's BLEU. (Torch and the data are
+imported where used: see ``tasks/__init__.py``.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
-
-from torch import Tensor, nn
+from typing import TYPE_CHECKING
 
 from ..config import ModelConfig, RunConfig
-from ..data.batching import Batch
-from ..data.corpus import CorpusError
-from ..data.datasets import TranslationData, finish, read_pairs, read_translation
-from ..data.tokenizer import EOS, Tokenizer, train_or_load
-from ..decode import translate
-from ..decoding import Decoding
-from ..losses import label_smoothed_nll
-from ..model import Seq2Seq
-from ..scores import bleu
 from .base import Task
+
+if TYPE_CHECKING:
+    from torch import Tensor, nn
+
+    from ..data.batching import Batch
+    from ..data.tokenizer import Tokenizer
 
 
 class TranslationTask(Task):
@@ -28,10 +25,19 @@ class TranslationTask(Task):
     decodes_at_epoch_end = True
     unused_parameters = False
 
+    def checks(self, cfg: RunConfig) -> list[tuple[bool, str]]:
+        return [(cfg.model.decoder_layers > 0, "model.decoder_layers must be > 0")]
+
     def build_model(self, c: ModelConfig, pad_id: int = 0) -> nn.Module:
+        from ..model import Seq2Seq
+
         return Seq2Seq(c, pad_id)
 
     def load_data(self, cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple:
+        from ..data.corpus import CorpusError
+        from ..data.datasets import TranslationData, finish, read_translation
+        from ..data.tokenizer import EOS, Tokenizer, train_or_load
+
         d = cfg.data
         if d.corpus in ("text", "pairs"):
             raise CorpusError("translation needs a parallel corpus (data.corpus = multi30k, parallel or tsv)")
@@ -52,6 +58,8 @@ class TranslationTask(Task):
         return finish(data, notes, cfg), tok
 
     def loss(self, model: nn.Module, batch: Batch, eps: float) -> tuple[Tensor, Tensor]:
+        from ..losses import label_smoothed_nll
+
         t = batch.tensors
         return label_smoothed_nll(model(t["src"], t["tgt_in"]), t["tgt_out"], eps)
 
@@ -62,6 +70,11 @@ class TranslationTask(Task):
         """Greedy BLEU on the valid split: a monitoring signal, at most 1.2 * src + 10 tokens so
         that an untrained model's epoch end stays cheap (``preln evaluate`` decodes as
         fairseq-generate does), in the precision the run trains in."""
+        from ..data.datasets import read_pairs
+        from ..decode import translate
+        from ..decoding import Decoding
+        from ..scores import bleu
+
         src, ref, _ = read_pairs(cfg, "valid")
         n = cfg.data.max_valid_examples or len(src)
         precision = "fp32" if cfg.train.precision == "fp32" else "bf16"
