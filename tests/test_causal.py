@@ -177,3 +177,6 @@ def test_generate_and_predict_name_the_command_a_run_needs(causal_run, tmp_path)
         [sys.executable, "-m", "preln", "predict", str(causal_run)], input="a <mask>\n", capture_output=True, text=True
     )
     assert other.returncode == 2 and "use preln generate" in other.stderr
+    translate = [sys.executable, "-m", "preln", "translate", str(causal_run)]
+    other = subprocess.run(translate, input="ein hund\n", capture_output=True, text=True, timeout=300)
+    assert other.returncode == 2 and "use preln generate" in other.stderr

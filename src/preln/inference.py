@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint, config
+from . import checkpoint, config, tasks
 from .config import ConfigError, RunConfig
 from .data.tokenizer import PAD, Tokenizer
 from .errors import RunFolderError
@@ -50,7 +50,10 @@ def load_for_eval(run_dir: Path, average: int = 1, which: str = "last") -> tuple
         )
     cfg, model, tok = load_run(run_dir, which)
     if not isinstance(model, Seq2Seq):
-        raise RunFolderError(f"{run_dir} is a {cfg.model.task} run; translation needs a translation model")
+        uses = tasks.get(cfg.model.task).uses
+        raise RunFolderError(
+            f"{run_dir} is a {cfg.model.task} run; translation needs a translation model (use preln {uses})"
+        )
     desc = f"{which} checkpoint"
     if average > 1:
         ckpts = checkpoint.list_checkpoints(Path(run_dir) / "checkpoints")[-average:]
