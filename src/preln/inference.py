@@ -49,8 +49,8 @@ def load_for_eval(run_dir: Path, average: int = 1, which: str = "last") -> tuple
             f"--average {average} averages the last {average} checkpoints; with --checkpoint {which} use 1"
         )
     cfg, model, tok = load_run(run_dir, which)
-    if not isinstance(model, Seq2Seq):
-        uses = tasks.get(cfg.model.task).uses
+    uses = tasks.get(cfg.model.task).uses
+    if uses != "translate":  # the task says which command its models serve
         raise RunFolderError(
             f"{run_dir} is a {cfg.model.task} run; translation needs a translation model (use preln {uses})"
         )
