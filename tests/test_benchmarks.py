@@ -122,3 +122,21 @@ def test_the_bitwise_digest_sees_numbers_and_ignores_times(tmp_path):
     assert (
         bitwise.digest(run)["checkpoints/update_1/model.safetensors"] != first["checkpoints/update_1/model.safetensors"]
     )
+
+
+def test_the_data_scale_benchmark_builds_the_cache_and_starts_from_it(tmp_path):
+    """At a tiny size (the full sizes are in the benchmark's docstring): the cache is built once,
+    a start from it and an empty run are timed to their first update, each torchrun rank measured."""
+    require_data("debdocs-de-en")
+    args = ["benchmarks/data_scale.py", "--out", str(tmp_path / "scale"), "--pairs", "2000", "--only", "translation"]
+    row = _run(args, tmp_path)["translation"]
+    assert row["lines"] == 4000 and row["build_s"] > 0 and row["build_peak_rss_mb"] > 100
+    assert 0 < row["first_update_s"] < 120 and 0 < row["empty_first_update_s"] < 120
+    assert len(row["rank_peak_rss_mb"]) == 2 and min(row["rank_peak_rss_mb"]) > 100
+    assert set(row["spm_lines_per_s"]) == {str(t) for t in range(1, os.cpu_count() + 1)}
+    assert row["targets"]["first_update_le_10s"] == (row["first_update_s"] <= 10)
+    starts = [json.loads(p.read_text())["update"] for p in (tmp_path / "scale" / "runs").glob("*/status.json")]
+    assert starts == [1] * 5  # build, the empty run's two, the start, the torchrun start: one update each
+    entries = [p.name for p in (tmp_path / "scale" / "cache" / "ids").iterdir() if p.is_dir()]
+    # the corpus's and the empty run's, each with its batches: the start and the ranks read the built ones
+    assert len(entries) == 4 and sum(e.endswith(".batches") for e in entries) == 2

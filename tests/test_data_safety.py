@@ -62,8 +62,8 @@ def test_the_token_id_cache_keys_the_text_it_read(tmp_path, monkeypatch):
     cfg = config.load(ROOT / "configs" / "tiny-mlm.toml", over)
     real = idcache.file_sha256
 
-    def hash_then_change(path):
-        digest = real(path)
+    def hash_then_change(path, *memo):
+        digest = real(path, *memo)
         if path == corpus:  # another process rewrites the corpus just after it was hashed
             path.write_text(b)
         return digest

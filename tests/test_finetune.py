@@ -190,7 +190,7 @@ def test_the_token_id_cache_is_reused_and_invalidated_by_text_or_vocabulary(tmp_
         raise AssertionError("re-tokenized")
 
     monkeypatch.setattr(Tokenizer, "encode", no_tokenizing)
-    monkeypatch.setattr("preln.data.idcache.read_bytes", lambda p: pytest.fail("read the text again"))
+    monkeypatch.setattr("preln.data.sources.read_stripped", lambda p: pytest.fail("read the text again"))
     second, _ = load_data(cfg)  # no tokenizing, no reading: ids from the memory-mapped cache
     assert "token ids from the cache" in second.notes
     assert [second.examples["train"][i] for i in range(5)] == [first.examples["train"][i] for i in range(5)]

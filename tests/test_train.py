@@ -73,6 +73,18 @@ def test_resume_refuses_a_different_config(tmp_path):
         train(other, tmp_path / "r")
 
 
+def test_resume_refuses_another_update_size_and_says_which_update_freq_keeps_it(tmp_path):
+    """update_freq may change on resume only with the number of processes (a run moved from 2 to
+    1 process): in the same process count it would change what an update is."""
+    require_data("multi30k")
+    sets = ["train.progress=false", "train.max_updates=4", "train.save_every=2"]
+    train(config.load(ROOT / "configs" / "tiny-translation.toml", sets), tmp_path / "r")
+    (tmp_path / "r" / "checkpoints" / "update_0000004").rename(tmp_path / "later")
+    other = config.load(ROOT / "configs" / "tiny-translation.toml", [*sets, "train.update_freq=2"])
+    with pytest.raises(config.ConfigError, match=r"updates are 1 batches .* set train.update_freq=1$"):
+        train(other, tmp_path / "r")
+
+
 def test_load_run_restores_the_trained_model(tmp_path):
     require_data("multi30k")
     cfg = config.load(ROOT / "configs" / "tiny-translation.toml", ["train.progress=false", "train.max_updates=3"])

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from .errors import RunFolderError, UsageError
 
 PREFIX = "update_"
 MANIFEST = "manifest.json"  # sizes and SHA-256 of the other files, checked before a checkpoint is used
+SHARDS = "shards"  # a sharded checkpoint's folder of torch.distributed.checkpoint files (FSDP)
 
 
 def problem(path: Path) -> str | None:
@@ -112,24 +114,41 @@ def save(
     """Write checkpoint ``update`` (or the one called ``name``, e.g. "best") atomically; delete all
     but the newest ``keep_last`` numbered ones. ``model_state`` has one key per tensor (no tied
     aliases); ``opt_state`` is a ``torch.optim`` state dict with integer parameter ids."""
+    tmp = begin(folder)
+    tensors, opt_meta = _optimizer_split(opt_state)
+    save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+    return finish(
+        folder, tmp, update, {**state, "optimizer": opt_meta}, keep_last, name, {**tensors, **(extra_tensors or {})}
+    )
+
+
+def begin(folder: Path) -> Path:
+    """A fresh temporary folder for the next checkpoint (what a killed write left is removed)."""
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob(".tmp-*"):  # left by a write that was killed
         shutil.rmtree(stale, ignore_errors=True)
-    final = folder / (name or f"{PREFIX}{update:07d}")
-    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-"))
-    tensors, opt_meta = _optimizer_split(opt_state)
+    return Path(tempfile.mkdtemp(dir=folder, prefix=".tmp-"))
+
+
+def finish(folder: Path, tmp: Path, update: int, meta: dict, keep_last: int, name: str | None, tensors: dict) -> Path:
+    """Complete the checkpoint in ``tmp`` (weights and optimizer already there, in
+    ``model.safetensors`` or ``shards/``): RNG states and ``tensors`` in ``trainer.safetensors``,
+    ``meta`` in ``trainer.json``, the manifest of every file, fsync, rename into place."""
+    tensors = dict(tensors)
     tensors["rng.cpu"] = torch.get_rng_state()
     if torch.cuda.is_available():
         tensors["rng.cuda"] = torch.cuda.get_rng_state()
-    tensors.update(extra_tensors or {})
-    save_file({k: v.detach().cpu().contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
-    save_file(tensors, str(tmp / "trainer.safetensors"))
-    (tmp / "trainer.json").write_text(json.dumps({**state, "update": update, "optimizer": opt_meta}, indent=1))
-    files = {f.name: {"bytes": f.stat().st_size, "sha256": sha256(f)} for f in sorted(tmp.iterdir())}
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / "trainer.safetensors"))
+    (tmp / "trainer.json").write_text(json.dumps({**meta, "update": update}, indent=1))
+    names = sorted(f.relative_to(tmp).as_posix() for f in tmp.rglob("*") if f.is_file())
+    files = {n: {"bytes": (tmp / n).stat().st_size, "sha256": sha256(tmp / n)} for n in names}
     (tmp / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
-    for f in tmp.iterdir():
-        with open(f, "rb") as fh:
+    for n in [*names, MANIFEST]:
+        with open(tmp / n, "rb") as fh:
             os.fsync(fh.fileno())
+    if (tmp / SHARDS).is_dir():
+        _fsync_dir(tmp / SHARDS)
+    final = folder / (name or f"{PREFIX}{update:07d}")
     if final.exists():  # only "best", or a rewrite of the same update: swap, then delete the old one
         old = folder / f".tmp-old-{final.name}"
         os.replace(final, old)
@@ -143,6 +162,32 @@ def save(
     return final
 
 
+def is_sharded(path: Path) -> bool:
+    """Whether checkpoint ``path`` holds its weights and optimizer as ``torch.distributed.checkpoint``
+    shards (written under FSDP, one file per rank) instead of ``model.safetensors``."""
+    return (path / SHARDS).is_dir()
+
+
+def model_state(path: Path) -> dict[str, torch.Tensor]:
+    """Checkpoint ``path``'s weights as one state dict, from either format (shards are read
+    and joined in this process: no process group needed)."""
+    if not is_sharded(path):
+        return load_file(str(path / "model.safetensors"))
+    import torch.distributed.checkpoint as dcp
+
+    reader = dcp.FileSystemReader(str(path / SHARDS))
+    meta = reader.read_metadata().state_dict_metadata
+    state = {
+        k.removeprefix("model."): torch.empty(m.size, dtype=m.properties.dtype)
+        for k, m in meta.items()
+        if k.startswith("model.") and hasattr(m, "size")
+    }
+    with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+        warnings.filterwarnings("ignore", message=".*single process")
+        dcp.load({"model": state}, storage_reader=reader)
+    return state
+
+
 def list_checkpoints(folder: Path) -> list[Path]:
     """Numbered checkpoints, oldest first. An interrupted write is a ``.tmp-*`` folder, never a
     numbered one, so a numbered folder with a file missing is damage (``problem`` says which)."""
@@ -154,18 +199,33 @@ def list_checkpoints(folder: Path) -> list[Path]:
 def load_weights(path: Path, model: nn.Module) -> None:
     """Load ``model.safetensors`` of checkpoint ``path``; a shape mismatch is a ValueError."""
     try:
-        load_model(model, str(path / "model.safetensors"), strict=True)
+        if is_sharded(path):
+            _load_into(model, model_state(path))
+        else:
+            load_model(model, str(path / "model.safetensors"), strict=True)
     except RuntimeError as e:
         raise RunFolderError(f"{path}: checkpoint does not fit this model ({str(e).splitlines()[0]})") from None
 
 
-def load(path: Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+def _load_into(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Strict but for tied aliases (a sharded checkpoint names a tied weight under both keys)."""
+    own = model.state_dict()
+    unexpected = [k for k in state if k not in own]
+    missing = [k for k in own if k not in state]
+    if unexpected or missing:
+        raise RuntimeError(f"missing {missing[:3]}, unexpected {unexpected[:3]}")
+    model.load_state_dict(state, strict=True)
+
+
+def load(path: Path) -> tuple[dict[str, torch.Tensor] | None, dict | None, dict]:
     """(model state, optimizer state with integer ids, trainer meta); sets the RNG states.
-    ``meta["tensors"]`` holds the per-rank RNG states of a distributed run."""
-    model_state = load_file(str(path / "model.safetensors"))
+    ``meta["tensors"]`` holds the per-rank RNG states of a distributed run. A sharded checkpoint
+    gives None for both states: ``distributed.load_shards`` reads them into the model."""
     meta = json.loads((path / "trainer.json").read_text())
     tensors = load_file(str(path / "trainer.safetensors"))
-    opt_state = _optimizer_join(tensors, meta.pop("optimizer"))
+    sharded = is_sharded(path)
+    model_state = None if sharded else load_file(str(path / "model.safetensors"))
+    opt_state = None if sharded else _optimizer_join(tensors, meta.pop("optimizer"))
     torch.set_rng_state(tensors["rng.cpu"])
     if "rng.cuda" in tensors and torch.cuda.is_available():
         torch.cuda.set_rng_state(tensors["rng.cuda"])
@@ -188,7 +248,7 @@ def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
         raise UsageError("no checkpoints to average")
     total: dict[str, torch.Tensor] = {}
     for p in paths:
-        for k, v in load_file(str(p / "model.safetensors")).items():
+        for k, v in model_state(p).items():
             total[k] = total[k] + v.double() if k in total else v.double()
-    first = load_file(str(paths[0] / "model.safetensors"))
+    first = model_state(paths[0])
     return {k: (v / len(paths)).to(first[k].dtype) for k, v in total.items()}

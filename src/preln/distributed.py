@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -57,6 +59,14 @@ class Dist:
 
     def any(self, flag: bool) -> bool:
         return bool(self.sum([float(flag)])[0]) if self.active else flag
+
+    def broadcast(self, value):
+        """Rank 0's ``value`` on every rank (a picklable object, e.g. a path)."""
+        if not self.active:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def gather_rng(self) -> dict[str, torch.Tensor]:
         """Every rank's CPU RNG state, for rank 0's checkpoint (dropout masks resume exactly)."""
@@ -141,26 +151,16 @@ def _canonical(module: nn.Module) -> list[str]:
     ]
 
 
-def full_state(module: nn.Module, opt: torch.optim.Optimizer, ctx: Dist) -> tuple[dict, dict] | None:
-    """(model state, optimizer state) as a single process holds them; under FSDP gathered to
-    rank 0 (a collective: every rank calls it; ranks > 0 get None)."""
-    keys = _canonical(module)
-    if not _is_fsdp(module):
-        sd = module.state_dict()
-        return {k: sd[k] for k in keys}, opt.state_dict()
-    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_optimizer_state_dict
-
-    opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
-    msd, osd = get_model_state_dict(module, options=opts), get_optimizer_state_dict(module, opt, options=opts)
-    if not ctx.main:
-        return None
-    ids = {fqn: i for i, fqn in enumerate(fqn for g in osd["param_groups"] for fqn in g["params"])}
-    groups = [{**g, "params": [ids[f] for f in g["params"]]} for g in osd["param_groups"]]
-    return {k: msd[k] for k in keys}, {"state": {ids[f]: s for f, s in osd["state"].items()}, "param_groups": groups}
+def full_state(module: nn.Module, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    """(model state, optimizer state) of a module whose weights are whole in every process (one
+    process, or DDP); FSDP's sharded weights are written as shards (``save_shards``)."""
+    sd = module.state_dict()
+    return {k: sd[k] for k in _canonical(module)}, opt.state_dict()
 
 
 def load_full_state(module: nn.Module, opt: torch.optim.Optimizer, model_state: dict, opt_state: dict) -> None:
-    """Inverse of ``full_state``: every rank passes the whole state read from the checkpoint."""
+    """Inverse of ``full_state``: every rank passes the whole state read from the checkpoint (under
+    FSDP each rank keeps its shards of it: a one-process checkpoint resumed on several ranks)."""
     aliases = set(module.state_dict()) - set(_canonical(module))
     if not _is_fsdp(module):
         missing, unexpected = module.load_state_dict(model_state, strict=False)
@@ -184,6 +184,36 @@ def load_full_state(module: nn.Module, opt: torch.optim.Optimizer, model_state: 
         "param_groups": [{**g, "params": [order[i] for i in g["params"]]} for g in opt_state["param_groups"]],
     }
     set_optimizer_state_dict(module, opt, fqn_state, options=StateDictOptions(full_state_dict=True))
+
+
+def save_shards(module: nn.Module, opt: torch.optim.Optimizer, folder: Path) -> None:
+    """Weights and optimizer state with ``torch.distributed.checkpoint``: under FSDP each rank
+    writes its own shards into ``folder`` (a collective; nothing is gathered on one rank)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_state, opt_state = get_state_dict(module, opt)
+    dcp.save({"model": model_state, "optim": opt_state}, storage_writer=dcp.FileSystemWriter(str(folder)))
+
+
+def load_shards(module: nn.Module, opt: torch.optim.Optimizer, folder: Path) -> None:
+    """Inverse of ``save_shards`` at any world size (DCP reshards: 2 ranks' shards load into 1
+    process or 4), or in a single process without a process group."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_state, opt_state = get_state_dict(module, opt)  # the layout to read into (sharded under FSDP)
+    state = {"model": model_state, "optim": opt_state}
+    with warnings.catch_warnings():  # in one process DCP warns that it assumes one process: it is right
+        warnings.filterwarnings("ignore", message=".*single process")
+        dcp.load(state, storage_reader=dcp.FileSystemReader(str(folder)))
+    set_state_dict(module, opt, model_state_dict=state["model"], optim_state_dict=state["optim"])
+
+
+def sharded(module: nn.Module) -> bool:
+    """Whether ``module``'s weights are sharded over ranks (FSDP): checkpoints are then written
+    as shards, by every rank."""
+    return _is_fsdp(module)
 
 
 def _is_fsdp(module: nn.Module) -> bool:

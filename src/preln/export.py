@@ -26,6 +26,7 @@ The run's ``spm.model`` is copied beside the weights, with a Transformers tokeni
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -297,6 +298,9 @@ def _source(run: Path) -> dict:
     except (OSError, ValueError, KeyError):
         files = {}
     weights = files.get("model.safetensors", {}).get("sha256")
+    shards = sorted(n for n in files if n.startswith(f"{checkpoint.SHARDS}/"))
+    if weights is None and shards:  # a sharded checkpoint: the digest of its shards' (optimizer included)
+        weights = hashlib.sha256("".join(files[n]["sha256"] for n in shards).encode()).hexdigest()
     return {"run": str(run.resolve()), "checkpoint": ckpt.name, "model_sha256": weights}
 
 

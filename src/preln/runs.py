@@ -32,7 +32,9 @@ from .errors import RunFolderError
 from .locks import hold_lock, release_lock
 from .schedules import fix_total
 
-RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device"}
+# How a run is computed may change on resume, not what: train.update_freq only with the number of
+# processes, so that an update takes as many batches as before (the Trainer checks the checkpoint's).
+RESUME_MAY_CHANGE = {"train.progress", "train.threads", "train.device", "train.parallel", "train.update_freq"}
 # How long a run trains and what it logs may change on resume (fairseq continues with a larger
 # --max-update too); the change is recorded in history.jsonl. Anything else changes what was computed.
 RESUME_MAY_EXTEND = {"train.max_updates", "train.max_epochs", "train.log_every", "train.valid_every"}
@@ -96,6 +98,7 @@ class RunFolder:
         self.path, self.writer = path, writer  # only one process (rank 0) writes
         self._lock = None
         self.extended: list[str] = []  # the RESUME_MAY_EXTEND changes of this resume
+        self.resumed_update_freq: int | None = None  # the resumed run's train.update_freq (its config.toml)
 
     def lock(self) -> None:
         """Become the folder's one writer: an OS lock (flock) on ``.lock``, which the system drops
@@ -132,6 +135,7 @@ class RunFolder:
         if not (old.is_file() and self.checkpoints):
             return
         before = config.load(old)
+        self.resumed_update_freq = before.train.update_freq  # checked against the checkpoint by the Trainer
         if before.train.max_updates:  # written before the length was fixed in config.toml: it ended there
             before = replace(before, schedule=fix_total(before.schedule, before.train.max_updates))
         diffs = [d for d in config.diff(before, cfg) if not _same_corpus(d, before, cfg)]

@@ -198,7 +198,7 @@ class Trainer:
         everything as drawn (the control)."""
         info = {"run": str(source.run), "checkpoint": source.checkpoint.name, "weights": self.cfg.train.init_weights}
         if self.cfg.train.init_weights == "pretrained":
-            state, _, meta = checkpoint.load(source.checkpoint)
+            state, meta = checkpoint.model_state(source.checkpoint), checkpoint.load(source.checkpoint)[2]
             fresh = ("pooler.", "classifier.")
             res = self.module.load_state_dict({k: v for k, v in state.items() if not k.startswith(fresh)}, strict=False)
             own = self.module.state_dict()
@@ -228,7 +228,11 @@ class Trainer:
     def _resume(self, path: Path) -> None:
         checkpoint.check_vocabulary(path, self.tok.sha256(), self.tok.path)
         model_state, opt_state, meta = checkpoint.load(path)
-        distributed.load_full_state(self.module, self.opt, model_state, opt_state)
+        self._check_update_size(path, meta.get("batches_per_update"))
+        if model_state is None:  # sharded: read at this world size, whatever it was written at
+            distributed.load_shards(self.module, self.opt, path / checkpoint.SHARDS)
+        else:
+            distributed.load_full_state(self.module, self.opt, model_state, opt_state)
         rng = meta["tensors"].get(f"rng.rank{self.dist.rank}")
         if rng is not None and self.dist.active:
             torch.set_rng_state(rng)
@@ -236,6 +240,19 @@ class Trainer:
         self.folder.truncate_metrics(self.state.update)
         self._check_logs()
         self.log(f"resumed from {path} (update {self.state.update})")
+
+    def _check_update_size(self, path: Path, made: int | None) -> None:
+        """A resume at another number of processes must keep the batches an update takes
+        (processes x ``train.update_freq``): the same updates, on another machine."""
+        if made is None:  # written before it was recorded: the run's update_freq may not change
+            before = self.folder.resumed_update_freq or self.cfg.train.update_freq
+            made = self.batches_per_update // self.cfg.train.update_freq * before
+        if made != self.batches_per_update:
+            raise ConfigError(
+                f"{path}: this run's updates are {made} batches (processes x train.update_freq); "
+                f"here they would be {self.batches_per_update}: with {self.dist.world} process(es) set "
+                f"train.update_freq={made / self.dist.world:g}"
+            )
 
     def _check_logs(self) -> None:
         """Warn (and note in history.jsonl) when a log lost lines the checkpoint covers: the weights
@@ -343,21 +360,20 @@ class Trainer:
         return res
 
     def save(self, name: str | None = None) -> None:
-        """Checkpoint. A collective under torchrun: FSDP gathers the weights and every rank's RNG
-        state goes in; rank 0 writes."""
-        full = distributed.full_state(self.module, self.opt, self.dist)
-        rng = self.dist.gather_rng()
-        if self.dist.main:
-            meta = {"state": vars(self.state), "tokenizer_sha256": self.tok.sha256()}
-            checkpoint.save(
-                self.folder.path / "checkpoints",
-                self.state.update,
-                *full,
-                meta,
-                self.cfg.train.keep_last,
-                name=name,
-                extra_tensors=rng,
-            )
+        """Checkpoint. A collective under torchrun: every rank's RNG state goes in; under FSDP
+        each rank writes its own shards of the weights and optimizer state (nothing is gathered),
+        rank 0 the rest; else rank 0 writes the whole state."""
+        folder, rng = self.folder.path / "checkpoints", self.dist.gather_rng()
+        meta = {"state": vars(self.state), "tokenizer_sha256": self.tok.sha256()}
+        meta["batches_per_update"] = self.batches_per_update
+        if distributed.sharded(self.module):
+            tmp = self.dist.broadcast(checkpoint.begin(folder) if self.dist.main else None)
+            distributed.save_shards(self.module, self.opt, tmp / checkpoint.SHARDS)
+            if self.dist.main:
+                checkpoint.finish(folder, tmp, self.state.update, meta, self.cfg.train.keep_last, name, rng)
+        elif self.dist.main:
+            full = distributed.full_state(self.module, self.opt)
+            checkpoint.save(folder, self.state.update, *full, meta, self.cfg.train.keep_last, name, rng)
         self.dist.barrier()
 
     def begin_epoch(self) -> None:

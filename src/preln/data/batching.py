@@ -6,6 +6,7 @@ from collections.abc import Callable, Hashable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -54,34 +55,92 @@ class Prefetch:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def token_batches(sizes: list[tuple[int, ...]], max_tokens: int, multiple: int = 8) -> list[list[int]]:
+class Batches:
+    """Batches of example indices stored flat: batch k is ``order[bounds[k]:bounds[k + 1]]``, a
+    slice of the examples sorted by length (``token_batches``). Two integer arrays, whatever the
+    number of examples (a list of lists would hold one Python int per example)."""
+
+    def __init__(self, order: np.ndarray, bounds: np.ndarray) -> None:
+        self.order, self.bounds = order, bounds
+
+    def __len__(self) -> int:
+        return len(self.bounds) - 1
+
+    def __getitem__(self, k: int) -> list[int]:
+        if not -len(self) <= k < len(self):
+            raise IndexError(k)
+        k %= len(self)
+        return self.order[self.bounds[k] : self.bounds[k + 1]].tolist()
+
+    def __iter__(self):
+        return (self[k] for k in range(len(self)))
+
+
+def token_batches(sizes, max_tokens: int, multiple: int = 8) -> Batches:
     """Group example indices by fairseq's ``--max-tokens`` rule (v0.9, the paper's code).
 
-    ``sizes[i]`` holds example i's length on each side (source and target, each with its </s>);
-    fairseq counts an example as its longer side, and a batch of n examples as
-    ``n * (the longest example in it)``, which must not exceed ``max_tokens``. When a batch is full,
-    it is cut to a multiple of ``multiple`` examples (fairseq's ``--required-batch-size-multiple``,
-    default 8) unless it holds fewer; the rest starts the next batch. Examples are sorted by length
-    (source, then target), so each batch is a length bucket with little padding. Deterministic;
-    shuffle the batch order per epoch.
+    ``sizes[i]`` holds example i's length on each side (source and target, each with its </s>):
+    a sequence of tuples or an (N, sides) integer array. fairseq counts an example as its longer
+    side, and a batch of n examples as ``n * (the longest example in it)``, which must not exceed
+    ``max_tokens``. When a batch is full, it is cut to a multiple of ``multiple`` examples
+    (fairseq's ``--required-batch-size-multiple``, default 8) unless it holds fewer; the rest
+    starts the next batch, and the example that did not fit joins it unchecked (fairseq's
+    ``batch_by_size`` does the same; such a batch can exceed the budget by a little). Examples
+    are sorted by length (source, then target), so each batch is a length bucket with little
+    padding. Deterministic; shuffle the batch order per epoch.
+
+    The rule is applied to runs of equal sizes at once (a batch fills to ``max_tokens // longest``
+    examples), so the cost grows with the number of batches, not of examples.
     """
-    order = sorted(range(len(sizes)), key=lambda i: (sizes[i], i))
-    batches: list[list[int]] = []
-    cur: list[int] = []
-    lens: list[int] = []  # the examples' token counts in ``cur``, in order
-    for i in order:
-        n = max(sizes[i])
-        if n > max_tokens:
-            raise ConfigError(f"example {i} ({n} tokens on its longer side) exceeds max_tokens={max_tokens}")
-        if cur and (len(cur) + 1) * max(max(lens), n) > max_tokens:
-            keep = max(multiple * (len(cur) // multiple), len(cur) % multiple)
-            batches.append(cur[:keep])
-            cur, lens = cur[keep:], lens[keep:]
-        cur.append(i)
-        lens.append(n)
-    if cur:
-        batches.append(cur)
-    return batches
+    if len(sizes) == 0:
+        return Batches(np.zeros(0, np.int64), np.zeros(1, np.int64))
+    sizes = np.asarray(sizes, dtype=np.int64).reshape(len(sizes), -1)  # (N, sides)
+    key = sizes[:, 0]
+    for col in sizes.T[1:]:  # one sort key: the sides compared in turn (each in [0, max])
+        key = key * (int(sizes.max()) + 1) + col
+    order = stable_order(key)  # by the first side, then the next; ties by index
+    longest = (sizes[:, 0] if sizes.shape[1] == 1 else sizes.max(1))[order]  # (N,) in sorted order
+    over = np.flatnonzero(longest > max_tokens)
+    if len(over):
+        i, n = int(order[over[0]]), int(longest[over[0]])
+        raise ConfigError(f"example {i} ({n} tokens on its longer side) exceeds max_tokens={max_tokens}")
+    ordered = key[order]
+    change = np.flatnonzero(ordered[1:] != ordered[:-1]) + 1
+    runs = np.concatenate([[0], change, [len(sizes)]])
+    bounds, start, count, top = [0], 0, 0, 0  # ``cur`` is sorted positions [start, start + count)
+    for r0, r1 in zip(runs[:-1].tolist(), runs[1:].tolist()):
+        n, pos = int(longest[r0]), r0
+        while pos < r1:
+            cap = max_tokens // max(top, n)  # a batch with this run's examples holds at most cap
+            take = min(max(cap - count, 0), r1 - pos)
+            count, pos, top = count + take, pos + take, max(top, n) if take else top
+            if pos < r1:  # the next example does not fit: cut, keep a multiple, carry the rest
+                keep = max(multiple * (count // multiple), count % multiple)
+                bounds.append(start + keep)
+                start, count = start + keep, count - keep
+                rest = n if start >= r0 else int(longest[start : start + count].max()) if count else 0
+                top = max(rest, n)
+                count, pos = count + 1, pos + 1  # joins the rest unchecked, as in fairseq's batch_by_size
+                cap = max_tokens // top
+                period = max(multiple * (cap // multiple), cap % multiple)
+                if top == n and count == cap - period + 1:  # steady: each cut emits ``period`` examples
+                    cycles = (r1 - pos) // period
+                    bounds.extend(range(start + period, start + cycles * period + 1, period))
+                    start, pos = start + cycles * period, pos + cycles * period
+    if count:
+        bounds.append(start + count)
+    return Batches(order.astype(np.int64, copy=False), np.asarray(bounds, np.int64))
+
+
+def stable_order(key: np.ndarray) -> np.ndarray:
+    """``np.argsort(key, kind="stable")`` for non-negative integer keys, by 16-bit digits: NumPy
+    radix-sorts 16-bit integers in linear time (its general stable sort of 50M keys takes ~10 s)."""
+    if len(key) == 0 or int(key.max()) >= 1 << 32:
+        return np.argsort(key, kind="stable")
+    order = np.argsort((key & 0xFFFF).astype(np.uint16), kind="stable")
+    if int(key.max()) >= 1 << 16:  # then by the high digit, stably: ties keep the low digit's order
+        order = order[np.argsort((key[order] >> 16).astype(np.uint16), kind="stable")]
+    return order
 
 
 def pad(seqs: list[list[int]], pad_id: int, multiple: int = 1) -> Tensor:

@@ -92,9 +92,14 @@ def refuse_subword_joins(path: Path, lines: list[str]) -> None:
     references with ``@@`` in them would be wrong. BPE output has joins in most lines; a few
     lines with ``@@`` (diff hunks in software documentation) are ordinary text."""
     hits = [n for n, line in enumerate(lines, 1) if "@@ " in line or line.endswith("@@")]
-    if len(hits) > 0.05 * len(lines):
+    refuse_subword_count(path, len(hits), hits[0] if hits else 0, len(lines))
+
+
+def refuse_subword_count(path: Path, hits: int, first: int, lines: int) -> None:
+    """``refuse_subword_joins`` on counts: ``hits`` of ``lines`` lines have joins, the first is ``first``."""
+    if hits > 0.05 * lines:
         raise CorpusError(
-            f"{path}: {len(hits)} of {len(lines)} lines (first: line {hits[0]}) have subword-nmt '@@ ' joins "
+            f"{path}: {hits} of {lines} lines (first: line {first}) have subword-nmt '@@ ' joins "
             "(BPE output). preln trains its own sentencepiece vocabulary: give it the tokenized text before "
             "BPE, e.g. what `preln prepare iwslt14` writes (data/iwslt14-de-en), not fairseq's "
             "iwslt14.tokenized.de-en"

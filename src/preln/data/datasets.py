@@ -6,15 +6,22 @@ trainer's data-order state is therefore just (epoch, k), which makes resuming ex
 
 from __future__ import annotations
 
+import json
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import atomic
 from ..config import RunConfig
-from .batching import Batch, encode_pair, mask_tokens, pad, token_batches
-from .corpus import CorpusError, find_file, read_pair_tsv, read_parallel, read_tsv, resolve_path
-from .idcache import Segments, TextCorpus, load_text_corpus
+from .batching import Batch, Batches, mask_tokens, pad, token_batches
+from .corpus import CorpusError, find_file, read_parallel, read_tsv, resolve_path
+from .digests import file_sha256, remember
+from .idcache import CachedCorpus, load_corpus, load_text_corpus
+from .segments import Columns, Segments
+from .sources import pair_source, read_text_source, translation_source
 from .tokenizer import BOS, EOS, MASK, PAD, Tokenizer
 
 SPLITS = {
@@ -28,20 +35,44 @@ class _Data:
     """Examples per split, their token-budget batches, and a seeded per-epoch batch order."""
 
     def __init__(self, examples: dict[str, list], max_tokens: int, seed: int, multiple: int = 8) -> None:
-        self.examples, self.seed, self.multiple = examples, seed, multiple
+        self.examples, self.seed, self.multiple, self.max_tokens = examples, seed, multiple, max_tokens
         self.pad_multiple = 1  # data.pad_to_multiple: sequence lengths rounded up (load_data sets it)
-        self.batches = {s: token_batches(self.sizes(ex), max_tokens, multiple) for s, ex in examples.items()}
         self.notes: list[str] = []
-        self.token_ids: dict[str, str] = {}  # masked LM: the token-id cache entry (idcache.TextCorpus.provenance)
+        self.token_ids: dict[str, str] = {}  # the token-id cache entry (idcache.CachedCorpus.provenance)
+        self.counts: np.ndarray | None = None  # the train split's token frequencies, as the cache holds them
+        self.entry: Path | None = None  # the token-id cache entry: batches are cached beside it
+        self._batches: dict[str, Batches] | None = None
         self._order: tuple[int, list[int]] = (-1, [])
+
+    @property
+    def batches(self) -> dict[str, Batches]:
+        """Each split's token-budget batches, built on first use (or mapped from beside the cache
+        entry, where the first run that needed them left them)."""
+        if self._batches is None:
+            self._batches = {s: self._batches_of(s, ex) for s, ex in self.examples.items()}
+        return self._batches
+
+    def _batches_of(self, split: str, examples) -> Batches:
+        def build() -> Batches:
+            return token_batches(self.sizes(examples), self.max_tokens, self.multiple)
+
+        if self.entry is None:
+            return build()
+        return cached_batches(self.entry, f"{split}-{self.max_tokens}-{self.multiple}", build)
 
     def size(self, example) -> tuple[int, ...]:
         raise NotImplementedError
 
-    def sizes(self, examples) -> list[tuple[int, ...]]:
-        if isinstance(examples, Segments):  # memory-mapped: lengths without reading the ids
-            return [(int(n),) for n in examples.lengths()]
-        return [self.size(e) for e in examples]
+    def sizes(self, examples) -> np.ndarray:
+        """(N, sides) lengths; of memory-mapped examples without reading their ids."""
+        if isinstance(examples, Segments):
+            return examples.lengths()[:, None]
+        if isinstance(examples, Columns):
+            return self.column_sizes(examples)
+        return np.array([self.size(e) for e in examples], np.int64).reshape(len(examples), -1)
+
+    def column_sizes(self, examples: Columns) -> np.ndarray:
+        return examples.columns[0].lengths()[:, None]
 
     def num_batches(self, split: str = "train") -> int:
         return len(self.batches[split])
@@ -75,6 +106,12 @@ class _Data:
         """Reference losses of trivial models on this data, to read the validation loss against."""
         return {}
 
+    def train_counts(self) -> np.ndarray:
+        """The train split's token frequencies (from the cache entry, else counted now)."""
+        if self.counts is not None:
+            return self.counts
+        return token_counts(self.examples["train"], self.vocab)
+
     def collate(self, examples: list, seed: int) -> Batch:
         raise NotImplementedError
 
@@ -84,6 +121,10 @@ class TranslationData(_Data):
 
     def size(self, example) -> tuple[int, ...]:
         return (len(example[0]), len(example[1]) + 1)
+
+    def column_sizes(self, examples: Columns) -> np.ndarray:
+        src, tgt = examples.columns
+        return np.stack([src.lengths(), tgt.lengths() + 1], 1)
 
     def collate(self, examples: list, seed: int) -> Batch:
         m = self.pad_multiple
@@ -125,7 +166,7 @@ class MLMData(_Data):
         """``unigram_nll``: the valid split's cross-entropy under the training split's token
         frequencies (add-one smoothed), over the tokens masking chooses from (not <cls>/<sep>): a
         model whose masked-token NLL is not clearly below it has not learned context."""
-        return unigram_nll(self.examples["train"], self.examples["valid"], self.vocab, (PAD, BOS, EOS))
+        return unigram_nll(self.train_counts(), self.examples["valid"], self.vocab, (PAD, BOS, EOS))
 
     def collate(self, examples: list, seed: int) -> Batch:
         ids = pad(examples, PAD, self.pad_multiple)
@@ -139,11 +180,43 @@ class MLMData(_Data):
         return Batch(tensors, int((targets != -100).sum()))
 
 
-def unigram_nll(train: Segments, valid: Segments, vocab: int, excluded: tuple[int, ...]) -> dict[str, float]:
+def cached_batches(entry: Path, name: str, build) -> Batches:
+    """``build()``'s batches, stored beside the token-id cache ``entry`` (``<entry>.batches/``) and
+    memory-mapped by later runs: a start from a built cache neither sorts nor holds every
+    example's length. Files are checked against the SHA-256 recorded with them; anything off
+    (missing, damaged) is built again."""
+    folder, memo = entry.with_name(f"{entry.name}.batches"), entry.parent.parent / "digests"
+    files = {k: folder / f"{name}.{k}.npy" for k in ("order", "bounds")}
+    record = folder / f"{name}.json"
+    if record.exists():
+        try:
+            recorded = json.loads(record.read_text())
+            if all(file_sha256(f, memo) == recorded[f.name] for f in files.values()):
+                return Batches(np.load(files["order"], mmap_mode="r"), np.load(files["bounds"]))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # damaged: built again, below
+            pass
+        print(f"[preln] warning: token-id cache {folder / name}.* is damaged; rebuilding the batches", file=sys.stderr)
+    batches = build()
+    folder.mkdir(parents=True, exist_ok=True)
+    digests = {}
+    for k, values in (("order", batches.order), ("bounds", batches.bounds)):
+        tmp = folder / f".{name}.{k}.{os.getpid()}.npy"
+        np.save(tmp, values)
+        digests[files[k].name] = file_sha256(tmp)
+        os.replace(tmp, files[k])  # another run writing the same name writes the same values
+        remember(files[k], digests[files[k].name], memo)
+    atomic.write_text(folder / f"{name}.json", json.dumps(digests))
+    return batches
+
+
+def token_counts(segments: Segments, vocab: int) -> np.ndarray:
+    return np.bincount(np.asarray(segments.ids[segments.offsets[0] : segments.offsets[-1]]), minlength=vocab)
+
+
+def unigram_nll(counts: np.ndarray, valid: Segments, vocab: int, excluded: tuple[int, ...]) -> dict[str, float]:
     """``unigram_nll``: the valid split's cross-entropy under the training split's token
-    frequencies (add-one smoothed), over the tokens that are not ``excluded``."""
-    counts = np.bincount(np.asarray(train.ids[train.offsets[0] : train.offsets[-1]]), minlength=vocab)
-    counts = counts.astype(np.float64)
+    frequencies ``counts`` (add-one smoothed), over the tokens that are not ``excluded``."""
+    counts = np.array(counts[:vocab], np.float64)
     counts[list(excluded)] = 0
     logp = np.log((counts + 1) / (counts.sum() + vocab))
     ids = np.asarray(valid.ids[valid.offsets[0] : valid.offsets[-1]])
@@ -164,7 +237,7 @@ class CausalData(_Data):
 
     def baselines(self) -> dict[str, float]:
         """The unigram model's NLL of the predicted tokens (every token after ``<s>``)."""
-        return unigram_nll(self.examples["train"], self.examples["valid"], self.vocab, (PAD, BOS))
+        return unigram_nll(self.train_counts(), self.examples["valid"], self.vocab, (PAD, BOS))
 
     def collate(self, examples: list, seed: int) -> Batch:
         m = self.pad_multiple
@@ -214,29 +287,54 @@ def pair_file(cfg: RunConfig, split: str) -> Path:
     return find_file(folder, f"{d.pair_prefix}{ {'valid': 'dev'}.get(split, split) }.tsv")
 
 
-def read_pair_examples(cfg: RunConfig, tok: Tokenizer) -> tuple[dict[str, list], list[str]]:
-    d, out, notes = cfg.data, {}, []
+def read_pair_examples(cfg: RunConfig, tok: Tokenizer) -> tuple[dict[str, Columns], list[str], CachedCorpus]:
+    """The splits' examples as (ids, length of segment A, label) columns, from the token-id cache
+    (built on first use), the notes on them, and the cache entry."""
+    files, notes = {}, []
     for split in ("train", "valid", "test"):
         try:
-            path = pair_file(cfg, split)
+            files[split] = pair_file(cfg, split)
         except CorpusError:
             if split != "test":
                 raise
             notes.append("no test file: test scores are left out")
-            continue
-        s1, s2, labels = read_pair_tsv(path, d.pair_columns, d.pair_labels, need_label=split != "test")
-        if labels is None:
-            notes.append(f"{path.name} has no {d.pair_columns[0]!r} column (unlabelled): test scores are left out")
-            continue
-        n = {"train": d.max_train_examples, "valid": d.max_valid_examples}.get(split, 0)
-        s1, s2, labels = _limit(s1, n), _limit(s2, n), _limit(labels, n)
-        encoded = list(zip(tok.encode(s1), tok.encode(s2)))
-        pairs = [encode_pair(a, b, d.max_len) for a, b in encoded]
-        cut = sum(len(a) + len(b) + 3 > d.max_len for a, b in encoded)
-        if cut:
-            notes.append(f"{split}: truncated {cut} pairs to {d.max_len} tokens")
-        out[split] = [(ids, first, y) for (ids, first), y in zip(pairs, labels)]
-    return out, notes
+    d = cfg.data
+    settings = (
+        "pairs",
+        *files,
+        d.pair_prefix,
+        d.pair_columns,
+        d.pair_labels,
+        d.max_train_examples,
+        d.max_valid_examples,
+    )
+    got = load_corpus(list(files.values()), settings, d, tok.path, lambda: pair_source(files, cfg))
+    splits = [s for s in files if f"{s}.ids" in got.segments]
+    out = {s: Columns(got.segments[f"{s}.ids"], got.arrays[f"{s}.first"], got.arrays[f"{s}.labels"]) for s in splits}
+    return out, [*notes, *got.notes], got
+
+
+def read_translation_examples(cfg: RunConfig, tokenizer_file: Path | None) -> tuple[dict[str, Columns], CachedCorpus]:
+    """The train and valid splits' (source ids + </s>, target ids) columns from the token-id
+    cache (built on first use: the corpus read, a vocabulary trained unless given, encoded)."""
+    d = cfg.data
+    files = [f for split in ("train", "valid") for f in corpus_files(cfg).get(split, [])]
+    settings = (
+        "translation",
+        d.corpus,
+        d.src_lang,
+        d.tgt_lang,
+        d.tsv_langs,
+        d.max_train_examples,
+        d.max_valid_examples,
+    )
+
+    def read():
+        text, notes = read_translation(cfg)
+        return translation_source(text, d.max_len, notes)
+
+    got = load_corpus(files, settings, d, tokenizer_file, read)
+    return {s: Columns(got.segments[f"{s}.src"], got.segments[f"{s}.tgt"]) for s in ("train", "valid")}, got
 
 
 def _limit(xs: list, n: int) -> list:
@@ -291,13 +389,18 @@ def read_translation(cfg: RunConfig) -> tuple[dict[str, tuple[list[str], list[st
     return out, notes
 
 
-def read_text_corpus(cfg: RunConfig, tokenizer_file: Path | None, what: str) -> tuple[TextCorpus, list[str]]:
+def read_text_corpus(cfg: RunConfig, tokenizer_file: Path | None, what: str) -> tuple[CachedCorpus, list[str]]:
     """A text corpus's token ids (from the cache, or built and cached) and the notes on them;
     ``what`` (the task, in words) names what needs ``data.corpus = "text"``."""
     if cfg.data.corpus != "text":
         raise CorpusError(f"{what} needs a text corpus (data.corpus = text)")
-    text = load_text_corpus(resolve_path(cfg.data.path), cfg.data, tokenizer_file)
-    return text, [*text.notes, "token ids from the cache" if text.cached else "token ids cached for the next run"]
+    path = resolve_path(cfg.data.path)
+    text = load_text_corpus(path, cfg.data, tokenizer_file, lambda: read_text_source(path, cfg.data))
+    return text, cached_notes(text)
+
+
+def cached_notes(got: CachedCorpus) -> list[str]:
+    return [*got.notes, "token ids from the cache" if got.cached else "token ids cached for the next run"]
 
 
 def finish(data: _Data, notes: list[str], cfg: RunConfig) -> _Data:

@@ -1,8 +1,8 @@
 """What data a run was trained on, so that a resume or an evaluation on other data is noticed.
 
 When a run starts, the SHA-256 and size of every corpus file its config reads (train, valid and,
-where present, test) go into the run folder's ``data.json``, with the token-id cache entry a
-masked-LM run trained from. A resume compares the train and valid files, an evaluation the files
+where present, test) go into the run folder's ``data.json``, with the token-id cache entry the
+run trained from. A resume compares the train and valid files, an evaluation the files
 of the splits it scores: a file that changed or is gone is refused with one line naming it, or,
 with ``--allow-data-change``, allowed and recorded (``history.jsonl``; ``data.json`` then holds
 the data the run went on with). Names are relative to the corpus, so a corpus moved elsewhere
@@ -17,7 +17,8 @@ from pathlib import Path
 
 from ..config import RunConfig
 from .corpus import CorpusError, display_path, resolve_path
-from .prepare import sha256
+from .digests import file_sha256
+from .idcache import cache_root
 
 TRAINING_SPLITS = ("train", "valid")
 
@@ -43,7 +44,7 @@ class DataRecord:
     files: dict[str, FileDigest]
     """Name -> size and SHA-256, as read when the record was made."""
     token_ids: dict[str, str] = field(default_factory=dict)
-    """Masked LM: the token-id cache entry (``entry``) and its files' SHA-256."""
+    """The token-id cache entry (``entry``) the run trained from and its files' SHA-256."""
 
     @classmethod
     def from_json(cls, text: str) -> DataRecord:
@@ -52,9 +53,11 @@ class DataRecord:
         return cls(raw["corpus"], {k: list(v) for k, v in raw["splits"].items()}, files, raw.get("token_ids", {}))
 
 
-def file_digest(path: Path) -> FileDigest:
+def file_digest(path: Path, cfg: RunConfig | None = None) -> FileDigest:
+    """Size and SHA-256; with ``cfg``, remembered in its cache by the file's stat (``digests``)."""
+    memo = None if cfg is None else cache_root(cfg.data) / "digests"
     try:
-        return FileDigest(path.stat().st_size, sha256(path))
+        return FileDigest(path.stat().st_size, file_sha256(path, memo))
     except OSError as e:
         raise CorpusError(f"cannot read {path}: {e.strerror or type(e).__name__}") from None
 
@@ -71,7 +74,7 @@ def record(cfg: RunConfig, token_ids: dict[str, str] | None = None) -> DataRecor
     per_split = corpus_files(cfg)
     splits = {s: [_name(p, corpus) for p in paths] for s, paths in per_split.items()}
     paths = {_name(p, corpus): p for ps in per_split.values() for p in ps}
-    files = {name: file_digest(p) for name, p in sorted(paths.items())}
+    files = {name: file_digest(p, cfg) for name, p in sorted(paths.items())}
     return DataRecord(display_path(corpus), splits, files, dict(token_ids or {}))
 
 
@@ -84,7 +87,7 @@ def changes(before: DataRecord, cfg: RunConfig, splits: tuple[str, ...]) -> list
         if not path.is_file():
             out.append(f"{name} is gone")
             continue
-        now = file_digest(path)
+        now = file_digest(path, cfg)
         if now != was:
             size = f"{was.bytes:,} -> {now.bytes:,} bytes" if now.bytes != was.bytes else f"{now.bytes:,} bytes"
             out.append(f"{name} changed (SHA-256 {was.sha256[:12]}... -> {now.sha256[:12]}..., {size})")

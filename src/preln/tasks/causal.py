@@ -36,7 +36,7 @@ class CausalLMTask(Task):
         d = cfg.data
         text, notes = read_text_corpus(cfg, tokenizer_file, "a causal language model")
         data = CausalData(text.segments, d.max_tokens, cfg.train.seed, len(text.tok), d.batch_size_multiple)
-        data.token_ids = text.provenance()
+        data.token_ids, data.counts, data.entry = text.provenance(), text.arrays.get("train.counts"), text.entry
         return finish(data, notes, cfg), text.tok
 
     def loss(self, model: nn.Module, batch: Batch, eps: float) -> tuple[Tensor, Tensor]:

@@ -49,8 +49,9 @@ class ClassifyTask(Task):
         if tokenizer_file is None:
             raise CorpusError("classification uses a pretrained run's vocabulary: set train.init_from")
         tok = Tokenizer(tokenizer_file)
-        examples, notes = read_pair_examples(cfg, tok)
+        examples, notes, got = read_pair_examples(cfg, tok)
         data = PairData(examples, d.max_tokens, cfg.train.seed, d.batch_size_multiple)
+        data.token_ids, data.entry = got.provenance(), got.entry
         return finish(data, notes, cfg), tok
 
     def loss(self, model: nn.Module, batch: Batch, eps: float) -> tuple[Tensor, Tensor]:

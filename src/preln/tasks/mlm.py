@@ -41,7 +41,7 @@ class MaskedLMTask(Task):
         data = MLMData(
             text.segments, d.max_tokens, cfg.train.seed, d.mask_prob, len(text.tok), d.batch_size_multiple, d.mlm_pairs
         )
-        data.token_ids = text.provenance()
+        data.token_ids, data.counts, data.entry = text.provenance(), text.arrays.get("train.counts"), text.entry
         return finish(data, notes, cfg), text.tok
 
     def loss(self, model: nn.Module, batch: Batch, eps: float) -> tuple[Tensor, Tensor]:

@@ -35,27 +35,15 @@ class TranslationTask(Task):
 
     def load_data(self, cfg: RunConfig, tokenizer_file: Path | None = None) -> tuple:
         from ..data.corpus import CorpusError
-        from ..data.datasets import TranslationData, finish, read_translation
-        from ..data.tokenizer import EOS, Tokenizer, train_or_load
+        from ..data.datasets import TranslationData, cached_notes, finish, read_translation_examples
 
         d = cfg.data
         if d.corpus in ("text", "pairs"):
             raise CorpusError("translation needs a parallel corpus (data.corpus = multi30k, parallel or tsv)")
-        text, notes = read_translation(cfg)
-        tok = (
-            Tokenizer(tokenizer_file)
-            if tokenizer_file
-            else train_or_load(text["train"][0] + text["train"][1], d.vocab_size, d.spm_model, d.cache_dir)
-        )
-        examples = {}
-        for split, (src, tgt) in text.items():
-            pairs = [(s + [EOS], t) for s, t in zip(tok.encode(src), tok.encode(tgt))]
-            kept = [p for p in pairs if len(p[0]) <= d.max_len and len(p[1]) + 1 <= d.max_len]
-            if len(kept) < len(pairs):
-                notes.append(f"{split}: dropped {len(pairs) - len(kept)} pairs longer than {d.max_len} tokens")
-            examples[split] = kept
+        examples, got = read_translation_examples(cfg, tokenizer_file)
         data = TranslationData(examples, d.max_tokens, cfg.train.seed, d.batch_size_multiple)
-        return finish(data, notes, cfg), tok
+        data.token_ids, data.entry = got.provenance(), got.entry
+        return finish(data, cached_notes(got), cfg), got.tok
 
     def loss(self, model: nn.Module, batch: Batch, eps: float) -> tuple[Tensor, Tensor]:
         from ..losses import label_smoothed_nll
