@@ -34,7 +34,9 @@ class Segments:
 
     @classmethod
     def open(cls, folder: Path, name: str) -> Segments:
-        return cls(np.load(folder / f"{name}.ids.npy", mmap_mode="r"), np.load(folder / f"{name}.offsets.npy"))
+        return cls(
+            np.load(folder / f"{name}.ids.npy", mmap_mode="r"), np.load(folder / f"{name}.offsets.npy", mmap_mode="r")
+        )
 
     @classmethod
     def pack(cls, chunks: Iterable[list[list[int]]]) -> Segments:
