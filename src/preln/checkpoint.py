@@ -20,7 +20,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, load_model, save_file
 from torch import nn
 
-from .data.prepare import sha256
+from .data.digests import sha256_of as sha256
 from .errors import RunFolderError, UsageError
 
 PREFIX = "update_"

@@ -16,7 +16,6 @@ Output: ``{train,valid,test}.{de,en}`` — the ``parallel`` corpus layout.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import tarfile
@@ -30,6 +29,7 @@ from tqdm import tqdm
 
 from .. import atomic
 from .corpus import CorpusError, read_lines
+from .digests import sha256_of as sha256
 
 IWSLT14_URL = "http://dl.fbaipublicfiles.com/fairseq/data/iwslt14/de-en.tgz"  # fairseq's mirror of WIT3's
 IWSLT14_TEST = (
@@ -63,14 +63,6 @@ def download(url: str, dest: Path) -> Path:
         raise CorpusError(f"cannot download {url} ({e}). Fetch it elsewhere and pass its local path.") from None
     tmp.replace(dest)
     return dest
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _iwslt_root(path: Path, work: Path) -> Path:
