@@ -21,10 +21,15 @@ SECS=${2:-150}  # with the benchmarks and the scoring, the whole script stays un
 PY=${PYTHON:-python3}
 DATA=${PRELN_DATA_ROOT:-../shared/data}
 if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
-  DEV=cpu PRECS=fp32 MT_UPDATES=2 BERT=(--tiny --no-compile) PYTEST=(--co -q) EVAL=(--limit 50)
+  DEV=cpu PRECS=fp32 MT_UPDATES=2 BERT=(--tiny --no-compile) PYTEST=(--co -q) EVAL=(--limit 10 --max-len-a 1.2 --max-len-b 10)
   OP_PREC=fp32 OP_SIZE=(--batch 4 --len 8)
+  # the runs end by themselves after 10 small updates (TRAIN_SECONDS is then only a hang guard): six
+  # trainers and the test collection share 2 cores, so a fixed time would be mostly start-up; and
+  # eager (Inductor's C++ build of the compiled run takes over 5 minutes on 2 busy cores; the
+  # compiled CPU path has its own test)
   TINY=(--set model.d_model=32 --set model.d_ffn=64 --set model.encoder_layers=1 --set model.decoder_layers=1
-        --set data.max_valid_examples=100 --set "train.precision='fp32'")
+        --set data.max_valid_examples=100 --set "train.precision='fp32'" --set train.max_updates=10 --set data.max_tokens=1024
+        --set train.compile=false)
 else
   DEV=cuda PRECS="fp32 bf16" MT_UPDATES=25 BERT=(--steps 15 --warmup 3) PYTEST=(-q) EVAL=() TINY=()
   OP_PREC=bf16 OP_SIZE=()

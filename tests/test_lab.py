@@ -232,6 +232,19 @@ def test_reproduce_runs_skips_and_reports(tmp_path):
     assert "## tiny analysis" in md and "](tinyan/fig3_layers.png)" in md
     page = (out / "report.html").read_text()
     assert page.count("data:image/png;base64,") >= 3 and "<table>" in page and "missing" not in page
+    # where the time went: every command the first invocation ran, once (the rerun ran none)
+    steps = {
+        p.parent.name: [json.loads(ln)["step"] for ln in p.read_text().splitlines()] for p in out.rglob("steps.jsonl")
+    }
+    assert steps == {
+        "pre-s1": ["train", "evaluate"],
+        "post-warmup-s1": ["train", "evaluate"],
+        "tinyan": ["analyze"],
+    } | {
+        "norm=post,lr=1000000.0-s1": ["train"]  # diverged: not evaluated
+    }
+    assert "## Where the time went" in md and "| tiny | train | 3 |" in md and "| tinyan | analyze | 1 |" in md
+    assert "6 commands" in md and "with 2 at a time: the slots were busy" in md
     assert main(["reproduce", "--studies", str(p), "--out", str(out), "--root", str(ROOT), "--jobs", "99"]) == 2
 
 
@@ -246,9 +259,10 @@ def test_interrupted_grid_resumes_without_redoing_finished_runs(tmp_path, how):
     finishes the grid, and the run finished before the interrupt is not trained again."""
     require_data("multi30k")
     p = tmp_path / "tiny.toml"
-    study = STUDY[: STUDY.index("[[grid]]")]  # two runs of ~300 updates (a few seconds each)
+    study = STUDY[: STUDY.index("[[grid]]")]  # a run of 30 updates, then one of 300 (a few seconds) to interrupt
+    study = study.replace("train.max_updates=6", "train.max_updates=300").replace("valid_every=2", "valid_every=50")
     p.write_text(
-        study.replace("train.max_updates=6", "train.max_updates=300").replace("valid_every=2", "valid_every=50")
+        study.replace('name = "pre"\n', 'name = "pre"\nset = ["train.max_updates=30", "train.valid_every=10"]\n')
     )
     out = tmp_path / "runs"
     cmd = [sys.executable, "-m", "preln", "reproduce", "--studies", str(p), "--out", str(out), "--root", str(ROOT)]

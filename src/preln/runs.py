@@ -44,6 +44,7 @@ RESUME_MAY_EXTEND |= {"train.tensorboard", "train.loggers"}
 # analysis warm-up runs. Anything else means --out points at someone's folder, not a run's.
 RUN_FILES = ("config.toml", "spm.model", "status.json", "checkpoints", ".lock", ".status.json.tmp", "bleu.json")
 RUN_FILES += ("admin_profile.json", "history.jsonl", "tensorboard", "init_from.json", "scores.json", "data.json")
+RUN_FILES += ("steps.jsonl",)  # `preln reproduce`'s record of the commands it ran here and their times
 RUN_FILES += (
     "claims.json",
     "evaluations",

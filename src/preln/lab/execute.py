@@ -23,6 +23,7 @@ from tqdm import tqdm
 from ..config import ConfigError
 from ..process import Exit, Interrupts
 from .studies import Job, Study, last_update, log_name, needed, run_status
+from .timing import STEPS_LOG
 
 
 def _child_setup() -> None:
@@ -69,9 +70,17 @@ class _Slot:
             cmd = [sys.executable, "-m", "preln", *argv]
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, preexec_fn=_child_setup)
             log.close()
-            self.step = step
+            self.step, self.step_started = step, time.time()
             return True
         return False
+
+    def record(self, rc: int) -> None:
+        """Append the command that ended to the job's ``steps.jsonl`` (the report's "where the
+        time went"): interrupted and failed commands count too, they took the time."""
+        line = {"step": self.step, "seconds": round(time.time() - self.step_started, 2), "exit": rc}
+        line["ended"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+        with open(self.job.folder / STEPS_LOG, "a") as f:
+            f.write(json.dumps(line) + "\n")
 
 
 def execute(
@@ -134,6 +143,7 @@ class _Pool:
             rc = slot.proc.poll()
             if rc is None:
                 continue
+            slot.record(rc)
             if rc == Exit.INTERRUPTED or stopping:
                 self.running.remove(slot)
                 continue

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from .. import atomic  # noqa: E402
 from ..locks import folder_lock  # noqa: E402
-from . import analysis_report, claims, sensitivity  # noqa: E402
+from . import analysis_report, claims, sensitivity, timing  # noqa: E402
 from .claims import Judged, Tally, claim_setting, judge, rows, tally  # noqa: E402
 from .convergence import Speed, mean_curve, speed  # noqa: E402
 from .document import (  # noqa: E402
@@ -303,7 +303,10 @@ def write_report(out: Path) -> tuple[Path, Path]:
         sections += _study_section(out, res, [], [], images)
     if not sections:
         raise FileNotFoundError(f"{out}: no study folders (study.json) or run folders (metrics.jsonl) to report on")
-    doc = [Heading("preln report", 1), _header(out), *_summary(studies, analyses), *sections]
+    runs = _invocations(out)
+    wall = sum(r["seconds"] for r in runs) if runs else None
+    timed = timing.time_blocks(out, wall, runs[-1]["jobs"] if runs else 1)
+    doc = [Heading("preln report", 1), _header(out), *_summary(studies, analyses), *sections, *timed]
     atomic.write_text(out / "report.md", to_markdown(doc))  # a reader never sees half a report
     atomic.write_text(out / "report.html", to_html(doc, images))
     every = [j for _, js in studies for j in js]
@@ -389,12 +392,19 @@ def _analysis_section(out: Path, folder: Path, study: Study, images: dict[str, P
     return [Heading(study.title), *analysis_report.summary_blocks(res, rel)[1:]], [counted]
 
 
+def _invocations(out: Path) -> list[dict]:
+    """The ``reproduce`` invocations that filled ``out`` ([] for a hand-made folder)."""
+    try:
+        return list(json.loads((out / "reproduce.json").read_text())["invocations"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
 def _header(out: Path) -> Para:
     """Who made these numbers: preln version, commit, preset, machine, date, wall time (from the
     ``reproduce.json`` that ``preln reproduce`` appends to; absent for hand-made folders)."""
-    try:
-        runs = json.loads((out / "reproduce.json").read_text())["invocations"]
-    except (OSError, ValueError, KeyError):
+    runs = _invocations(out)
+    if not runs:
         return Para(["Runs folder: ", code(out.name)])
     last = runs[-1]
     total = sum(r["seconds"] for r in runs)
