@@ -413,7 +413,7 @@ def _header(out: Path) -> Para:
             f"preln {last['preln']}, commit {last['commit']}, preset ",
             code(last["preset"]),
             f", studies {', '.join(last['studies'])}; {last['machine']}; started {runs[0]['started']}; wall time "
-            f"{total / 60:.0f} min over {len(runs)} invocation{'s' * (len(runs) > 1)} of ",
+            f"{timing.minutes(total)} over {len(runs)} invocation{'s' * (len(runs) > 1)} of ",
             code("preln reproduce"),
             f" (--jobs {last['jobs']}). Runs folder: ",
             code(out.name),

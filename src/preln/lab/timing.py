@@ -64,13 +64,14 @@ def time_blocks(out: Path, wall_s: float | None, jobs: int) -> list[Block]:
                 f"{job_s / total:.0%}",
             ]
         )
-    text = f"{len(steps)} commands, {_minutes(total)} of job time in all"
+    text = f"{len(steps)} commands, {minutes(total)} of job time in all"
     if wall_s:
         busy = total / (wall_s * jobs)
-        text += f"; wall time {_minutes(wall_s)} with {jobs} at a time: the slots were busy {busy:.0%} of it"
+        text += f"; wall time {minutes(wall_s)} with {jobs} at a time: the slots were busy {busy:.0%} of it"
     head = ["study", "step", "commands", "job time (min)", "per command (s)", "share"]
     return [Heading("Where the time went", 2), Para(text + "."), Table(head, rows)]
 
 
-def _minutes(seconds: float) -> str:
+def minutes(seconds: float) -> str:
+    """A duration for the report: tenths of a minute below ten minutes, whole minutes above."""
     return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"
