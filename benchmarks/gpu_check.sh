@@ -26,10 +26,15 @@ if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
   # the runs end by themselves after 10 small updates (TRAIN_SECONDS is then only a hang guard): six
   # trainers and the test collection share 2 cores, so a fixed time would be mostly start-up; and
   # eager (Inductor's C++ build of the compiled run takes over 5 minutes on 2 busy cores; the
-  # compiled CPU path has its own test)
+  # compiled CPU path has its own test); 2,000 training pairs and a 1,000-piece vocabulary, so that
+  # the six runs do not each train SentencePiece on (and cache) the whole corpus
   TINY=(--set model.d_model=32 --set model.d_ffn=64 --set model.encoder_layers=1 --set model.decoder_layers=1
         --set data.max_valid_examples=100 --set "train.precision='fp32'" --set train.max_updates=10 --set data.max_tokens=1024
-        --set train.compile=false)
+        --set train.compile=false --set data.max_train_examples=2000 --set data.vocab_size=1000
+        --set train.threads=1)
+  # one thread per process: a 2-thread process whose second thread waits for a busy core spends a
+  # scheduler slice (~5 ms here) at every parallel region, so twelve such processes on 2 cores crawl
+  export OMP_NUM_THREADS=1
 else
   DEV=cuda PRECS="fp32 bf16" MT_UPDATES=25 BERT=(--steps 15 --warmup 3) PYTEST=(-q) EVAL=() TINY=()
   OP_PREC=bf16 OP_SIZE=()
