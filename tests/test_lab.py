@@ -9,7 +9,19 @@ import pytest
 
 from preln.cli import main
 from preln.config import ConfigError
-from preln.lab import claims, convergence, document, evaluation, execute, metrics, report, results, stats, studies
+from preln.lab import (
+    claims,
+    convergence,
+    document,
+    evaluation,
+    execute,
+    metrics,
+    report,
+    results,
+    stats,
+    studies,
+    timing,
+)
 
 from .conftest import ROOT, require_data
 
@@ -550,6 +562,10 @@ def test_the_submitit_launcher_runs_the_grid_with_the_same_skip_and_resume(tmp_p
     assert status == {"pre-s1": "completed", "post-warmup-s1": "completed", "norm=post,lr=1000000.0-s1": "diverged"}
     assert (out / "tiny" / "pre-s1" / "bleu.json").is_file() and (out / "report.html").is_file()
     assert not (out / "tiny" / "norm=post,lr=1000000.0-s1" / "bleu.json").exists()  # diverged: not evaluated
+    # every command a node ran is in its job's steps.jsonl, so the report says where the time went
+    steps = [(s.step, s.seconds > 0) for s in timing.read_steps(out)]
+    assert sorted(steps) == sorted([("train", True)] * 3 + [("evaluate", True)] * 2), steps
+    assert "## Where the time went" in (out / "report.md").read_text()
     capsys.readouterr()
     assert main([*args, "--beam", "1", "--slurm", "timeout_min=30"]) == 0  # everything done: nothing submitted again
     assert "0 to do" in capsys.readouterr().err

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from ..config import ConfigError
 from ..process import Exit, Interrupts
 from .studies import Job, Study, last_update, log_name, needed, run_status
-from .timing import STEPS_LOG
+from .timing import record_step
 
 
 def _child_setup() -> None:
@@ -75,12 +75,9 @@ class _Slot:
         return False
 
     def record(self, rc: int) -> None:
-        """Append the command that ended to the job's ``steps.jsonl`` (the report's "where the
-        time went"): interrupted and failed commands count too, they took the time."""
-        line = {"step": self.step, "seconds": round(time.time() - self.step_started, 2), "exit": rc}
-        line["ended"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
-        with open(self.job.folder / STEPS_LOG, "a") as f:
-            f.write(json.dumps(line) + "\n")
+        """The command that ended, into the job's ``steps.jsonl`` (the report's "where the time
+        went"); timed to when the executor's poll saw it end."""
+        record_step(self.job.folder, self.step, time.time() - self.step_started, rc)
 
 
 def execute(

@@ -12,12 +12,14 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from ..config import ConfigError
 from ..process import Exit
 from .execute import RunFailed
 from .studies import Job, log_name, needed, run_status
+from .timing import record_step
 
 
 def run_job(job: Job) -> str:
@@ -27,8 +29,10 @@ def run_job(job: Job) -> str:
         if not needed(step, job.folder, job.expect):
             continue
         job.folder.mkdir(parents=True, exist_ok=True)
+        started = time.time()
         with open(job.folder / log_name(step), "a") as log:
             rc = subprocess.run([sys.executable, "-m", "preln", *argv], stdout=log, stderr=log).returncode
+        record_step(job.folder, step, time.time() - started, rc)
         if rc == Exit.DIVERGED and step == "train":
             break  # a result: no evaluation of a diverged run
         if rc != Exit.OK:

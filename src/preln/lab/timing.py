@@ -5,6 +5,7 @@ folder, one line per ended command), summed per study and kind of step, beside t
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,15 @@ class StepTime:
     """Its kind: ``train``, ``evaluate``, ``analyze``, ``finetune``, ``control``."""
     seconds: float
     """From its start to the executor seeing it end."""
+
+
+def record_step(folder: Path, step: str, seconds: float, rc: int) -> None:
+    """Append an ended command to ``folder``'s ``steps.jsonl``. Both launchers call it (local
+    processes and submitit's nodes); interrupted and failed commands count too: they took the time."""
+    line = {"step": step, "seconds": round(seconds, 2), "exit": rc}
+    line["ended"] = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
+    with open(folder / STEPS_LOG, "a") as f:
+        f.write(json.dumps(line) + "\n")
 
 
 def read_steps(out: Path) -> list[StepTime]:
