@@ -74,11 +74,6 @@ class _Slot:
             return True
         return False
 
-    def record(self, rc: int) -> None:
-        """The command that ended, into the job's ``steps.jsonl`` (the report's "where the time
-        went"); timed to when the executor's poll saw it end."""
-        record_step(self.job.folder, self.step, time.time() - self.step_started, rc)
-
 
 def execute(
     jobs: list[Job], jobs_at_once: int = 1, gpus: list[str] | None = None, poll_s: float = 1.0
@@ -140,7 +135,8 @@ class _Pool:
             rc = slot.proc.poll()
             if rc is None:
                 continue
-            slot.record(rc)
+            # timed to when this poll saw it end (the report's "where the time went")
+            record_step(slot.job.folder, slot.step, time.time() - slot.step_started, rc)
             if rc == Exit.INTERRUPTED or stopping:
                 self.running.remove(slot)
                 continue

@@ -24,7 +24,7 @@ class StepTime:
     step: str
     """Its kind: ``train``, ``evaluate``, ``analyze``, ``finetune``, ``control``."""
     seconds: float
-    """From its start to the executor seeing it end."""
+    """From its start to its end (local processes: to the executor's poll that saw it end)."""
 
 
 def record_step(folder: Path, step: str, seconds: float, rc: int) -> None:
