@@ -7,7 +7,8 @@ import json
 import pytest
 
 from preln.lab import claims, metrics, predictions, results, studies
-from preln.lab.studies import CONTROL, finetune_folder
+from preln.lab.steps import finetune_folder
+from preln.lab.studies import CONTROL, Step
 
 from .conftest import ROOT
 
@@ -49,8 +50,8 @@ def _fake(study, sdir):
         v = _values(names.index(job.condition), job.seed)
         _write(sdir / job.folder, v["curve"], bleu=v["test_bleu"])
         for step in job.steps:
-            if ":" in step:
-                acc = 40.0 + 0.01 * job.seed if step.startswith("control:") else v["acc"]
+            if Step.parse(step).finetunes:
+                acc = 40.0 + 0.01 * job.seed if Step.parse(step).kind == "control" else v["acc"]
                 scores = {"valid": {"accuracy": acc}, "test": {"accuracy": acc, "f1": acc - 1}}
                 _write(finetune_folder(sdir / job.folder, step), [(10, 1.0)], scores=scores)
     studies.write_study_json(study, sdir)

@@ -18,7 +18,7 @@ from preln.data.corpus import CorpusError, read_pair_tsv
 from preln.data.tokenizer import Tokenizer
 from preln.finetune import finetune_config
 from preln.fit import train
-from preln.lab import evaluation, studies
+from preln.lab import evaluation, steps, studies
 from preln.scores import accuracy_f1
 from preln.tasks import load_data
 from preln.trainer import Trainer
@@ -265,13 +265,13 @@ metric = "test_accuracy:paraphrase"
 
 def test_fig5_expands_finetuning_and_control_steps():
     study = studies.load_study(ROOT / "studies" / "fig5.toml", "smoke", ROOT)
-    steps = {j.folder: j.steps for j in study.jobs}
+    by_folder = {j.folder: j.steps for j in study.jobs}
     ft = ("finetune:paraphrase", "finetune:containment")
     control = ("control:paraphrase", "control:containment")  # a random-init control for every seed
-    assert steps["pre-nowarmup-s1"] == steps["pre-nowarmup-s2"] == ("train", *ft, *control)
-    assert steps["post-warmup-s1"] == steps["post-warmup-s2"] == ("train", *ft)
+    assert by_folder["pre-nowarmup-s1"] == by_folder["pre-nowarmup-s2"] == ("train", *ft, *control)
+    assert by_folder["post-warmup-s1"] == by_folder["post-warmup-s2"] == ("train", *ft)
     job = next(j for j in study.jobs if j.folder == "pre-nowarmup-s1")
-    cmd = studies.command("control:containment", job, ROOT / "x" / "pre-nowarmup-s1", evaluation.Evaluation())
+    cmd = steps.command("control:containment", job, ROOT / "x" / "pre-nowarmup-s1", evaluation.Evaluation())
     assert cmd[:6] == [
         "finetune",
         str(ROOT / "x" / "pre-nowarmup-s1"),
@@ -283,15 +283,40 @@ def test_fig5_expands_finetuning_and_control_steps():
     assert "--random-init" in cmd and "train.max_epochs=2" in cmd
 
 
+def test_each_model_is_fine_tuned_finetune_seeds_times_with_its_own_seed_and_folder(tmp_path):
+    p = tmp_path / "s.toml"
+    p.write_text(FT_STUDY.replace('control = "pre"', 'control = "pre"\nfinetune_seeds = 3').replace("[1]", "[1, 2]"))
+    study = studies.load_study(p, "quick", ROOT)
+    job = next(j for j in study.jobs if j.folder == "pre-s2")
+    ft = ("finetune:paraphrase", "finetune@2:paraphrase", "finetune@3:paraphrase")
+    assert job.steps == ("train", *ft, "control:paraphrase", "control@2:paraphrase", "control@3:paraphrase")
+    folder = tmp_path / "x" / "pre-s2"
+    for step, out, seed in [
+        ("finetune:paraphrase", "pre-s2-ft-paraphrase", None),
+        ("finetune@3:paraphrase", "pre-s2-ft-paraphrase-r3", "train.seed=2002"),
+        ("control@2:paraphrase", "pre-s2-ft-paraphrase-random-r2", "train.seed=1002"),
+    ]:
+        cmd = steps.command(step, job, folder, evaluation.Evaluation())
+        assert cmd[cmd.index("--out") + 1] == str(tmp_path / "x" / out) == str(steps.finetune_folder(folder, step))
+        assert ("--random-init" in cmd) == step.startswith("control")
+        assert [c for c in cmd if c.startswith("train.seed=")] == ([seed] if seed else [])
+    assert steps.log_name("control@2:paraphrase") == "control-paraphrase-r2.log"
+    assert steps.log_name("finetune:paraphrase") == "finetune-paraphrase.log"
+    for bad in ("0", "true", "'3'", "1.5"):
+        p.write_text(FT_STUDY.replace('control = "pre"', f'control = "pre"\nfinetune_seeds = {bad}'))
+        with pytest.raises(ConfigError, match="finetune_seeds must be a positive integer"):
+            studies.load_study(p, "quick", ROOT)
+
+
 def test_a_finetuning_study_is_only_done_after_pretraining(tmp_path):
     folder = tmp_path / "pre-s1"
-    assert not studies.needed("finetune:paraphrase", folder)  # nothing pretrained yet: nothing to fine-tune
+    assert not steps.needed("finetune:paraphrase", folder)  # nothing pretrained yet: nothing to fine-tune
     folder.mkdir()
     (folder / "status.json").write_text(json.dumps({"status": "completed"}))
-    assert studies.needed("finetune:paraphrase", folder)
+    assert steps.needed("finetune:paraphrase", folder)
     (tmp_path / "pre-s1-ft-paraphrase").mkdir()
     (tmp_path / "pre-s1-ft-paraphrase" / "status.json").write_text(json.dumps({"status": "completed"}))
-    assert not studies.needed("finetune:paraphrase", folder) and studies.needed("control:paraphrase", folder)
+    assert not steps.needed("finetune:paraphrase", folder) and steps.needed("control:paraphrase", folder)
 
 
 def test_a_finetuning_study_needs_its_tasks(tmp_path):
@@ -305,7 +330,7 @@ def test_reproduce_pretrains_finetunes_and_reports(tmp_path):
     require_data("english-mix")
     require_data("pairclf")
     p = tmp_path / "ft.toml"
-    p.write_text(FT_STUDY)
+    p.write_text(FT_STUDY.replace('control = "pre"', 'control = "pre"\nfinetune_seeds = 2'))
     out = tmp_path / "runs"
     args = ["reproduce", "--studies", str(p), "--out", str(out), "--root", str(ROOT)]
     assert main(args) == 0
@@ -314,6 +339,12 @@ def test_reproduce_pretrains_finetunes_and_reports(tmp_path):
     assert not (sdir / "post-huge-lr-s1-ft-paraphrase").exists()  # a diverged model is not fine-tuned
     for name in ("pre-s1-ft-paraphrase", "post-warmup-s1-ft-paraphrase", "pre-s1-ft-paraphrase-random"):
         assert (sdir / name / "scores.json").is_file()
+        again = sdir / f"{name}-r2"  # each model fine-tuned twice, the second time with seed 1 + 1000
+        assert (again / "scores.json").is_file() and "seed = 1001" in (again / "config.toml").read_text()
+    twice = [
+        json.loads((sdir / f).read_text())["test"]["accuracy"]
+        for f in ("pre-s1-ft-paraphrase/scores.json", "pre-s1-ft-paraphrase-r2/scores.json")
+    ]
     scores = sdir / "pre-s1-ft-paraphrase" / "scores.json"
     mtime = scores.stat().st_mtime
     assert main(args) == 0  # rerun: nothing again
@@ -321,9 +352,9 @@ def test_reproduce_pretrains_finetunes_and_reports(tmp_path):
     md = (out / "report.md").read_text()
     assert "### Fine-tuning (Fig. 5c, d)" in md and "](ft_finetune.png)" in md
     assert "shallow six-feature logistic regression: 64%" in md
-    test_acc = json.loads(scores.read_text())["test"]["accuracy"]
-    assert "| pre | 1 | " in md and f"| {test_acc:.1f} |" in md
-    assert "| random-init | 1 | " in md and "| post-huge-lr | 0 (1 pretraining diverged: not fine-tuned) |" in md
+    assert "| pre | 2 | " in md and f"| {sum(twice) / 2:.1f} |" in md  # one model: the mean of its 2 fine-tunings
+    assert "Each model was fine-tuned 2 times" in md
+    assert "| random-init | 2 | " in md and "| post-huge-lr | 0 (1 pretraining diverged: not fine-tuned) |" in md
     assert "| pre fine-tunes at least as well |" in md and " % (1 run) | undecided (" in md
     assert "too few seeds: n = 1, this rule needs 3) |" in md
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 2

@@ -19,6 +19,7 @@ from preln.lab import (
     report,
     results,
     stats,
+    steps,
     studies,
     timing,
 )
@@ -332,7 +333,7 @@ def test_gpus_are_handed_out_one_per_process(tmp_path, monkeypatch):
 
     monkeypatch.setattr(execute.subprocess, "Popen", FakeProc)
     monkeypatch.setattr(execute.os, "cpu_count", lambda: 8)
-    jobs = [studies.Job(f"a{i}", tmp_path / f"a{i}", 1, [("analyze", ["analyze", f"j{i}"])]) for i in range(5)]
+    jobs = [steps.Job(f"a{i}", tmp_path / f"a{i}", 1, [("analyze", ["analyze", f"j{i}"])]) for i in range(5)]
     res = execute.execute(jobs, 2, gpus=["3", "5"], poll_s=0)
     assert res == {f"a{i}": "done" for i in range(5)}
     assert [s[0] for s in seen] == [f"j{i}" for i in range(5)]
@@ -380,13 +381,13 @@ def test_a_partial_or_differently_decoded_evaluation_does_not_pass_for_the_study
     study_eval = evaluation.Evaluation.from_flags(["--max-len-a", "1.2", "--max-len-b", "10"], "fig4.toml")
     expect = study_eval.with_beam(5).expected()
     assert expect == {"beam": 5, "lenpen": 1.0, "max_len_a": 1.2, "max_len_b": 10, "limit": 0}
-    assert studies.needed("evaluate", run, expect)  # the fake bleu.json records no settings
+    assert steps.needed("evaluate", run, expect)  # the fake bleu.json records no settings
     done = {**expect, "splits": {"test": {"tok_lc": 1.0}}}
     (run / "bleu.json").write_text(json.dumps(done))
-    assert not studies.needed("evaluate", run, expect)
+    assert not steps.needed("evaluate", run, expect)
     for changed in ({"limit": 3}, {"beam": 1}, {"splits": {"valid": {}}}):
         (run / "bleu.json").write_text(json.dumps({**done, **changed}))
-        assert studies.needed("evaluate", run, expect), changed
+        assert steps.needed("evaluate", run, expect), changed
 
 
 @pytest.mark.parametrize(
@@ -534,7 +535,7 @@ def test_several_runs_share_a_gpu_and_an_n_that_cannot_fit_is_refused(tmp_path, 
 
     monkeypatch.setattr(execute.subprocess, "Popen", FakeProc)
     monkeypatch.setattr(execute.os, "cpu_count", lambda: 8)
-    jobs = [studies.Job(f"a{i}", tmp_path / f"a{i}", 1, [("analyze", ["analyze", f"j{i}"])]) for i in range(8)]
+    jobs = [steps.Job(f"a{i}", tmp_path / f"a{i}", 1, [("analyze", ["analyze", f"j{i}"])]) for i in range(8)]
     res = execute.execute(jobs, 4, gpus=["3", "3", "5", "5"], poll_s=0)  # --gpus 3,5 --jobs-per-gpu 2
     assert res == {f"a{i}": "done" for i in range(8)}
     assert peak == {"3": 2, "5": 2} and all(s[2] == "2" for s in seen)  # 2 runs per GPU, 8 cores / 4
@@ -705,3 +706,19 @@ def test_a_claim_against_a_constant_uses_the_bound_rule(tmp_path):
     assert claims.plain(j.measured).startswith("0.40 ± 0.04 nats (3 runs)")
     text = report.write_report(tmp_path)[0].read_text()
     assert "unigram model's valid NLL" in text and "| 5.81 ± 0.00 |" in text
+
+
+def test_the_progress_bar_counts_fine_tunings_and_evaluations_as_steps(tmp_path):
+    """A job's steps weigh the same on the bar: a pretraining whose model is being fine-tuned for
+    the second time shows two steps done, not its updates only (the bar sat at the pretrainings'
+    share for a whole fine-tuning grid)."""
+    folder = tmp_path / "pre-s1"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text(json.dumps({"kind": "train", "update": 300}) + "\n")
+    names = ["train", "finetune:paraphrase", "finetune@2:paraphrase", "control:paraphrase"]
+    job = steps.Job("fig5/pre-s1", folder, 600 * 4, [(n, ["x"]) for n in names])
+    assert execute.progress(job, 3, "train") == 300  # updates so far
+    assert execute.progress(job, 1, "finetune@2:paraphrase") == 1200  # train and the first fine-tuning
+    assert execute.progress(job, 0, "control:paraphrase") == 1800
+    analysis = steps.Job("fig3", tmp_path / "fig3", 200, [("analyze", ["analyze"])])
+    assert execute.progress(analysis, 0, "analyze") == 0

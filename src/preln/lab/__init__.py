@@ -113,7 +113,7 @@ def reproduce(r: Reproduce) -> tuple[Path, Path]:
 
 def _reproduce(preset: str, studies: list, out: Path, jobs: int, gpus, beam: int, root: Path, launch: tuple):
     from . import execute, report
-    from .studies import plan
+    from .steps import plan
 
     todo = plan(studies, out, beam)
     nruns = sum(len(s.runs) for s in studies)

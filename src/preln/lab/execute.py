@@ -4,7 +4,7 @@ all of them, interrupts passed on gracefully, and a record of each invocation fo
 
 A diverged run is a result (its exit code ``Exit.DIVERGED``) and the rest goes on; any other
 failure stops the grid with the failing command's log. Rerunning skips finished steps
-(``studies.needed``) and resumes interrupted runs (the trainer does).
+(``steps.needed``) and resumes interrupted runs (the trainer does).
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from tqdm import tqdm
 
 from ..config import ConfigError
 from ..process import Exit, Interrupts
-from .studies import Job, Study, last_update, log_name, needed, run_status
+from .steps import Job, last_update, log_name, needed, run_status
+from .studies import Study
 from .timing import record_step
 
 
@@ -155,10 +156,22 @@ class _Pool:
         self.finished += slot.job.size
 
 
+def progress(job: Job, remaining: int, step: str) -> int:
+    """A running job's share of the bar, in its ``size`` units: each step weighs the same
+    (``size / steps``: a fine-tuning or an evaluation ~ the training's updates), the steps before
+    the current one whole, a training step by its updates so far. ``remaining``: steps after the
+    current one."""
+    weight = job.size // max(len(job.steps), 1)
+    before = len(job.steps) - remaining - 1
+    return weight * before + (min(last_update(job.folder), weight) if step == "train" else 0)
+
+
 def _show(bar: tqdm, finished: int, running: list[_Slot]) -> None:
-    live = {s.job.name: min(last_update(s.job.folder), s.job.size) if s.trains else 0 for s in running}
-    bar.n = finished + sum(live.values())
-    bar.set_postfix_str(" ".join(f"{n}@{u}" for n, u in live.items()), refresh=False)
+    bar.n = finished + sum(progress(s.job, len(s.steps), s.step) for s in running)
+    now = (
+        f"{s.job.name}@{last_update(s.job.folder)}" if s.step == "train" else f"{s.job.name}:{s.step}" for s in running
+    )
+    bar.set_postfix_str(" ".join(now), refresh=False)
     interval = 1.0 if sys.stderr.isatty() else 30.0  # a log file gets a line every 30 s, not every second
     if time.time() - getattr(bar, "_shown", 0.0) >= interval:
         if sys.stderr.isatty():

@@ -29,6 +29,17 @@ def mean_by_epoch(runs: list[FinetuneRun]) -> list[tuple[int, float]]:
     return [(e, sum(v) / len(v)) for e, v in sorted(at.items())]
 
 
+def per_model(res: StudyResults) -> list[str]:
+    """Where each model was fine-tuned more than once, what a table's value is."""
+    k = max((r.replicate for conds in res.finetune.values() for runs in conds.values() for r in runs), default=1)
+    if k == 1:
+        return []
+    return [
+        f" Each model was fine-tuned {k} times (seeds apart): a model's score is the mean of its fine-tunings, "
+        "and the mean ± std and the claims' intervals are over the models (the independent replicates)."
+    ]
+
+
 def finetune_blocks(res: StudyResults) -> list[Block]:
     """The fine-tuning tables (one per task) under the figure ``<study>_finetune.png``."""
     blocks: list[Block] = [
@@ -42,6 +53,7 @@ def finetune_blocks(res: StudyResults) -> list[Block]:
                 "what pretraining gave). Accuracy in %, mean ± std over the fine-tuned runs; the final fine-tuned "
                 "model on dev and test.",
             ]
+            + per_model(res)
         ),
     ]
     head = ["pretrained", "fine-tuned runs", "dev accuracy by epoch (mean)", "dev accuracy", "test accuracy"]

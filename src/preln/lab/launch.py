@@ -1,7 +1,7 @@
 """Grids on a cluster: ``preln reproduce --launcher slurm`` submits each planned job (its steps:
 train, evaluate, analyze) as one job through submitit (the optional extra ``pip install
 'preln[cluster]'``) and waits for them. Skipping and resuming work as with local processes: only
-unfinished jobs are planned, and each step is skipped where its result exists (``studies.needed``),
+unfinished jobs are planned, and each step is skipped where its result exists (``steps.needed``),
 so a rerun after a preemption resumes the runs from their checkpoints. ``--launcher local`` uses
 submitit's local executor (the tests do).
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 from ..config import ConfigError
 from ..process import Exit
 from .execute import RunFailed
-from .studies import Job, log_name, needed, run_status
+from .steps import Job, log_name, needed, run_status
 from .timing import record_step
 
 

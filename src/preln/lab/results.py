@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..runs import RunFolder
 from .metrics import Metric
-from .studies import CONTROL, Study, finetune_folder
+from .steps import finetune_folder
+from .studies import CONTROL, Step, Study
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,8 @@ class FinetuneRun:
     """(epoch, dev accuracy)."""
     dev: dict[str, float] = field(default_factory=dict)
     test: dict[str, float] = field(default_factory=dict)
+    replicate: int = 1
+    """Which fine-tuning of the same pretrained model (the preset's ``finetune_seeds``)."""
 
 
 @dataclass(frozen=True)
@@ -102,9 +105,15 @@ class StudyResults:
             ft = self.finetune.get(m.task, {}).get(condition, [])
             split, key = m.name.split(":")[0].split("_", 1)
             pre = {r.seed: r for r in self.conditions.get(condition, [])}
-            values = tuple(getattr(r, split)[key] for r in ft if key in getattr(r, split))
+            # one value per pretrained model (the mean of its fine-tunings): the models are the
+            # independent replicates; fine-tunings of one model share its pretraining's luck
+            per_model: dict[int, list[float]] = {}
+            for r in ft:
+                if key in getattr(r, split):
+                    per_model.setdefault(r.seed, []).append(getattr(r, split)[key])
+            values = tuple(sum(v) / len(v) for v in per_model.values())
             div = sum(1 for r in pre.values() if r.diverged) if condition != CONTROL else 0
-            runs = len(pre) if condition != CONTROL else len(ft)
+            runs = len(pre) if condition != CONTROL else len({r.seed for r in ft})
             return Sample(values, runs, div, runs - div - len(values))
         runs = self.conditions.get(condition, [])
         done = [r for r in runs if r.completed and r.curve]
@@ -149,7 +158,7 @@ def read_run(sdir: Path, folder: str, condition: str, seed: int, group: str) -> 
     )
 
 
-def read_finetune(folder: Path, condition: str, seed: int, task: str) -> FinetuneRun:
+def read_finetune(folder: Path, condition: str, seed: int, task: str, replicate: int = 1) -> FinetuneRun:
     run = RunFolder(folder, writer=False)
     status = (run.status() or {}).get("status", "missing")
     epochs = tuple((int(x["epoch"]), float(x["valid_accuracy"])) for x in run.metrics() if "valid_accuracy" in x)
@@ -157,7 +166,7 @@ def read_finetune(folder: Path, condition: str, seed: int, task: str) -> Finetun
         final = json.loads((folder / "scores.json").read_text())
     except (OSError, ValueError):
         final = {}
-    return FinetuneRun(condition, seed, task, status, epochs, final.get("valid", {}), final.get("test", {}))
+    return FinetuneRun(condition, seed, task, status, epochs, final.get("valid", {}), final.get("test", {}), replicate)
 
 
 def study_results(sdir: Path, study: Study) -> StudyResults:
@@ -168,11 +177,11 @@ def study_results(sdir: Path, study: Study) -> StudyResults:
         if "train" in job.steps:
             by_cond.setdefault(job.condition, []).append(read_run(sdir, job.folder, job.condition, job.seed, job.group))
         for step in job.steps:
-            if ":" in step:
-                kind, task = step.split(":", 1)
-                name = Path(task).name  # a folder of TSVs goes by its name (claims: test_accuracy:<name>)
-                cond = CONTROL if kind == "control" else job.condition
-                ft = read_finetune(finetune_folder(sdir / job.folder, step), cond, job.seed, name)
+            s = Step.parse(step)
+            if s.finetunes:
+                name = Path(s.task).name  # a folder of TSVs goes by its name (claims: test_accuracy:<name>)
+                cond = CONTROL if s.kind == "control" else job.condition
+                ft = read_finetune(finetune_folder(sdir / job.folder, step), cond, job.seed, name, s.replicate)
                 finetune.setdefault(name, {}).setdefault(cond, []).append(ft)
     for task, conds in finetune.items():  # the control last
         finetune[task] = dict(sorted(conds.items(), key=lambda kv: kv[0] == CONTROL))

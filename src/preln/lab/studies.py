@@ -8,8 +8,9 @@ A study is a list of jobs, each a list of steps run in order in one folder: ``st
 "evaluate"]`` (the default: one job per condition and seed in ``OUT/<study>/<condition>-s<seed>``,
 ``preln train`` then test BLEU by ``preln evaluate`` for translation runs) or ``steps =
 ["analyze"]`` (one job in ``OUT/<study>``: ``preln analyze`` with the preset's ``analysis``
-preset and ``set``). What each step runs and when it is done is written once, in ``command``
-and ``needed``; ``execute.py`` runs the jobs, skipping the steps whose results exist.
+preset and ``set``) or ``steps = ["train", "finetune"]`` (masked-LM pretraining, then fine-tuning
+on the preset's tasks). What each step runs and when it is done is written once, in
+``steps.py``; ``execute.py`` runs the jobs, skipping the steps whose results exist.
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from pathlib import Path
 from .. import atomic, config
 from ..config import ConfigError
 from ..finetune import TASKS as FINETUNE_TASKS
-from ..finetune import default_out
-from ..runs import RunFolder
 from ..tasks import check as check_task
 from ..tasks import get as task_of
 from .evaluation import Evaluation, evaluation_of
@@ -162,7 +161,8 @@ def _grid_conditions(p: Path, grids: list[dict], preset: str) -> list[dict]:
 
 STUDY_KEYS = {"title", "steps", "paper_setting", "paper_corpus", "preset", "condition"}
 STUDY_KEYS |= {"grid", "claim", "finetune_reference"}
-PRESET_KEYS = {"config", "seeds", "set", "evaluate", "analysis", "finetune", "finetune_set", "control"}
+PRESET_KEYS = {"config", "seeds", "set", "evaluate", "analysis", "finetune", "finetune_set", "finetune_seeds"}
+PRESET_KEYS |= {"control"}
 CLAIM_KEYS = {"text", "paper", "condition", "metric", "better_than", "worse_than", "as_good_as", "above", "presets"}
 COMPARISONS = ("better_than", "worse_than", "as_good_as")
 
@@ -210,6 +210,12 @@ def check_study_file(p: Path, raw: dict) -> None:
         tasks = pre.get("finetune", [])
         if "finetune" in steps and not (isinstance(tasks, list) and tasks and all(isinstance(t, str) for t in tasks)):
             raise ConfigError(f"{p}: [preset.{name}] finetune must list the tasks to fine-tune on, got {tasks!r}")
+        k = pre.get("finetune_seeds", 1)
+        if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1 and ("finetune" in steps or k == 1)):
+            raise ConfigError(
+                f"{p}: [preset.{name}] finetune_seeds must be a positive integer (fine-tunings per pretrained "
+                f'model) in a study with steps ["train", "finetune"], got {k!r}'
+            )
     for i, c in enumerate(raw.get("condition", []), 1):
         _check_keys(p, f"[[condition]] #{i}", c, {"name", "set", "presets", *presets})
         name = c.get("name")
@@ -344,9 +350,8 @@ def _train_jobs(p: Path, raw: dict, preset: str, steps: tuple[str, ...], root: P
                 )
             if "finetune" in steps:
                 tasks = [_task(p, t, root) for t in pre["finetune"]]
-                mine = ("train", *(f"finetune:{t}" for t in tasks))
-                if c["name"] == pre.get("control"):  # as many control seeds as pretrained ones
-                    mine += tuple(f"control:{t}" for t in tasks)
+                # as many control seeds (and fine-tunings of each) as pretrained ones
+                mine = ("train", *finetune_steps(tasks, pre.get("finetune_seeds", 1), c["name"] == pre.get("control")))
             folder = f"{c['name']}-s{seed}"
             size = (cfg.train.max_updates or 1) * len(mine)  # a fine-tuning ~ the pretraining's time, roughly
             ft = tuple(pre.get("finetune_set", [])) + ("train.progress=false",)
@@ -367,16 +372,6 @@ def _task(p: Path, task: str, root: Path | None) -> str:
     return str(folder.resolve())
 
 
-def run_status(folder: Path) -> str | None:
-    return (RunFolder(folder, writer=False).status() or {}).get("status")
-
-
-def last_update(folder: Path) -> int:
-    """The newest update in a run's metrics (for the progress display)."""
-    rows = RunFolder(folder, writer=False).metrics()
-    return int(rows[-1].get("update", 0)) if rows else 0
-
-
 LR_FACTOR = re.compile(r"(?:^|,)lr=([^,]+)")
 """A grid condition's peak-lr factor (``...,lr=0.001``): conditions that differ only in it form an
 lr-sensitivity curve (``lab/sensitivity.py``)."""
@@ -393,64 +388,49 @@ CONTROL = "random-init"
 """The name the report gives the control (fine-tuned from random weights)."""
 
 
-def finetune_folder(folder: Path, step: str) -> Path:
-    """Where step ``finetune:<task>`` (``control:<task>``) of the pretraining run in ``folder``
-    fine-tunes: ``<folder>-ft-<task>`` (``-random``) beside it, as ``preln finetune`` names it."""
-    kind, task = step.split(":", 1)
-    return default_out(folder, task, random_init=kind == "control")
+# Step names, as ``study.json`` and ``steps.jsonl`` record them: ``train``, ``evaluate``,
+# ``analyze``, ``finetune:<task>`` (from the pretrained weights), ``control:<task>`` (from random
+# weights), and ``finetune@<k>:<task>`` / ``control@<k>:<task>`` for the k-th fine-tuning of the
+# same model (k >= 2, the preset's ``finetune_seeds``). What each runs: ``steps.py``.
+
+FINETUNE_SEED_STRIDE = 1000
+"""The k-th fine-tuning of a model pretrained with seed s uses seed s + 1000 (k - 1): apart from
+every pretraining seed a study lists (they are small integers)."""
 
 
-def log_name(step: str) -> str:
-    """The log file of a step in its job's folder: ``train.log``, ``finetune-paraphrase.log`` (a
-    task that is a folder of TSVs by the folder's name)."""
-    kind, _, task = step.partition(":")
-    return f"{kind}-{Path(task).name}.log" if task else f"{kind}.log"
+@dataclass(frozen=True)
+class Step:
+    """A step's name, parsed."""
+
+    kind: str
+    """train, evaluate, analyze, finetune or control."""
+    task: str = ""
+    """finetune and control: a pairclf task name or a folder of TSVs."""
+    replicate: int = 1
+    """finetune and control: which fine-tuning of the same model (1 = the first)."""
+
+    @classmethod
+    def parse(cls, step: str) -> Step:
+        head, _, task = step.partition(":")
+        kind, _, k = head.partition("@")
+        return cls(kind, task, int(k) if k else 1)
+
+    @property
+    def finetunes(self) -> bool:
+        return self.kind in ("finetune", "control")
+
+    def seed(self, pretraining_seed: int) -> int:
+        """The fine-tuning's seed (the first fine-tuning keeps the pretraining's)."""
+        return pretraining_seed + FINETUNE_SEED_STRIDE * (self.replicate - 1)
 
 
-def needed(step: str, folder: Path, expect: dict | None = None) -> bool:
-    """Whether a step of a job still has to run (its result is not in the folder yet). An
-    evaluation counts only if ``bleu.json`` scored the test split with the settings ``expect``s
-    (a partial or differently decoded ``preln evaluate`` by hand does not pass for the study's)."""
-    if step == "analyze":
-        return not (folder / "analysis.json").is_file()
-    status = run_status(folder)
-    if step == "train":
-        return status not in ("completed", "diverged")
-    if ":" in step:  # fine-tuning: once the pretraining completed (a diverged model is not fine-tuned)
-        return status == "completed" and run_status(finetune_folder(folder, step)) not in ("completed", "diverged")
-    if status != "completed":  # evaluate
-        return False
-    try:
-        done = json.loads((folder / "bleu.json").read_text())
-    except (OSError, ValueError):
-        return True
-    same = all(done.get(k) == v for k, v in (expect or {}).items())
-    return not (same and "test" in done.get("splits", {}))
-
-
-def command(step: str, job: JobSpec, folder: Path, evaluation: Evaluation) -> list[str]:
-    """The ``preln`` command line of one step of ``job``, run in ``folder``."""
-    sets = [x for o in job.overrides for x in ("--set", o)]
-    if step == "train":
-        return ["train", job.config, "--out", str(folder), *sets]
-    if step == "evaluate":
-        return ["evaluate", str(folder), "--splits", "test", *evaluation.flags()]
-    if step == "analyze":
-        return ["analyze", "--preset", job.analysis, "--out", str(folder), *sets]
-    if step.startswith(("finetune:", "control:")):
-        ft = [x for o in job.finetune for x in ("--set", o)] + (
-            ["--random-init"] if step.startswith("control:") else []
-        )
-        return [
-            "finetune",
-            str(folder),
-            "--task",
-            step.split(":", 1)[1],
-            "--out",
-            str(finetune_folder(folder, step)),
-            *ft,
-        ]
-    raise ValueError(f"unknown step {step!r}")  # a bug: STEPS and this function disagree
+def finetune_steps(tasks: list[str], replicates: int, control: bool) -> tuple[str, ...]:
+    """The fine-tuning steps of a pretraining job: each task ``replicates`` times, and as many
+    from random weights where the job is the study's control."""
+    kinds = ("finetune", "control") if control else ("finetune",)
+    return tuple(
+        f"{kind}{'' if k == 1 else f'@{k}'}:{t}" for kind in kinds for t in tasks for k in range(1, replicates + 1)
+    )
 
 
 def write_study_json(study: Study, sdir: Path) -> None:
@@ -511,36 +491,3 @@ def study_from_json(name: str, meta: dict) -> Study:
         paper=(meta.get("paper_setting", ""), meta.get("paper_corpus", "")),
         reference=tuple((str(k), float(v)) for k, v in meta.get("finetune_reference", {}).items()),
     )
-
-
-@dataclass
-class Job:
-    """One unit of work: commands run in order in ``folder``, each skipped where its result
-    already exists (``needed``)."""
-
-    name: str
-    folder: Path
-    size: int
-    """Updates (training) or ~ the analysis's time in updates: the progress display's weight."""
-    steps: list[tuple[str, list[str]]]
-    """(step, its ``preln`` command line)."""
-    expect: dict | None = None
-    """The decoding settings the evaluation must have recorded in ``bleu.json`` to count."""
-
-
-def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
-    """Write each study's ``study.json`` and return the jobs not yet finished."""
-    jobs = []
-    for study in studies:
-        sdir = out / study.name
-        sdir.mkdir(parents=True, exist_ok=True)
-        write_study_json(study, sdir)
-        evaluation = study.evaluation.with_beam(beam)
-        for spec in study.jobs:
-            folder = sdir / spec.folder if spec.folder else sdir
-            if not any(needed(step, folder, evaluation.expected()) for step in spec.steps):
-                continue
-            steps = [(step, command(step, spec, folder, evaluation)) for step in spec.steps]
-            name = f"{study.name}/{spec.folder}" if spec.folder else study.name
-            jobs.append(Job(name, folder, spec.size, steps, evaluation.expected()))
-    return jobs

@@ -45,7 +45,8 @@ def read_steps(out: Path) -> list[StepTime]:
         for line in path.read_text(errors="replace").splitlines():
             try:
                 rec = json.loads(line)
-                found.append(StepTime(study, str(rec["step"]).partition(":")[0], float(rec["seconds"])))
+                kind = str(rec["step"]).partition(":")[0].partition("@")[0]  # finetune@2:<task>: finetune
+                found.append(StepTime(study, kind, float(rec["seconds"])))
             except (ValueError, KeyError, TypeError):
                 continue
     return found
