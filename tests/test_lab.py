@@ -373,6 +373,11 @@ def test_claims_compare_the_papers_bleu_in_its_convention_and_say_where_the_corp
     assert where in text and "another corpus and scale than the paper's" in text
     assert "| gone | x | not run in this preset |" in text
     assert "commit abc1234, preset `quick`" in text and "wall time 40 min over 2 invocations" in text
+    # a folder filled in parts (another commit, another study) names every commit and study
+    later = inv | {"commit": "def5678", "studies": ["t"]}
+    (tmp_path / "runs" / "reproduce.json").write_text(json.dumps({"invocations": [inv, later]}))
+    text = report.write_report(tmp_path / "runs")[0].read_text()
+    assert "commits abc1234, def5678, preset `quick`, studies s, t;" in text
 
 
 def test_a_partial_or_differently_decoded_evaluation_does_not_pass_for_the_studys(tmp_path):

@@ -181,8 +181,8 @@ def _add_reproduce(sub) -> None:
         "(interrupted runs resume), score test BLEU (beam search), run the analysis, and write report.md / "
         "report.html. Ctrl-C stops after the current updates; rerunning skips finished runs. The quick preset "
         "took 59 minutes on 2 AMD EPYC cores with --jobs 2 from a fresh clone (docs/reference-quick; 2 Intel "
-        "Xeon cores took about 1.5x as long) before its BERT studies grew by 57 minutes of job time (fig5 and "
-        "lr-mlm: 127 min on the Intel cores, docs/reference-quick-bert); paper needs a GPU.",
+        "Xeon cores took about 1.5x as long) before its BERT studies grew by 102 minutes of job time (fig5 and "
+        "lr-mlm: 172 min on the Intel cores, docs/reference-quick-bert); paper needs a GPU.",
     )
     p.add_argument(
         "--preset",

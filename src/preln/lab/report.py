@@ -408,11 +408,14 @@ def _header(out: Path) -> Para:
         return Para(["Runs folder: ", code(out.name)])
     last = runs[-1]
     total = sum(r["seconds"] for r in runs)
+    # every invocation's commit and studies (a folder filled in parts names each of them)
+    commits = list(dict.fromkeys(str(r["commit"]) for r in runs))
+    studies = list(dict.fromkeys(s for r in runs for s in r["studies"]))
     return Para(
         [
-            f"preln {last['preln']}, commit {last['commit']}, preset ",
+            f"preln {last['preln']}, commit{'s' * (len(commits) > 1)} {', '.join(commits)}, preset ",
             code(last["preset"]),
-            f", studies {', '.join(last['studies'])}; {last['machine']}; started {runs[0]['started']}; wall time "
+            f", studies {', '.join(studies)}; {last['machine']}; started {runs[0]['started']}; wall time "
             f"{timing.minutes(total)} over {len(runs)} invocation{'s' * (len(runs) > 1)} of ",
             code("preln reproduce"),
             f" (--jobs {last['jobs']}). Runs folder: ",
