@@ -196,6 +196,26 @@ def test_speed_target_is_a_loss_every_completed_run_reaches(tmp_path):
     assert "| speed | 0.60 |" in text and "| yes (the interval of the ratio lies below 1) |" in text
 
 
+def test_each_claim_decided_no_is_explained_under_the_summary(tmp_path):
+    post = [[(50, 6.0), (100, 4.0)], [(50, 6.0), (100, 4.4)], [(50, 6.1), (100, 4.2)]]
+    pre = [[(50, 5.0), (100, 3.5)], [(50, 5.0), (100, 3.6)], [(50, 5.2), (100, 3.4)]]
+    sdir = tmp_path / "s"
+    _fake_study(sdir, {"post": [(c, "completed") for c in post], "pre": [(c, "completed") for c in pre]})
+    meta = json.loads((sdir / "study.json").read_text())
+    explained = {"text": "post ends lower", "condition": "post", "metric": "final_nll", "better_than": "pre"}
+    meta["claims"] = [
+        explained | {"if_no": "Here every run stops at update 100."},
+        explained | {"text": "post ends lower again"},
+        {"text": "pre ends lower", "condition": "pre", "metric": "final_nll", "better_than": "post"},
+    ]
+    (sdir / "study.json").write_text(json.dumps(meta))
+    text = report.write_report(tmp_path)[0].read_text()
+    assert "**no** (4.20 vs 3.50" in text
+    assert "**Not shown** (`s`): post ends lower. Here every run stops at update 100." in text
+    assert "**Not shown** (`s`): post ends lower again. The study file gives no reason (`if_no`)." in text
+    assert "Not shown** (`s`): pre ends lower" not in text  # a yes needs no reason
+
+
 def test_a_crossing_is_a_bound_where_the_curve_does_not_bracket_the_target():
     assert convergence.crossing(((50, 4.0), (100, 3.0)), 4.5) == convergence.Crossing(50.0, "at_most")
     assert convergence.crossing(((50, 6.0), (100, 5.0)), 4.5) == convergence.Crossing(100.0, "at_least")

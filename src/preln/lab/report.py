@@ -238,9 +238,21 @@ def _summary(studies: list[tuple[StudyResults, list[Judged]]], analyses: list[di
         blocks.append(Table(head, table, [j.verdict for j in judged]))
         settings = [(res.name, claim_setting(res)) for res, _ in studies if res.study.claims]
         blocks += [Para([code(name), ": ", *parts(text)]) for name, text in settings if parts(text)]
+        blocks += _not_shown(judged)
     for a in analyses:
         blocks.append(Para([code(a["study"]), f" ({a['title']}): {a['line']} (details below)"]))
     return [Heading("Summary"), *blocks] if blocks else []
+
+
+def _not_shown(judged: list[Judged]) -> list[Block]:
+    """Each claim decided no, with the study file's reason (``if_no``)."""
+    out: list[Block] = []
+    for j in judged:
+        if j.verdict != "no":
+            continue
+        why = [j.claim.if_no] if j.claim.if_no else ["The study file gives no reason (", code("if_no"), ")."]
+        out.append(Para([strong("Not shown"), " (", code(j.study), f"): {j.claim.text}. ", *why]))
+    return out
 
 
 def _lead(judged: list[Judged], analyses: list[dict]) -> str:

@@ -80,6 +80,9 @@ class Claim:
     """Non-inferiority: ``condition`` is at least as good as this one, up to the metric's margin."""
     above: float | None = None
     """Bound: ``condition``'s mean lies above this value (the interval over its runs)."""
+    if_no: str = ""
+    """Why the claim may not show at the preset's scale: the report prints it under a claim
+    decided no (each "no" explained; a "no" without it says the study file gives no reason)."""
 
     @property
     def other(self) -> str:
@@ -164,6 +167,7 @@ STUDY_KEYS |= {"grid", "claim", "finetune_reference"}
 PRESET_KEYS = {"config", "seeds", "set", "evaluate", "analysis", "finetune", "finetune_set", "finetune_seeds"}
 PRESET_KEYS |= {"control"}
 CLAIM_KEYS = {"text", "paper", "condition", "metric", "better_than", "worse_than", "as_good_as", "above", "presets"}
+CLAIM_KEYS |= {"if_no"}
 COMPARISONS = ("better_than", "worse_than", "as_good_as")
 
 
