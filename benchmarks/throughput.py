@@ -5,8 +5,9 @@
 
 Both models get the same token-budget batches of the config's corpus, the same shared embedding,
 sinusoidal positions and tied output projection around the stacks, Adam, label-smoothed loss.
-Prints target tokens/s for each and the ratio preln / torch (measured after 3 warm-up updates;
-on CUDA the clock stops after a synchronize), and the achieved GFLOP/s: the timed updates' forward
+Prints target tokens/s for each and the ratio preln / torch (measured after 3 warm-up updates,
+the models taking turns on every batch; on CUDA each update between two synchronizes), and the
+achieved GFLOP/s: the timed updates' forward
 and backward FLOPs (counted by torch's ``FlopCounterMode``: matmuls and attention) over their
 time, with its share of this machine's matmul peak (measured in the same run, as
 ``bert_mlm.py`` does: fp32 1024^3 on a CPU, bf16 8192^3 on CUDA). ``--compile`` adds
@@ -20,6 +21,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Callable
 
 import torch
 from bert_mlm import matmul_peak  # the same peak as the BERT benchmark's
@@ -61,27 +63,46 @@ class TorchSeq2Seq(nn.Module):
         return h @ self.embed.weight.T
 
 
-def measure(model: nn.Module, batches, eps: float, device: torch.device, precision: str, warmup: int = 3) -> float:
+def trainer(model: nn.Module, eps: float, device: torch.device, precision: str) -> Callable[[object], float]:
+    """One Adam update of ``model`` on a batch, as a function that returns its seconds (on CUDA
+    between two synchronizes)."""
     fused = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), **fused)
     model.train()
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
-    tokens, start = 0, 0.0
-    for i, b in enumerate(batches):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            tokens, start = 0, time.perf_counter()
+
+    def update(b) -> float:
+        amp = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
         t = b.to(device).tensors
         with amp:
             loss, _ = label_smoothed_nll(model(t["src"], t["tgt_in"]), t["tgt_out"], eps)
         opt.zero_grad(set_to_none=True)
         (loss / b.ntokens).backward()
         opt.step()
-        tokens += b.ntokens
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return tokens / (time.perf_counter() - start)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    return update
+
+
+def measure(updates: dict[str, Callable[[object], float]], batches, warmup: int = 3) -> dict[str, float]:
+    """Target tokens/s of each model over ``batches[warmup:]``. The models take turns on every
+    batch (in a rotating order), so a change in the machine's speed during the run (another
+    process, frequency scaling) falls on all of them alike: timed one after the other, the same
+    ratio measured 1.42, 2.46 and 1.92 within ten minutes on a shared 2-core machine."""
+    for b in batches[:warmup]:
+        for update in updates.values():
+            update(b)
+    seconds = dict.fromkeys(updates, 0.0)
+    names = list(updates)
+    for k, b in enumerate(batches[warmup:]):
+        for name in names[k % len(names) :] + names[: k % len(names)]:
+            seconds[name] += updates[name](b)
+    tokens = sum(b.ntokens for b in batches[warmup:])
+    return {name: tokens / s for name, s in seconds.items()}
 
 
 def step_flops(model: nn.Module, batches, eps: float, device: torch.device) -> int:
@@ -113,21 +134,23 @@ def main() -> None:
     c = config.with_vocab(cfg, len(tok)).model
     device = torch.device(args.device)
     batches = [data.batch("train", 1, k) for k in range(args.updates + 3)]
-    results, gflops = {}, {}
     peak = matmul_peak(device)
     print(f"{'matmul peak':>31}: {peak / 1e9:9.1f} GFLOP/s ({device}, {torch.get_num_threads()} threads)", flush=True)
+    updates, flops = {}, {}
     for name, build in (("preln", lambda: Seq2Seq(c)), ("torch.nn.Transformer", lambda: TorchSeq2Seq(c))):
         for compiled in (False, True) if args.compile else (False,):
             torch.manual_seed(0)
             model = build().to(device)
-            flops = step_flops(model, batches[3:], cfg.train.label_smoothing, device)
             key = name + (" compiled" if compiled else "")
+            flops[key] = step_flops(model, batches[3:], cfg.train.label_smoothing, device)
             model = torch.compile(model, dynamic=True) if compiled else model
-            results[key] = measure(model, batches, cfg.train.label_smoothing, device, args.precision)
-            tokens = sum(b.ntokens for b in batches[3:])
-            gflops[key] = flops / (tokens / results[key]) / 1e9  # FLOPs over the timed updates' seconds
-            share = gflops[key] * 1e9 / peak
-            print(f"{key:>31}: {results[key]:9.0f} target tokens/s, {gflops[key]:6.1f} GFLOP/s, {share:.1%} of peak")
+            updates[key] = trainer(model, cfg.train.label_smoothing, device, args.precision)
+    results = measure(updates, batches)
+    tokens = sum(b.ntokens for b in batches[3:])
+    gflops = {key: flops[key] / (tokens / results[key]) / 1e9 for key in results}  # FLOPs over the timed seconds
+    for key in results:
+        share = gflops[key] * 1e9 / peak
+        print(f"{key:>31}: {results[key]:9.0f} target tokens/s, {gflops[key]:6.1f} GFLOP/s, {share:.1%} of peak")
     print(
         f"{'ratio preln / torch':>31}: {results['preln'] / results['torch.nn.Transformer']:.3f} "
         f"(norm={c.norm}, d={c.d_model}, {c.encoder_layers}+{c.decoder_layers} layers, {args.precision} on "

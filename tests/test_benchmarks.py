@@ -49,6 +49,23 @@ def test_the_translation_benchmark_compares_with_torch_on_the_same_batches(tmp_p
     assert math.isclose(per_token["preln"], per_token["torch.nn.Transformer"], rel_tol=0.05), per_token
 
 
+def test_the_translation_benchmark_times_the_models_in_turns(monkeypatch):
+    """Two models of the same cost measure the same speed even when the machine slows down to a
+    third of its speed halfway through the run (timed one after the other they would not)."""
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import throughput
+
+    calls = []
+
+    def update(b) -> float:  # the machine is 3x slower after the first 12 updates of all models
+        calls.append(b)
+        return b.ntokens * (1.0 if len(calls) <= 12 else 3.0)
+
+    batches = [type("B", (), {"ntokens": n})() for n in (5, 7, 6, 8, 5, 9, 4, 6, 7, 5)]
+    speed = throughput.measure({"a": update, "b": lambda b: update(b)}, batches, warmup=2)
+    assert len(calls) == 2 * len(batches) and speed["a"] == speed["b"]
+
+
 def test_the_op_profile_counts_both_models_calls(tmp_path):
     sizes = ["--set", "model.d_model=32", "--set", "model.d_ffn=64", "--set", "model.encoder_layers=1"]
     sizes += ["--set", "model.decoder_layers=1", "--batch", "4", "--len", "8", "--precision", "fp32"]
