@@ -306,6 +306,10 @@ def test_each_model_is_fine_tuned_finetune_seeds_times_with_its_own_seed_and_fol
         p.write_text(FT_STUDY.replace('control = "pre"', f'control = "pre"\nfinetune_seeds = {bad}'))
         with pytest.raises(ConfigError, match="finetune_seeds must be a positive integer"):
             studies.load_study(p, "quick", ROOT)
+    no_finetuning = FT_STUDY.replace('steps = ["train", "finetune"]', 'steps = ["train"]')
+    p.write_text(no_finetuning.replace('control = "pre"', 'control = "pre"\nfinetune_seeds = 2'))
+    with pytest.raises(ConfigError, match=r'in a study with steps \["train", "finetune"\], got 2'):
+        studies.load_study(p, "quick", ROOT)
 
 
 def test_a_finetuning_study_is_only_done_after_pretraining(tmp_path):
