@@ -33,7 +33,7 @@ def finetune_folder(folder: Path, step: str) -> Path:
     the k-th fine-tuning of the same model (k >= 2) in ``...-r<k>``."""
     s = Step.parse(step)
     out = default_out(folder, s.task, random_init=s.kind == "control")
-    return out if s.replicate == 1 else out.with_name(f"{out.name}-r{s.replicate}")
+    return out.with_name(out.name + s.suffix)
 
 
 def log_name(step: str) -> str:
@@ -42,7 +42,7 @@ def log_name(step: str) -> str:
     s = Step.parse(step)
     if not s.task:
         return f"{s.kind}.log"
-    return f"{s.kind}-{Path(s.task).name}{'' if s.replicate == 1 else f'-r{s.replicate}'}.log"
+    return f"{s.kind}-{Path(s.task).name}{s.suffix}.log"
 
 
 def needed(step: str, folder: Path, expect: dict | None = None) -> bool:

@@ -423,6 +423,11 @@ class Step:
     def finetunes(self) -> bool:
         return self.kind in ("finetune", "control")
 
+    @property
+    def suffix(self) -> str:
+        """What the k-th fine-tuning (k >= 2) adds to its folder's and log's names."""
+        return "" if self.replicate == 1 else f"-r{self.replicate}"
+
     def seed(self, pretraining_seed: int) -> int:
         """The fine-tuning's seed (the first fine-tuning keeps the pretraining's)."""
         return pretraining_seed + FINETUNE_SEED_STRIDE * (self.replicate - 1)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .document import Block, Heading, Para, Table
+from .studies import Step
 
 STEPS_LOG = "steps.jsonl"
 
@@ -45,8 +46,7 @@ def read_steps(out: Path) -> list[StepTime]:
         for line in path.read_text(errors="replace").splitlines():
             try:
                 rec = json.loads(line)
-                kind = str(rec["step"]).partition(":")[0].partition("@")[0]  # finetune@2:<task>: finetune
-                found.append(StepTime(study, kind, float(rec["seconds"])))
+                found.append(StepTime(study, Step.parse(str(rec["step"])).kind, float(rec["seconds"])))
             except (ValueError, KeyError, TypeError):
                 continue
     return found
