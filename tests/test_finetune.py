@@ -19,7 +19,7 @@ from preln.data.tokenizer import Tokenizer
 from preln.finetune import finetune_config
 from preln.fit import train
 from preln.lab import evaluation, steps, studies
-from preln.scores import accuracy_f1
+from preln.scores import confusion_scores
 from preln.tasks import load_data
 from preln.trainer import Trainer
 
@@ -42,13 +42,24 @@ def sets(items):
     return [x for s in items for x in ("--set", s)]
 
 
+def confusion(predictions, labels, c=2):
+    counts = [0] * (c * c)
+    for p, y in zip(predictions, labels):
+        counts[y * c + p] += 1
+    return counts
+
+
 def test_accuracy_and_f1_equal_a_hand_computation():
     # predictions 1 1 1 0 0 against labels 1 0 1 1 0: 3 of 5 right; tp 2, fp 1, fn 1
-    s = accuracy_f1([1, 1, 1, 0, 0], [1, 0, 1, 1, 0])
-    assert s["accuracy"] == pytest.approx(60.0)
+    s = confusion_scores(confusion([1, 1, 1, 0, 0], [1, 0, 1, 1, 0]))
+    assert s["accuracy"] == pytest.approx(60.0) and s["n"] == 5
     assert s["f1"] == pytest.approx(100 * 2 * 2 / (2 * 2 + 1 + 1))
-    assert accuracy_f1([0, 0], [1, 0])["f1"] == 0.0  # no true positive: F1 0, not a division by zero
-    assert "f1" not in accuracy_f1([2, 1, 0], [2, 1, 1])  # F1 of class 1 only for two classes
+    assert confusion_scores(confusion([0, 0], [1, 0]))["f1"] == 0.0  # no true positive: F1 0, not a division by zero
+    three = confusion_scores(confusion([2, 1, 0], [2, 1, 1], c=3))
+    assert "f1" not in three and three["accuracy"] == pytest.approx(200 / 3)  # F1 of class 1 only for two classes
+    for bad in ([1, 2, 3], [0, 0, 0, 0], [5]):
+        with pytest.raises(ValueError):
+            confusion_scores(bad)
 
 
 def test_pairs_are_cls_a_sep_b_sep_cut_longest_first():
@@ -85,6 +96,23 @@ def test_finetune_writes_dev_and_test_scores(pretrained, tmp_path, capsys):
     assert "valid_accuracy" in valid[-1]
     status = json.loads((out / "status.json").read_text())
     assert status["test_accuracy"] == scores["test"]["accuracy"]
+    # the scores come from the validation's own forwards (a confusion matrix summed over batches):
+    # the same as the final model's predictions example by example, and the valid split's are the
+    # last validation's
+    assert valid[-1]["valid_accuracy"] == scores["valid"]["accuracy"] and valid[-1]["valid_f1"] == scores["valid"]["f1"]
+    with Trainer(config.load(out / "config.toml"), out) as t, torch.no_grad():
+        t.module.eval()
+        for split in ("valid", "test"):
+            predictions, labels = [], []
+            for k in range(t.data.num_batches(split)):
+                b = t.data.batch(split, 0, k).tensors
+                predictions += t.module(b["ids"], segments=b["segments"], classify=True).argmax(-1).tolist()
+                labels += b["labels"].tolist()
+            pairs = list(zip(predictions, labels))
+            tp, fp, fn = (sum(p == a and y == b for p, y in pairs) for a, b in ((1, 1), (1, 0), (0, 1)))
+            assert scores[split]["n"] == len(pairs)
+            assert scores[split]["accuracy"] == pytest.approx(100 * sum(p == y for p, y in pairs) / len(pairs))
+            assert scores[split]["f1"] == pytest.approx(200 * tp / (2 * tp + fp + fn))
 
 
 def test_a_foreign_run_or_architecture_is_refused(pretrained, tmp_path, capsys):

@@ -206,7 +206,6 @@ class _Loop:
         res = t.validate()
         if with_bleu:
             res.update(valid_bleu(t))
-        res.update(valid_scores(t))
         improved = t.note_valid(res["valid_loss"])
         self.record({"kind": "valid", "update": t.state.update, "epoch": t.state.epoch, **res})
         t.log(
@@ -251,21 +250,11 @@ def compiled_graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
-def valid_scores(t: Trainer) -> dict:
-    """The task's scores at every validation (classification: dev accuracy and F1; rank 0,
-    cheap next to training)."""
-    if not t.dist.main:
-        return {}
-    return {f"valid_{k}": v for k, v in t.task.valid_scores(t.module, t.data, t.device).items() if k != "n"}
-
-
 def test_scores(t: Trainer) -> dict:
     """At the end of the run, the task's scores of the final model per split (classification:
     dev and test) into ``scores.json`` (and the run's status)."""
-    if not t.dist.main:
-        return {}
-    scores = t.task.final_scores(t.module, t.data, t.device)
-    if not scores:
+    scores = {s: t.split_scores(s) for s in t.task.scored_splits if s in t.data.examples}  # every rank
+    if not scores or not t.dist.main:
         return {}
     t.folder.write_json("scores.json", {"update": t.state.update, "epoch": t.state.epoch, **scores})
     t.log(

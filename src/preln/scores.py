@@ -3,6 +3,7 @@ brevity penalty and length ratio; a paired significance test between systems on 
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import sacrebleu
@@ -98,14 +99,18 @@ def paired_test(
     return out
 
 
-def accuracy_f1(predictions: list[int], labels: list[int]) -> dict:
-    """Accuracy, and for two classes the F1 of class 1 (how MRPC is reported), in percent."""
-    if len(predictions) != len(labels) or not labels:
-        raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
-    out = {"accuracy": 100.0 * sum(p == y for p, y in zip(predictions, labels)) / len(labels), "n": len(labels)}
-    if set(labels) | set(predictions) <= {0, 1}:
-        tp = sum(p == y == 1 for p, y in zip(predictions, labels))
-        fp = sum(p == 1 and y == 0 for p, y in zip(predictions, labels))
-        fn = sum(p == 0 and y == 1 for p, y in zip(predictions, labels))
+def confusion_scores(counts: list[float]) -> dict:
+    """Accuracy, and for two classes the F1 of class 1 (how MRPC is reported), in percent, from a
+    C x C confusion matrix of counts [label, prediction] flattened row by row."""
+    c = math.isqrt(len(counts))
+    if c < 2 or c * c != len(counts):
+        raise ValueError(f"{len(counts)} counts are not a confusion matrix of two or more classes")
+    m = [[int(counts[i * c + j]) for j in range(c)] for i in range(c)]
+    n = sum(map(sum, m))
+    if not n:
+        raise ValueError("no examples to score")
+    out = {"accuracy": 100.0 * sum(m[i][i] for i in range(c)) / n, "n": n}
+    if c == 2:
+        tp, fp, fn = m[1][1], m[0][1], m[1][0]
         out["f1"] = 200.0 * tp / (2 * tp + fp + fn) if tp else 0.0
     return out

@@ -99,6 +99,7 @@ class Trainer:
 
     def __init__(self, cfg: RunConfig, out: Path, allow_data_change: bool = False) -> None:
         self.allow_data_change = allow_data_change  # resume on a corpus that changed (recorded in history.jsonl)
+        self.last_valid: tuple[int, dict] | None = None  # (update, ``evaluate("valid")``) of the last validation
         self.device = _device(cfg)
         self.dist = distributed.init(self.device.type)
         if self.dist.active and self.device.type == "cuda":
@@ -341,23 +342,41 @@ class Trainer:
             what = f"loss ({loss})" if not math.isfinite(loss) else f"gradient norm ({gnorm})"
             raise Diverged(f"non-finite {what} at update {int(update)}", int(update))
 
-    @torch.no_grad()
     def validate(self) -> dict:
-        """Validation loss over the whole valid split (shared out across ranks)."""
+        """Validation loss over the whole valid split, with the task's scores from the same
+        forwards (classification: accuracy, F1); keys ``valid_loss``, ``valid_nll``, ..."""
+        res = self.evaluate("valid")
+        if not math.isfinite(res["loss"]):
+            raise Diverged(f"non-finite validation loss at update {self.state.update}", self.state.update)
+        self.last_valid = (self.state.update, res)
+        return {f"valid_{k}": v for k, v in res.items() if k != "n"}
+
+    def split_scores(self, split: str) -> dict:
+        """The task's scores (with ``n``) of the current model on a split; the valid split's are
+        those of the validation at this update when there was one (the same forwards)."""
+        last = self.last_valid
+        res = last[1] if split == "valid" and last and last[0] == self.state.update else self.evaluate(split)
+        return {k: v for k, v in res.items() if k not in ("loss", "nll", "ppl")}
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict:
+        """Loss, nll, ppl and the task's scores (``Task.scores``, with ``n``) of the model over a
+        split, its batches shared out across ranks."""
         self.model.eval()
-        sums = [0.0, 0.0, 0.0]  # loss, nll, tokens
-        nb, w = self.data.num_batches("valid"), self.dist.world
+        sums, counts = [0.0, 0.0, 0.0], None  # loss, nll, tokens; the task's counts
+        nb, w = self.data.num_batches(split), self.dist.world
         for k in range(self.dist.rank, math.ceil(nb / w) * w, w):  # equal forwards on every rank (FSDP)
-            b = self.data.batch("valid", 0, k if k < nb else 0)
+            b = self.data.batch(split, 0, k if k < nb else 0)
             with _autocast(self.device, self.cfg.train.precision):
-                lv, nv = self.task.loss(self.model, b.to(self.device), self.cfg.train.label_smoothing)
+                lv, nv, cv = self.task.counted_loss(self.model, b.to(self.device), self.cfg.train.label_smoothing)
             if k < nb:
                 sums = [sums[0] + float(lv), sums[1] + float(nv), sums[2] + b.ntokens]
-        loss, nll, ntok = self.dist.sum(sums)
-        res = {"valid_loss": loss / ntok, "valid_nll": nll / ntok, "valid_ppl": math.exp(min(nll / ntok, 50))}
-        if not math.isfinite(res["valid_loss"]):
-            raise Diverged(f"non-finite validation loss at update {self.state.update}", self.state.update)
-        return res
+            if cv is not None:  # a padding forward's counts as zeros: every rank sums as many
+                cv = cv.double().cpu() * (k < nb)
+                counts = cv if counts is None else counts + cv
+        loss, nll, ntok, *total = self.dist.sum(sums + (counts.tolist() if counts is not None else []))
+        res = {"loss": loss / ntok, "nll": nll / ntok, "ppl": math.exp(min(nll / ntok, 50))}
+        return {**res, **(self.task.scores(total) if total else {})}
 
     def save(self, name: str | None = None) -> None:
         """Checkpoint. A collective under torchrun: every rank's RNG state goes in; under FSDP

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, ClassVar, Literal
 from ..config import ModelConfig, RunConfig
 
 if TYPE_CHECKING:  # the tasks load torch only when a model or data is made (see tasks/__init__.py)
-    import torch
     from torch import Tensor, nn
 
     from ..data.batching import Batch
@@ -34,6 +33,8 @@ class Task:
     """Validation decodes at epoch ends (greedy BLEU; ``train.valid_bleu``)."""
     unused_parameters: ClassVar[bool] = True
     """Some of the model's parameters get no gradient (another task's head): DDP must know."""
+    scored_splits: ClassVar[tuple[str, ...]] = ()
+    """The splits the final model is scored on at the run's end (``scores.json``; ``scores``)."""
 
     def checks(self, cfg: RunConfig) -> list[tuple[bool, str]]:
         """This task's rules on a config (beyond the config's own), as (holds, message) pairs."""
@@ -56,14 +57,16 @@ class Task:
         """Transformer layers of the model (a memory estimate's activations)."""
         return c.encoder_layers
 
-    def valid_scores(self, model: nn.Module, data, device: torch.device) -> dict:
-        """Scores beside the validation loss at every validation (cheap ones only)."""
+    def counted_loss(self, model: nn.Module, batch: Batch, eps: float) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``loss`` with the batch's counts for ``scores`` from the same forward (classification:
+        its confusion matrix), or None when the task scores nothing beside the loss. Counts, not
+        predictions, so that they sum over batches and ranks like the loss."""
+        return (*self.loss(model, batch, eps), None)
+
+    def scores(self, counts: list[float]) -> dict:
+        """Scores from a split's summed counts (``counted_loss``), as ``{"accuracy": ..., "n": ...}``."""
         return {}
 
     def epoch_scores(self, model: nn.Module, tok: Tokenizer, cfg: RunConfig) -> dict:
         """Scores that decode, at epoch ends (``decodes_at_epoch_end``)."""
-        return {}
-
-    def final_scores(self, model: nn.Module, data, device: torch.device) -> dict[str, dict]:
-        """Per split, the final model's scores at the run's end ({} when the task has none)."""
         return {}

@@ -13,7 +13,6 @@ from .base import Task
 from .mlm import PAIR_RULE
 
 if TYPE_CHECKING:
-    import torch
     from torch import Tensor, nn
 
     from ..data.batching import Batch
@@ -22,6 +21,7 @@ if TYPE_CHECKING:
 class ClassifyTask(Task):
     name = "classify"
     uses = "predict"
+    scored_splits = ("valid", "test")
     export = "encoder"
     hf_head = "SequenceClassification"
 
@@ -60,24 +60,18 @@ class ClassifyTask(Task):
         t = batch.tensors  # one target per example
         return label_smoothed_nll(model(t["ids"], segments=t["segments"], classify=True), t["labels"], eps)
 
-    def valid_scores(self, model: nn.Module, data, device: torch.device) -> dict:
-        return scores(model, data, "valid", device)
+    def counted_loss(self, model: nn.Module, batch: Batch, eps: float) -> tuple[Tensor, Tensor, Tensor]:
+        import torch
 
-    def final_scores(self, model: nn.Module, data, device: torch.device) -> dict[str, dict]:
-        return {s: scores(model, data, s, device) for s in ("valid", "test") if s in data.examples}
+        from ..losses import label_smoothed_nll
 
+        t = batch.tensors
+        logits = model(t["ids"], segments=t["segments"], classify=True)  # (B, C)
+        c = logits.shape[-1]
+        confusion = torch.bincount(t["labels"] * c + logits.argmax(-1), minlength=c * c)  # (C*C,) [label, prediction]
+        return (*label_smoothed_nll(logits, t["labels"], eps), confusion)
 
-def scores(model: nn.Module, data, split: str, device: torch.device) -> dict:
-    """Accuracy (and F1) of a pair classifier on a split of its ``PairData``."""
-    import torch
+    def scores(self, counts: list[float]) -> dict:
+        from ..scores import confusion_scores
 
-    from ..scores import accuracy_f1
-
-    model.eval()
-    predictions, labels = [], []
-    with torch.no_grad():
-        for k in range(data.num_batches(split)):
-            t = data.batch(split, 0, k).to(device).tensors
-            predictions += model(t["ids"], segments=t["segments"], classify=True).argmax(-1).tolist()
-            labels += t["labels"].tolist()
-    return accuracy_f1(predictions, labels)
+        return confusion_scores(counts)
