@@ -340,6 +340,37 @@ def test_each_model_is_fine_tuned_finetune_seeds_times_with_its_own_seed_and_fol
         studies.load_study(p, "quick", ROOT)
 
 
+def test_finetune_conditions_choose_whose_models_are_fine_tuned(tmp_path):
+    p = tmp_path / "s.toml"
+    only = 'control = "pre"\nfinetune_conditions = ["post-warmup"]'
+    claim_on_post = FT_STUDY.replace('condition = "pre"\n', 'condition = "post-warmup"\n')
+    p.write_text(claim_on_post.replace('control = "pre"', only))
+    by_folder = {j.folder: j.steps for j in studies.load_study(p, "quick", ROOT).jobs}
+    assert by_folder == {
+        "pre-s1": ("train", "control:paraphrase"),  # the control's random-init fine-tuning stays
+        "post-warmup-s1": ("train", "finetune:paraphrase"),
+        "post-huge-lr-s1": ("train",),
+    }
+    p.write_text(FT_STUDY.replace('control = "pre"', only))  # the claim fine-tunes "pre"
+    with pytest.raises(ConfigError, match="claim 'pre fine-tunes at least as well' needs 'pre' fine-tuned"):
+        studies.load_study(p, "quick", ROOT)
+    for bad, match in [
+        ('["post"]', "'post' is not a condition of this study"),
+        ("[]", "finetune_conditions must list the conditions"),
+        ('"pre"', "finetune_conditions must list the conditions"),
+    ]:
+        p.write_text(FT_STUDY.replace('control = "pre"', f'control = "pre"\nfinetune_conditions = {bad}'))
+        with pytest.raises(ConfigError, match=match):
+            studies.load_study(p, "quick", ROOT)
+    p.write_text(
+        FT_STUDY.replace('control = "pre"', 'control = "pre"\nfinetune_conditions = ["pre"]').replace(
+            'steps = ["train", "finetune"]', 'steps = ["train"]'
+        )
+    )
+    with pytest.raises(ConfigError, match=r'in a study with steps \["train", "finetune"\], got \[\'pre\'\]'):
+        studies.load_study(p, "quick", ROOT)
+
+
 def test_a_finetuning_study_is_only_done_after_pretraining(tmp_path):
     folder = tmp_path / "pre-s1"
     assert not steps.needed("finetune:paraphrase", folder)  # nothing pretrained yet: nothing to fine-tune

@@ -165,7 +165,7 @@ def _grid_conditions(p: Path, grids: list[dict], preset: str) -> list[dict]:
 STUDY_KEYS = {"title", "steps", "paper_setting", "paper_corpus", "preset", "condition"}
 STUDY_KEYS |= {"grid", "claim", "finetune_reference"}
 PRESET_KEYS = {"config", "seeds", "set", "evaluate", "analysis", "finetune", "finetune_set", "finetune_seeds"}
-PRESET_KEYS |= {"control"}
+PRESET_KEYS |= {"control", "finetune_conditions"}
 CLAIM_KEYS = {"text", "paper", "condition", "metric", "better_than", "worse_than", "as_good_as", "above", "presets"}
 CLAIM_KEYS |= {"if_no"}
 COMPARISONS = ("better_than", "worse_than", "as_good_as")
@@ -219,6 +219,14 @@ def check_study_file(p: Path, raw: dict) -> None:
             raise ConfigError(
                 f"{p}: [preset.{name}] finetune_seeds must be a positive integer (fine-tunings per pretrained "
                 f'model) in a study with steps ["train", "finetune"], got {k!r}'
+            )
+        only = pre.get("finetune_conditions")
+        if only is not None and not (
+            "finetune" in steps and isinstance(only, list) and only and all(isinstance(x, str) for x in only)
+        ):
+            raise ConfigError(
+                f"{p}: [preset.{name}] finetune_conditions must list the conditions whose models are fine-tuned "
+                f'in a study with steps ["train", "finetune"], got {only!r}'
             )
     for i, c in enumerate(raw.get("condition", []), 1):
         _check_keys(p, f"[[condition]] #{i}", c, {"name", "set", "presets", *presets})
@@ -296,9 +304,14 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
     claims = tuple(Claim.from_dict(c) for c in raw.get("claim", []) if preset in c.get("presets", [preset]))
     claimed = [x for c in claims for x in (c.condition, c.other) if x]
     curves = {curve_name(n) for n in names} - {None}
-    for key in [*claimed, pre.get("control")]:
+    for key in [*claimed, pre.get("control"), *pre.get("finetune_conditions", [])]:
         if key is not None and key not in names and key != CONTROL and key not in curves:
             raise ConfigError(f"{p}: {key!r} is not a condition of this study (has {', '.join(names)})")
+    for c in claims:  # a fine-tuning claim (metric "test_accuracy:<task>") compares fine-tuned models
+        left = {c.condition, c.other} - {"", CONTROL} - set(pre.get("finetune_conditions", names))
+        if ":" in c.metric and left:
+            need = sorted(left)[0]
+            raise ConfigError(f"{p}: claim {c.text!r} needs {need!r} fine-tuned: add it to finetune_conditions")
     evaluation = Evaluation.from_flags(pre.get("evaluate", []), f"{p}: [preset.{preset}]")
     return Study(
         p.stem,
@@ -355,7 +368,9 @@ def _train_jobs(p: Path, raw: dict, preset: str, steps: tuple[str, ...], root: P
             if "finetune" in steps:
                 tasks = [_task(p, t, root) for t in pre["finetune"]]
                 # as many control seeds (and fine-tunings of each) as pretrained ones
-                mine = ("train", *finetune_steps(tasks, pre.get("finetune_seeds", 1), c["name"] == pre.get("control")))
+                kinds = ("finetune",) if c["name"] in pre.get("finetune_conditions", [c["name"]]) else ()
+                kinds += ("control",) if c["name"] == pre.get("control") else ()
+                mine = ("train", *finetune_steps(tasks, pre.get("finetune_seeds", 1), kinds))
             folder = f"{c['name']}-s{seed}"
             size = (cfg.train.max_updates or 1) * len(mine)  # a fine-tuning ~ the pretraining's time, roughly
             ft = tuple(pre.get("finetune_set", [])) + ("train.progress=false",)
@@ -433,10 +448,10 @@ class Step:
         return pretraining_seed + FINETUNE_SEED_STRIDE * (self.replicate - 1)
 
 
-def finetune_steps(tasks: list[str], replicates: int, control: bool) -> tuple[str, ...]:
-    """The fine-tuning steps of a pretraining job: each task ``replicates`` times, and as many
-    from random weights where the job is the study's control."""
-    kinds = ("finetune", "control") if control else ("finetune",)
+def finetune_steps(tasks: list[str], replicates: int, kinds: tuple[str, ...]) -> tuple[str, ...]:
+    """The fine-tuning steps of a pretraining job: each task ``replicates`` times of each kind
+    (``finetune``: from its weights, unless the preset's ``finetune_conditions`` leave its condition
+    out; ``control``: from random weights, where the job is the study's control)."""
     return tuple(
         f"{kind}{'' if k == 1 else f'@{k}'}:{t}" for kind in kinds for t in tasks for k in range(1, replicates + 1)
     )
