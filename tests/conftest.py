@@ -19,6 +19,8 @@ def _env(monkeypatch, tmp_path_factory):
     """Tests read the shared corpora and cache tokenizers in one per-session folder."""
     monkeypatch.setenv("PRELN_DATA_ROOT", str(DATA))
     monkeypatch.setenv("PRELN_CACHE", str(tmp_path_factory.getbasetemp() / "spm-cache"))
+    # each worker's runs see only their own threads: the other worker's would warn of crowded cores
+    monkeypatch.setenv("PRELN_RUNTIME_DIR", str(tmp_path_factory.getbasetemp() / "threads"))
 
 
 def require_data(*parts: str) -> Path:

@@ -1,6 +1,7 @@
 """Exact resume after SIGKILL, crashes during checkpoint writes, bad input, mixed precision."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -315,3 +316,31 @@ def test_a_cache_path_that_is_a_file_is_one_line(tmp_path, monkeypatch, capsys):
     assert main(["train", TINY, "--out", str(tmp_path / "r"), *sets]) == 2
     err = capsys.readouterr().err
     assert err.count("preln: error:") == 1 and "cachefile" in err and "Traceback" not in err
+
+
+def test_a_run_warns_when_the_training_processes_claim_more_threads_than_cores(tmp_path, capsys, monkeypatch):
+    from preln import process
+
+    require_data("multi30k")
+    monkeypatch.setattr(process, "cores", lambda: 2)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "threads").mkdir()
+        (tmp_path / "threads" / str(other.pid)).write_text("2")  # a live process computing on 2 threads
+        (tmp_path / "threads" / "999999999").write_text("2")  # one that died without releasing
+        claim = process.ThreadClaim(1, tmp_path / "threads")
+        assert claim.others() == {other.pid: 2} and not (tmp_path / "threads" / "999999999").exists()
+        w = claim.warning()
+        assert w.startswith("2 preln training processes claim 3 threads on 2 cores (this one 1; pid ")
+        monkeypatch.setenv("PRELN_RUNTIME_DIR", str(tmp_path / "threads"))
+        cfg = config.load(ROOT / "configs" / "tiny-translation.toml", ["train.max_updates=1", "train.threads=1"])
+        with Trainer(cfg, tmp_path / "run"):
+            assert (tmp_path / "threads" / str(os.getpid())).read_text() == "1"  # its own claim
+        assert not (tmp_path / "threads" / str(os.getpid())).exists()  # released with the trainer
+        assert "warning: 2 preln training processes claim 3 threads on 2 cores" in capsys.readouterr().err
+        claim.release()
+        other.kill()
+        other.wait()
+        assert process.ThreadClaim(2, tmp_path / "threads").warning() is None  # alone on its cores
+    finally:
+        other.kill()

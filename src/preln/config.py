@@ -198,7 +198,7 @@ class TrainConfig:
     keep_last: int = 2
     """Checkpoints kept (the newest N); older ones are deleted."""
     threads: int = 0
-    """torch CPU threads; 0 = torch's default."""
+    """torch CPU threads; 0 = torch's default (a thread per core: runs side by side need fewer)."""
     progress: bool = True
     """A progress bar when stderr is a terminal; in a file, or with false, a plain line with the
     training loss, lr, gradient norm and speed every ``log_every`` updates instead."""

@@ -31,6 +31,7 @@ from .data.tokenizer import PAD
 from .errors import RunFolderError
 from .model import init_from_data
 from .optim import build_optimizer
+from .process import ThreadClaim
 from .runs import RunFolder
 from .telemetry import Telemetry
 
@@ -109,9 +110,15 @@ class Trainer:
         self.folder = RunFolder(out, writer=self.dist.main)
         fresh = not out.exists()
         self.folder.lock()  # one writer per run folder; released by close()
+        # the CPU threads this run computes with, where the other training processes see them
+        self.claim = ThreadClaim(torch.get_num_threads()) if self.device.type == "cpu" else None
+        if self.claim is not None and (crowded := self.claim.warning()):
+            self.log(f"warning: {crowded}")
         try:
             self._setup(cfg, out)
         except BaseException:
+            if self.claim is not None:
+                self.claim.release()
             self.folder.unlock()
             if fresh and out.is_dir() and {p.name for p in out.iterdir()} <= {".lock"}:
                 shutil.rmtree(out, ignore_errors=True)  # refused before anything was written: no folder left
@@ -120,6 +127,8 @@ class Trainer:
     def close(self) -> None:
         if hasattr(self, "prefetch"):  # the thread building the next update's batches
             self.prefetch.close()
+        if self.claim is not None:
+            self.claim.release()
         self.folder.unlock()
 
     def __enter__(self) -> Trainer:
