@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -472,3 +473,25 @@ def test_masked_lm_records_the_unigram_baseline_of_its_valid_split(tmp_path):
     valid = [t for i in range(len(data.examples["valid"])) for t in data.examples["valid"][i] if t not in special]
     want = -sum(math.log((counts[t] + 1) / (total + v)) for t in valid) / len(valid)
     assert rec["unigram_nll"] == pytest.approx(want, rel=1e-9) and rec["update"] == 0
+
+
+def test_two_processes_score_a_fine_tuning_as_one_does(pretrained, tmp_path):
+    """Under torchrun each rank scores its share of the dev and test batches (a rank without one
+    joins with zero counts); the summed confusion matrices give one process's scores."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    base = ["-m", "preln", "finetune", str(pretrained), "--task", "paraphrase", *sets(QUICK)]
+    one = subprocess.run(
+        [sys.executable, *base, "--out", str(tmp_path / "one"), "--set", "train.update_freq=2"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert one.returncode == 0, one.stderr[-2000:]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone"]
+    two = subprocess.run(
+        [*torchrun, *base, "--out", str(tmp_path / "two"), "--set", "train.update_freq=1"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert two.returncode == 0, two.stderr[-2000:]
+    a, b = (json.loads((tmp_path / r / "scores.json").read_text()) for r in ("one", "two"))
+    for split in ("valid", "test"):
+        assert a[split]["n"] == b[split]["n"] > 0  # every example scored once
+        assert abs(a[split]["accuracy"] - b[split]["accuracy"]) <= 100 / a[split]["n"] + 1e-9  # a near-tie at most
