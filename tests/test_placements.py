@@ -19,9 +19,9 @@ from preln.model import (
     RMSNorm,
     Seq2Seq,
     Stack,
-    admin_init,
     deepnorm_constants,
 )
+from preln.model_init import admin_init
 from preln.tasks import build_model
 
 from .conftest import ROOT, require_data

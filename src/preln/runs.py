@@ -6,7 +6,7 @@ metrics.jsonl      one JSON object a line: {"kind": "train" | "valid" | "diverge
 telemetry.jsonl    train.telemetry_every: per-layer gradient norms, update ratios, stream RMS
 history.jsonl      what each resume changed (train.max_updates raised, intervals...), with its time
 status.json        {"status": "running" | "completed" | "diverged" | "interrupted", "update", ...}
-admin_profile.json model.norm = "admin": the profiling pass that set the omegas (model.admin_init)
+admin_profile.json model.norm = "admin": the profiling pass that set the omegas (model_init.admin_init)
 init_from.json     train.init_from: the pretrained run and checkpoint the weights came from
 data.json          SHA-256 of the corpus files (and token-id cache entry) the run trained on (data/provenance.py)
 scores.json        classification: accuracy (and F1) on dev and test at the end

@@ -29,7 +29,7 @@ from .data.batching import Prefetch
 from .data.provenance import TRAINING_SPLITS
 from .data.tokenizer import PAD
 from .errors import RunFolderError
-from .model import init_from_data
+from .model_init import init_from_data
 from .optim import build_optimizer
 from .process import ThreadClaim
 from .runs import RunFolder

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from ..data import Batch
 from ..data.tokenizer import PAD
-from ..model import Stack, init_from_data
+from ..model import Stack
+from ..model_init import init_from_data
 from ..tasks import compute_loss
 from .measure import (
     AnalysisConfig,
