@@ -82,8 +82,8 @@ class ThreadClaim:
         """{pid: threads} of the other live processes that claimed threads."""
         found = {}
         for f in self.folder.glob("[0-9]*") if self.file else ():
-            pid = int(f.name)
             try:
+                pid = int(f.name)
                 if pid != os.getpid() and _alive(pid):
                     found[pid] = int(f.read_text())
                 elif pid != os.getpid():
