@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from preln.config import ModelConfig
+from preln.errors import UsageError
 from preln.model import Attention, MaskedLM, Seq2Seq, padding_mask
 
 
@@ -65,12 +66,13 @@ def test_incremental_decoding_equals_full(norm, positions):
 
 
 def test_reorder_cache_selects_rows():
-    """As beam search uses it: K beams per sentence (memory rows equal within a sentence), beams
-    reordered within their sentence; the self-attention caches follow, the cross caches stay."""
+    """As beam search uses it: K beams per sentence share the sentence's memory row; beams
+    reordered within their sentence move the self-attention caches and leave the cross caches;
+    a sentence that leaves takes its beams' rows and its memory row with it."""
     torch.manual_seed(0)
     model = Seq2Seq(tiny("pre")).double().eval()
-    src = torch.randint(5, 40, (2, 4)).repeat_interleave(2, 0)  # 2 sentences x 2 beams
-    tgt = torch.randint(5, 40, (4, 3))
+    src = torch.randint(5, 40, (2, 4))  # 2 sentences, each with 2 beams
+    tgt = torch.randint(5, 40, (4, 4))
     with torch.no_grad():
         memory, mask = model.encode(src)
         cache = model.new_cache()
@@ -78,11 +80,36 @@ def test_reorder_cache_selects_rows():
         cross = [{k: v.clone() for k, v in layer["cross"].items()} for layer in cache]
         idx = torch.tensor([1, 1, 3, 2])
         model.reorder_cache(cache, idx)
-        step = model.decode(tgt[idx, 2:], memory, mask, cache)
-        full = model(src, tgt[idx])
+        step = model.decode(tgt[idx, 2:3], memory, mask, cache)
+        full = model(src.repeat_interleave(2, 0), tgt[idx])
         torch.testing.assert_close(step[:, 0], full[:, 2], rtol=0, atol=1e-10)
         for before, layer in zip(cross, cache):
             assert all(torch.equal(before[k], layer["cross"][k]) for k in before)
+        # sentence 0 is done: its beams' rows (0, 1) and its memory row leave
+        left = torch.tensor([1])
+        model.reorder_cache(cache, torch.tensor([2, 3]), left)
+        step = model.decode(tgt[idx][2:, 3:], memory[left], mask[left], cache)
+        torch.testing.assert_close(step[:, 0], full[2:, 3], rtol=0, atol=1e-10)
+
+
+def test_a_sentences_beams_attend_to_its_one_memory_row():
+    """Memory with one row per sentence and G query rows per sentence gives what the memory
+    repeated G times gives: in one pass, with the cache, and a row count that does not divide is
+    a one-line error."""
+    torch.manual_seed(1)
+    model = Seq2Seq(tiny("post")).double().eval()
+    src = torch.randint(5, 40, (2, 6))
+    src[1, 4:] = 0  # padding: the memory mask goes with its row
+    tgt = torch.randint(5, 40, (6, 5))  # 3 beams each
+    with torch.no_grad():
+        memory, mask = model.encode(src)
+        repeated = model.decode(tgt, memory.repeat_interleave(3, 0), mask.repeat_interleave(3, 0))
+        torch.testing.assert_close(model.decode(tgt, memory, mask), repeated, rtol=0, atol=1e-10)
+        cache = model.new_cache()
+        steps = [model.decode(tgt[:, t : t + 1], memory, mask, cache) for t in range(5)]
+        torch.testing.assert_close(torch.cat(steps, 1), repeated, rtol=0, atol=1e-10)
+        with pytest.raises(UsageError, match="cannot share 4 memory rows"):
+            model.decode(tgt, torch.cat([memory, memory]), torch.cat([mask, mask]))
 
 
 def test_tied_embeddings_and_pad_row():

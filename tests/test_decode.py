@@ -326,3 +326,24 @@ def test_the_early_stop_saves_steps_and_changes_nothing(monkeypatch):
         runs[early] = (out, Counting.calls)
     assert runs[True][0] == runs[False][0]
     assert runs[True][1] < runs[False][1], runs
+
+
+def test_beam_search_copies_only_the_cache_rows_whose_parent_row_a_sibling_holds(monkeypatch):
+    """A new beam stays in its parent's cache row when it is the parent's first child; only its
+    siblings copy the parent's history into rows no new beam descends from. Every step copies
+    fewer rows than the cache holds, and the output is the uncached search's."""
+    copy = Seq2Seq.copy_cache_rows
+    calls = []
+
+    def counting(cache, dst, src):
+        calls.append((len(dst), cache[0]["self"]["k"].shape[0]))
+        assert not set(dst.tolist()) & set(src.tolist())  # sources are rows that stay
+        copy(cache, dst, src)
+
+    monkeypatch.setattr(Seq2Seq, "copy_cache_rows", staticmethod(counting))
+    for seed in (0, 3):
+        model, src = tiny_model(seed), sources()
+        for K in (5, 3):
+            kw = {"beam": K, "lenpen": 1.0, "max_len_b": 12}
+            assert beam_search(model, src, **kw) == beam_search(model, src, use_cache=False, **kw)
+    assert calls and all(0 < moved < rows for moved, rows in calls)

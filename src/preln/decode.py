@@ -81,7 +81,7 @@ def greedy(
             tokens, memory, mask = tokens[index], memory[index], mask[index]
             nxt = [nxt[k] for k in keep]
             if cache is not None:
-                model.reorder_cache(cache, index, cross=True)
+                model.reorder_cache(cache, index, index)
         tokens = torch.cat([tokens, torch.tensor(nxt, device=src.device)[:, None]], 1)
     return out
 
@@ -117,19 +117,19 @@ def beam_search(
     model.eval()
     B, K, dev = src.shape[0], beam, src.device
     keep_best = max(nbest, 1)
-    memory, mask = model.encode(src)
-    memory, mask = memory.repeat_interleave(K, 0), mask.repeat_interleave(K, 0)  # (B*K, S, d)
+    memory, mask = model.encode(src)  # (B, S, d): each sentence's K beams attend to its one row
     limits = _max_lens(model, src, max_len_a, max_len_b)
     alive = list(range(B))  # the original index of each sentence still decoding
     tokens = torch.full((B * K, 1), BOS, dtype=torch.long, device=dev)
     scores = torch.full((B, K), -torch.inf, device=dev)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first
     cache = model.new_cache() if use_cache else None
+    slot = torch.arange(K, device=dev).repeat(B, 1)  # (B, K): each beam's cache row within its sentence's K
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
     rank = torch.arange(2 * K, device=dev)
     for t in range(max(limits) + 1):  # step t picks token t + 1; at t = limit only </s>
         n = len(alive)
-        logp = _step_logprobs(model, tokens, memory, mask, cache)  # (n*K, V)
+        logp = _beam_logprobs(model, tokens, memory, mask, cache, slot)  # (n*K, V)
         _ban_eos_before_min_len(logp, t)
         V = logp.shape[1]
         if t >= min(limits[b] for b in alive):  # decided on the host: no sync with the device
@@ -147,25 +147,69 @@ def beam_search(
         order = torch.where(finite & ~is_eos, rank, rank + 2 * K).argsort(1)[:, :K]  # (n, K)
         valid = (finite & ~is_eos).gather(1, order)
         scores = torch.where(valid, top_s.gather(1, order), -torch.inf)
-        rows = torch.arange(n, device=dev)[:, None] * K + torch.where(valid, src_beam.gather(1, order), 0)
+        parent = torch.where(valid, src_beam.gather(1, order), 0)  # (n, K): each new beam's, in its sentence
+        rows = torch.arange(n, device=dev)[:, None] * K + parent
         new_tok = torch.where(valid, tok.gather(1, order), PAD)
         done = _done(scores, alive, finished, limits, K, keep_best, t, lenpen)
         keep = [k for k in range(n) if not done[k]]
         if not keep:
             break
+        sel = None
         if len(keep) < n:  # finished sentences leave the batch, with their cache rows
             sel = torch.tensor(keep, device=dev)
             rows, new_tok, scores = rows[sel], new_tok[sel], scores[sel]
             alive = [alive[k] for k in keep]
-        index = rows.view(-1)
-        tokens = torch.cat([tokens[index], new_tok.view(-1, 1)], 1)
-        if len(keep) < n:
-            memory, mask = memory[index], mask[index]
-        if cache is not None:  # beams move within their sentence: the memory's K/V only when one left
-            model.reorder_cache(cache, index, cross=len(keep) < n)
+            memory, mask = memory[sel], mask[sel]
+        tokens = torch.cat([tokens[rows.view(-1)], new_tok.view(-1, 1)], 1)
+        if cache is not None:
+            slot = _move_cache(model, cache, slot.gather(1, parent), sel)
     if nbest:
         return [sorted(f, key=lambda h: -h[0])[:nbest] for f in finished]
     return [max(f, key=lambda h: h[0])[1] if f else [] for f in finished]
+
+
+def _beam_logprobs(model: Seq2Seq, tokens: Tensor, memory: Tensor, mask: Tensor, cache, slot: Tensor) -> Tensor:
+    """log p(next | prefix) of each beam (n*K, V), in beam order; with the cache, beam j of
+    sentence i runs in the cache's row i*K + slot[i, j]."""
+    if cache is None:
+        return _step_logprobs(model, tokens, memory, mask, None)
+    n, K = slot.shape
+    row = (torch.arange(n, device=slot.device)[:, None] * K + slot).view(-1)
+    last = torch.empty_like(tokens[:, -1:])
+    last[row] = tokens[:, -1:]
+    return _step_logprobs(model, last, memory, mask, cache)[row]
+
+
+def _move_cache(model: Seq2Seq, cache, parent_slot: Tensor, sel: Tensor | None) -> Tensor:
+    """The new beams' cache rows, given each one's parent's (``parent_slot``, (n, K), within its
+    sentence); returns their slots, of the sentences ``sel`` keeps. A beam keeps its parent's row
+    when it is the parent's first child; another child takes a row no new beam descends from and
+    gets a copy of its parent's history: in a beam-5 step some 20-30% of rows, where reordering
+    the cache into beam order copied all of them. When sentences leave, one selection moves both."""
+    n, K = parent_slot.shape
+    slot, source = _slots(parent_slot)
+    base = torch.arange(n, device=slot.device)[:, None] * K
+    if sel is not None:
+        model.reorder_cache(cache, (base + source)[sel].view(-1), sel)
+        return slot[sel]
+    own = torch.arange(K, device=slot.device)
+    moved = source != own
+    if bool(moved.any()):
+        model.copy_cache_rows(cache, (base + own)[moved], (base + source)[moved])
+    return slot
+
+
+def _slots(parent: Tensor) -> tuple[Tensor, Tensor]:
+    """Rows for new beams whose parents sit in rows ``parent`` (n, K) of their sentence: a parent's
+    first child (in beam order) stays in its row, the others take the rows left free (no child's
+    parent), in order. Returns (each beam's row, each row's source row: itself where none moves)."""
+    n, K = parent.shape
+    j = torch.arange(K, device=parent.device)
+    first = ~((parent[:, :, None] == parent[:, None, :]) & (j[None, :] < j[:, None])).any(-1)  # (n, K)
+    taken = torch.zeros(n, K, dtype=torch.bool, device=parent.device).scatter_(1, parent, True)
+    free = torch.argsort(taken.to(torch.int8), dim=1, stable=True)  # free rows first, in row order
+    slot = torch.where(first, parent, free.gather(1, ((~first).cumsum(1) - 1).clamp(min=0)))
+    return slot, j.repeat(n, 1).scatter_(1, slot, parent)
 
 
 def _finish(eos_top: Tensor, top_s: Tensor, src_beam: Tensor, tokens: Tensor, alive, finished, K, t, lenpen):
