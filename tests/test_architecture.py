@@ -13,7 +13,10 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "preln"
 
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
-    ("foundation", ("preln", "errors", "atomic", "process", "losses", "scores", "textio", "decoding", "config")),
+    (
+        "foundation",
+        ("preln", "errors", "atomic", "process", "losses", "scores", "textio", "decoding", "toml_records", "config"),
+    ),
     ("data and model", ("data", "model", "kv_cache", "schedules", "optim", "locks", "loggers", "distributed")),
     ("run mechanics", ("checkpoint", "runs", "telemetry", "decode", "tokenizer_export", "predict", "model_init")),
     ("tasks", ("tasks",)),

@@ -116,6 +116,7 @@ def test_the_decoding_benchmark_compares_preln_with_its_past_and_with_transforme
         assert {r["method"] for r in rows} == set(methods)
         assert all(r["identical_to_preln"] == 1.0 for r in rows if r["method"] == "old")
     assert all(r["sentences_per_s"] > 0 for r in rows)
+    assert all(len(r["rounds_seconds"]) == 2 and r["seconds"] == min(r["rounds_seconds"]) for r in rows)  # in turns
     # greedy: Transformers' generate on the exported weights gives preln's outputs
     assert all(r["identical_to_preln"] == 1.0 for r in rows if r["method"] == "hf" and r["beam"] == 1)
 

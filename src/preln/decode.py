@@ -52,7 +52,7 @@ def _ban_eos_before_min_len(logp: Tensor, t: int) -> None:
         logp[:, EOS] = -torch.inf
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping (version counters, view tracking) on a step of many small ops
 def greedy(
     model: Seq2Seq, src: Tensor, max_len_a: float = MAX_LEN_A, max_len_b: int = MAX_LEN_B, use_cache: bool = True
 ) -> list[list[int]]:
@@ -95,7 +95,7 @@ def _best_possible(score: float, t: int, limit: int, lenpen: float) -> float:
     return score / length**lenpen
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping (version counters, view tracking) on a step of many small ops
 def beam_search(
     model: Seq2Seq,
     src: Tensor,  # (B, S)
@@ -294,7 +294,7 @@ def _batched(model: Seq2Seq, tok: Tokenizer, lines: list[str], d: Decoding, prog
     return out
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping (version counters, view tracking) on a step of many small ops
 def sample(
     model: CausalLM,
     prompts: list[list[int]],
