@@ -29,10 +29,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from . import kv_cache
 from .config import ModelConfig, NormType, Placement
 from .errors import ConfigError, UsageError
-from .kv_cache import Cache, append_to_cache
+from .kv_cache import Cache, append_to_cache, copy_rows, reorder
 
 # Attention kernels on CUDA. cuDNN's is left out: with token-budget batches every batch has a new
 # (B, T) shape, and cuDNN builds an execution plan per shape; measured on an H200 (torch 2.11,
@@ -110,9 +109,9 @@ class Attention(nn.Module):
             if cache is not None:
                 cache["k"], cache["v"] = k, v
         B, H, T, dh = q.shape
-        if B % k.shape[0]:
+        if memory is not None and B % k.shape[0]:
             raise UsageError(f"{B} query rows cannot share {k.shape[0]} memory rows evenly")
-        G = B // k.shape[0]  # query rows per memory row: a sentence's beams share its memory
+        G = B // k.shape[0] if memory is not None else 1  # query rows per memory row: a sentence's beams
         if G > 1:  # (B, H, T, dh) -> (B/G, H, G*T, dh): one memory row's queries attend together
             q = q.view(-1, G, H, T, dh).transpose(1, 2).reshape(-1, H, G * T, dh)
         p = self.dropout if self.training else 0.0
@@ -390,8 +389,8 @@ class Seq2Seq(nn.Module):
     def new_cache(self) -> list[dict[str, Cache]]:
         return [{"self": {}, "cross": {}} for _ in self.decoder.layers]
 
-    reorder_cache = staticmethod(kv_cache.reorder)
-    copy_cache_rows = staticmethod(kv_cache.copy_rows)
+    reorder_cache = staticmethod(reorder)
+    copy_cache_rows = staticmethod(copy_rows)
 
 
 class MaskedLM(nn.Module):
