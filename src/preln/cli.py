@@ -180,22 +180,21 @@ def _add_reproduce(sub) -> None:
         description="Expand each study file for the preset, train every run not yet completed or diverged "
         "(interrupted runs resume), score test BLEU (beam search), run the analysis, and write report.md / "
         "report.html. Ctrl-C stops after the current updates; rerunning skips finished runs. The quick preset "
-        "took 59 minutes on 2 AMD EPYC cores with --jobs 2 from a fresh clone (docs/reference-quick; 2 Intel "
-        "Xeon cores took about 1.5x as long) before its BERT studies grew by 102 minutes of job time (fig5 and "
-        "lr-mlm: 172 min on the Intel cores, docs/reference-quick-bert); paper needs a GPU.",
+        "took 77 minutes on 2 Intel Xeon cores with --jobs 2 from a fresh clone, install included "
+        "(docs/reference-quick); paper needs a GPU.",
     )
     p.add_argument(
         "--preset",
         choices=["quick", "long", "paper", "smoke"],
         default="quick",
-        help="sizes (default quick: 2 CPU cores; long: lr's 12+12-layer grid too, --studies lr; smoke: every "
-        "study at toy size, minutes; paper: GPUs)",
+        help="sizes (default quick: 2 CPU cores; long: fig5 with six seeds, lr's 12+12-layer grid too, "
+        "--studies fig5,lr-mlm,lr; smoke: every study at toy size, minutes; paper: GPUs)",
     )
     p.add_argument(
         "--studies",
         default=DEFAULT_STUDIES,
         help=f"comma-separated study names (studies/NAME.toml) or paths (default {DEFAULT_STUDIES}: longest "
-        "jobs first; fig2 and placements are opt-in)",
+        "jobs first; fig2, lr-mlm and placements are opt-in)",
     )
     p.add_argument(
         "--jobs",
