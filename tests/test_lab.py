@@ -712,6 +712,24 @@ presets = ["long"]
         studies.load_study(p, "quick", ROOT)
 
 
+def test_default_studies_are_those_that_have_the_preset_and_the_others_are_named(capsys):
+    """``--preset long`` without ``--studies`` runs the default studies that have a long preset and
+    says which it leaves out; named studies are taken as given (one without the preset is then
+    ``load_study``'s error); a preset no default study has is an error."""
+    from preln.lab import DEFAULT_STUDIES, Reproduce, study_names
+    from preln.lab import ROOT as PACKAGE
+
+    assert study_names(Reproduce(preset="quick"), PACKAGE) == DEFAULT_STUDIES.split(",")
+    assert capsys.readouterr().out == ""
+    assert study_names(Reproduce(preset="long"), PACKAGE) == ["fig5", "lr"]
+    assert "fig3, fig4: no 'long' preset, left out (studies: fig5, lr)" in capsys.readouterr().out
+    assert study_names(Reproduce(preset="long", studies="fig3,lr-mlm"), PACKAGE) == ["fig3", "lr-mlm"]
+    with pytest.raises(ConfigError, match=r"fig3.toml: no \[preset.long\]"):
+        studies.load_study(PACKAGE / "studies" / "fig3.toml", "long", PACKAGE)
+    with pytest.raises(ConfigError, match="no default study .* has a 'huge' preset"):
+        study_names(Reproduce(preset="huge"), PACKAGE)
+
+
 def test_a_claim_against_a_constant_uses_the_bound_rule(tmp_path):
     """``above = 0`` with ``context_gain``: the unigram model's validation NLL (recorded by the
     run) minus the run's, over the condition's runs, must lie above 0 by its interval."""

@@ -187,14 +187,14 @@ def _add_reproduce(sub) -> None:
         "--preset",
         choices=["quick", "long", "paper", "smoke"],
         default="quick",
-        help="sizes (default quick: 2 CPU cores; long: fig5 with six seeds, lr's 12+12-layer grid too, "
-        "--studies fig5,lr-mlm,lr; smoke: every study at toy size, minutes; paper: GPUs)",
+        help="sizes (default quick: 2 CPU cores; long: fig5 with six seeds and lr's 12+12-layer grid too, the "
+        "default studies that have it; smoke: every study at toy size, minutes; paper: GPUs)",
     )
     p.add_argument(
         "--studies",
-        default=DEFAULT_STUDIES,
+        default=None,
         help=f"comma-separated study names (studies/NAME.toml) or paths (default {DEFAULT_STUDIES}: longest "
-        "jobs first; fig2, lr-mlm and placements are opt-in)",
+        "jobs first, those that have the preset; fig2, lr-mlm and placements are opt-in)",
     )
     p.add_argument(
         "--jobs",

@@ -62,9 +62,10 @@ class Reproduce:
 
     preset: str = "quick"
     """The studies' preset: quick, long, smoke, paper."""
-    studies: str = DEFAULT_STUDIES
+    studies: str | None = None
     """Comma-separated names of shipped studies, or paths of study files (their ``config`` paths
-    relative to ``root``)."""
+    relative to ``root``); None: those of ``DEFAULT_STUDIES`` that have the preset (the others are
+    named on stdout, e.g. ``--preset long`` leaves out fig3 and fig4)."""
     out: Path | None = None
     """The runs folder (default ``runs/reproduce-<preset>``)."""
     jobs: int = 1
@@ -94,7 +95,7 @@ def reproduce(r: Reproduce) -> tuple[Path, Path]:
     check(r.launcher, params)  # before anything is planned or written
     root = r.root or ROOT
     out = r.out or Path(f"runs/reproduce-{r.preset}")
-    paths = [root / "studies" / f"{n}.toml" if "/" not in n else Path(n) for n in r.studies.split(",")]
+    paths = [root / "studies" / f"{n}.toml" if "/" not in n else Path(n) for n in study_names(r, root)]
     loaded = [load_study(p, r.preset, root) for p in paths]
     gpus = list(r.gpus) or None
     if gpus:
@@ -110,6 +111,23 @@ def reproduce(r: Reproduce) -> tuple[Path, Path]:
         return _reproduce(r.preset, loaded, out, r.jobs, gpus, r.beam, root, (r.launcher, params))
     finally:
         release_lock(lock)
+
+
+def study_names(r: Reproduce, root: Path) -> list[str]:
+    """The studies named, or the default ones that have the preset (an explicitly named study
+    without it is ``load_study``'s error)."""
+    from ..config import ConfigError
+    from .studies import has_preset
+
+    if r.studies is not None:
+        return r.studies.split(",")
+    names = DEFAULT_STUDIES.split(",")
+    kept = [n for n in names if has_preset(root / "studies" / f"{n}.toml", r.preset)]
+    if not kept:
+        raise ConfigError(f"no default study ({', '.join(names)}) has a {r.preset!r} preset: name them with --studies")
+    if left := [n for n in names if n not in kept]:
+        print(f"[preln] {', '.join(left)}: no {r.preset!r} preset, left out (studies: {', '.join(kept)})", flush=True)
+    return kept
 
 
 def _reproduce(preset: str, studies: list, out: Path, jobs: int, gpus, beam: int, root: Path, launch: tuple):

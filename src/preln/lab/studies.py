@@ -162,6 +162,15 @@ def _grid_conditions(p: Path, grids: list[dict], preset: str) -> list[dict]:
     return out
 
 
+def has_preset(path: Path, preset: str) -> bool:
+    """Whether study file ``path`` has a ``[preset.<preset>]`` table (an unreadable file: False;
+    ``load_study`` names its error)."""
+    try:
+        return preset in tomllib.loads(path.read_text()).get("preset", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return False
+
+
 def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study:
     """Expand a study file for ``preset``; every job's settings are loaded once to check them."""
     p = Path(path)
