@@ -188,7 +188,7 @@ def _add_reproduce(sub) -> None:
         choices=["quick", "long", "paper", "smoke"],
         default="quick",
         help="sizes (default quick: 2 CPU cores; long: fig5 with six seeds and lr's 12+12-layer grid too, the "
-        "default studies that have it; smoke: every study at toy size, minutes; paper: GPUs)",
+        "default studies that have it; smoke: the studies at toy size, minutes; paper: GPUs)",
     )
     p.add_argument(
         "--studies",
