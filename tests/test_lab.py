@@ -281,15 +281,25 @@ def test_reproduce_runs_skips_and_reports(tmp_path):
     assert main(["reproduce", "--studies", str(p), "--out", str(out), "--root", str(ROOT), "--jobs", "99"]) == 2
 
 
-def _running_children(marker: str) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout.splitlines()
-    return [ln for ln in out if marker in ln and "preln train" in ln.replace("-m preln train", "preln train")]
+def _held(lock) -> bool:
+    """Whether a process holds the run folder's lock (the trainer does while it runs; the OS drops
+    it when the process ends, however it ends)."""
+    import fcntl
+
+    with open(lock) as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
 
 
-@pytest.mark.parametrize("how", ["sigint", "sigkill"])
+@pytest.mark.parametrize("how", ["sigint", "sigterm", "sigkill"])
 def test_interrupted_grid_resumes_without_redoing_finished_runs(tmp_path, how):
-    """Ctrl-C (SIGINT to the process group) or kill -9 of `preln reproduce` mid-grid; the rerun
-    finishes the grid, and the run finished before the interrupt is not trained again."""
+    """Ctrl-C (SIGINT to the process group), SIGTERM to `preln reproduce` alone (passed on to its
+    commands) or kill -9 of it mid-grid; the rerun finishes the grid, and the run finished before
+    the interrupt is not trained again."""
     require_data("multi30k")
     p = tmp_path / "tiny.toml"
     study = STUDY[: STUDY.index("[[grid]]")]  # a run of 30 updates, then one of 300 (a few seconds) to interrupt
@@ -307,16 +317,21 @@ def test_interrupted_grid_resumes_without_redoing_finished_runs(tmp_path, how):
     while not (second.is_file() and "train" in second.read_text()) and time.time() < deadline:
         time.sleep(0.2)
     assert second.is_file(), proc.communicate()[0][-2000:]
+    lock = second.parent / ".lock"
+    assert _held(lock)  # the trainer runs
     if how == "sigint":
         os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+        assert proc.wait(60) == 130
+    elif how == "sigterm":
+        proc.terminate()  # to the scheduler only: it passes the stop on
         assert proc.wait(60) == 130
     else:
         proc.kill()
         proc.wait(10)
-        deadline = time.time() + 30  # the orphaned trainer gets SIGTERM (PDEATHSIG) and stops itself
-        while _running_children(str(out)) and time.time() < deadline:
-            time.sleep(0.2)
-        assert not _running_children(str(out))
+    deadline = time.time() + 60  # an orphaned trainer gets SIGTERM (PDEATHSIG) and stops itself
+    while _held(lock) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _held(lock)
     proc.stdout.close()
     first = out / "tiny" / "pre-s1"
     assert json.loads((first / "status.json").read_text())["status"] == "completed"
@@ -345,19 +360,19 @@ def test_gpus_are_handed_out_one_per_process(tmp_path, monkeypatch):
     seen = []
 
     class FakeProc:
-        def __init__(self, cmd, env, **kw):
-            seen.append((cmd[-1], env.get("CUDA_VISIBLE_DEVICES"), env["OMP_NUM_THREADS"]))
+        def __init__(self, argv, log, env, threads):
+            seen.append((argv[-1], env.get("CUDA_VISIBLE_DEVICES"), env["OMP_NUM_THREADS"], threads))
 
         def poll(self):
             return 0
 
-    monkeypatch.setattr(execute.subprocess, "Popen", FakeProc)
+    monkeypatch.setattr(execute, "start", FakeProc)
     monkeypatch.setattr(execute.os, "cpu_count", lambda: 8)
     jobs = [steps.Job(f"a{i}", tmp_path / f"a{i}", 1, [("analyze", ["analyze", f"j{i}"])]) for i in range(5)]
     res = execute.execute(jobs, 2, gpus=["3", "5"], poll_s=0)
     assert res == {f"a{i}": "done" for i in range(5)}
     assert [s[0] for s in seen] == [f"j{i}" for i in range(5)]
-    assert {s[1] for s in seen} == {"3", "5"} and all(s[2] == "4" for s in seen)
+    assert {s[1] for s in seen} == {"3", "5"} and all(s[2] == "4" and s[3] == 4 for s in seen)
     with pytest.raises(ConfigError, match="needs as many GPUs"):
         execute.execute(jobs, 2, gpus=["0"])
     with pytest.raises(ConfigError, match="use 1..8"):
@@ -544,11 +559,11 @@ def test_several_runs_share_a_gpu_and_an_n_that_cannot_fit_is_refused(tmp_path, 
     seen, live, peak = [], {}, {}
 
     class FakeProc:
-        def __init__(self, cmd, env, **kw):
+        def __init__(self, argv, log, env, threads):
             self.gpu = env.get("CUDA_VISIBLE_DEVICES")
             live[self.gpu] = live.get(self.gpu, 0) + 1
             peak[self.gpu] = max(peak.get(self.gpu, 0), live[self.gpu])
-            seen.append((cmd[-1], self.gpu, env["OMP_NUM_THREADS"]))
+            seen.append((argv[-1], self.gpu, env["OMP_NUM_THREADS"]))
             self.polls = 0
 
         def poll(self):
@@ -558,7 +573,7 @@ def test_several_runs_share_a_gpu_and_an_n_that_cannot_fit_is_refused(tmp_path, 
             live[self.gpu] -= 1
             return 0
 
-    monkeypatch.setattr(execute.subprocess, "Popen", FakeProc)
+    monkeypatch.setattr(execute, "start", FakeProc)
     monkeypatch.setattr(execute.os, "cpu_count", lambda: 8)
     jobs = [steps.Job(f"a{i}", tmp_path / f"a{i}", 1, [("analyze", ["analyze", f"j{i}"])]) for i in range(8)]
     res = execute.execute(jobs, 4, gpus=["3", "3", "5", "5"], poll_s=0)  # --gpus 3,5 --jobs-per-gpu 2

@@ -468,5 +468,10 @@ class Trainer:
         return (
             f"{c.model.task} model, norm={c.model.norm}, {n_params / 1e6:.2f}M parameters, vocab "
             f"{len(self.tok)}, {self.data.num_batches()} batches/epoch, device {self.device}"
+            + (f" ({_threads(torch.get_num_threads())})" if self.device.type == "cpu" else "")
             + (f", {self.dist.world} processes ({c.train.parallel})" if self.dist.active else "")
         )
+
+
+def _threads(n: int) -> str:
+    return f"{n} thread" + ("s" if n != 1 else "")

@@ -1,6 +1,7 @@
-"""Running a study's jobs: subprocesses (``preln train``, ``evaluate``, ``analyze``) at most
-``jobs`` at a time, each with ``cpus // jobs`` threads (or one GPU each), a progress bar over
-all of them, interrupts passed on gracefully, and a record of each invocation for the report.
+"""Running a study's jobs: commands (``preln train``, ``evaluate``, ``analyze``; each a process of
+its own, started by ``spawn``) at most ``jobs`` at a time, each with ``cpus // jobs`` threads (or
+one GPU each), a progress bar over all of them, interrupts passed on gracefully, and a record of
+each invocation for the report.
 
 A diverged run is a result (its exit code ``Exit.DIVERGED``) and the rest goes on; any other
 failure stops the grid with the failing command's log. Rerunning skips finished steps
@@ -22,20 +23,10 @@ from tqdm import tqdm
 
 from ..config import ConfigError
 from ..process import Exit, Interrupts
+from .spawn import Command, start
 from .steps import Job, last_update, log_name, needed, run_status
 from .studies import Study
 from .timing import record_step
-
-
-def _child_setup() -> None:
-    """In the child: die with the parent (a killed `reproduce` must not leave orphans writing
-    into run folders), via Linux's PR_SET_PDEATHSIG = 1, SIGTERM (graceful stop in train)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except (OSError, AttributeError):
-        pass
 
 
 class RunFailed(RuntimeError):
@@ -55,7 +46,7 @@ class _Slot:
         self.job, self.threads, self.gpu, self.started = job, threads, gpu, time.time()
         self.steps = list(job.steps)
         self.trains = any(step == "train" for step, _ in job.steps)
-        self.proc: subprocess.Popen | None = None
+        self.proc: Command | None = None
 
     def next_step(self) -> bool:
         """Start the next command; False when there is none (or the run diverged)."""
@@ -67,10 +58,7 @@ class _Slot:
             env = {**os.environ, "OMP_NUM_THREADS": str(self.threads), "MKL_NUM_THREADS": str(self.threads)}
             if self.gpu is not None:
                 env["CUDA_VISIBLE_DEVICES"] = self.gpu
-            log = open(self.job.folder / log_name(step), "a")
-            cmd = [sys.executable, "-m", "preln", *argv]
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, preexec_fn=_child_setup)
-            log.close()
+            self.proc = start(argv, self.job.folder / log_name(step), env, self.threads)
             self.step, self.step_started = step, time.time()
             return True
         return False
@@ -92,7 +80,7 @@ def execute(
         raise ConfigError(f"--jobs {jobs_at_once} needs as many GPUs, --gpus lists {len(gpus)}")
     pool = _Pool(jobs, jobs_at_once, max(1, cpus // jobs_at_once), gpus)
     try:
-        with Interrupts(_stop_children) as stop:
+        with Interrupts(lambda signum: _stop_children(signum, pool.running)) as stop:
             try:
                 while pool.pending or pool.running:
                     pool.start(stop.requested)
@@ -105,6 +93,9 @@ def execute(
                 if not stop.requested or pool.running:  # a second interrupt: abort
                     for slot in pool.running:
                         slot.proc.kill()
+                raise
+            except BaseException:  # a bug here: the commands stop gracefully rather than run on
+                _terminate(pool.running)
                 raise
     finally:
         pool.bar.close()
@@ -193,13 +184,13 @@ def _finish(slot: _Slot, bar: tqdm) -> str:
     return status or "missing"
 
 
-def _stop_children(signum: int) -> None:
-    """The first Ctrl-C / SIGTERM: no new jobs; the children stop gracefully (a terminal's Ctrl-C
+def _stop_children(signum: int, running: list[_Slot]) -> None:
+    """The first Ctrl-C / SIGTERM: no new jobs; the commands stop gracefully (a terminal's Ctrl-C
     reaches them itself, SIGTERM is passed on) and checkpoint."""
     print("\n[preln] stopping: runs finish their update and checkpoint (again to abort)", file=sys.stderr)
     if signum == signal.SIGTERM:
-        for pid in _children():
-            os.kill(pid, signal.SIGTERM)
+        for slot in running:
+            slot.proc.terminate()
 
 
 def _terminate(running: list[_Slot], timeout: float = 120.0) -> None:
@@ -211,14 +202,6 @@ def _terminate(running: list[_Slot], timeout: float = 120.0) -> None:
             s.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             s.proc.kill()
-
-
-def _children() -> list[int]:
-    try:
-        me = os.getpid()
-        return [int(p) for p in Path(f"/proc/{me}/task/{me}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def _machine() -> str:
