@@ -74,3 +74,23 @@ def test_a_scheduler_that_fails_stops_its_commands_gracefully(tmp_path, monkeypa
     with pytest.raises(RuntimeError, match="a bug in the scheduler"):
         execute.execute([job], 1, poll_s=0.1)
     assert json.loads((run / "status.json").read_text())["status"] == "interrupted"
+
+
+def test_a_script_without_the_main_guard_runs_once(tmp_path):
+    """multiprocessing imports the parent's main module into each child; a caller's unguarded
+    script must not run again in every command."""
+    script = tmp_path / "study.py"
+    script.write_text(
+        "import os, sys\n"
+        "from pathlib import Path\n"
+        "from preln.lab import spawn\n"
+        "with open(sys.argv[1], 'a') as f:\n"
+        "    f.write(f'{os.getpid()}\\n')\n"
+        "cmd = spawn.start(['config', '--help'], Path(sys.argv[2]), dict(os.environ), 1)\n"
+        "sys.exit(cmd.wait(120))\n"
+    )
+    runs, log = tmp_path / "runs.txt", tmp_path / "cmd.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    done = subprocess.run([sys.executable, str(script), str(runs), str(log)], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(runs.read_text().split()) == 1 and "usage: preln config" in log.read_text()

@@ -15,6 +15,7 @@ CUDA call, in the command). Where the platform has no fork server, a plain subpr
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import runpy
@@ -24,6 +25,8 @@ import subprocess
 import sys
 import threading
 import time
+import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -50,8 +53,23 @@ def start(argv: list[str], log: Path, env: dict[str, str], threads: int) -> Comm
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return _subprocess(argv, log, env)
     proc = _server().Process(target=_command, args=(argv, str(log), env, threads, os.getcwd(), os.getpid()))
-    proc.start()
+    with _no_main_module():
+        proc.start()
     return _Forked(proc)
+
+
+@contextlib.contextmanager
+def _no_main_module() -> Iterator[None]:
+    """Start a command without the scheduler's main module: multiprocessing imports it into each
+    child (found from ``sys.modules["__main__"]`` when the process starts), which would run a
+    caller's unguarded script again in every command. The command is ``python -m preln``'s, not
+    the caller's."""
+    main = sys.modules["__main__"]
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        sys.modules["__main__"] = main
 
 
 _CONTEXT = None
@@ -96,7 +114,7 @@ class _Forked:
 def _command(argv: list[str], log: str, env: dict[str, str], threads: int, cwd: str, scheduler: int) -> None:
     """In the forked process: the scheduler's environment and folder, the log as stdout and stderr,
     the threads, then ``preln ARGV`` (its exit code is the process's)."""
-    stop_when_gone(scheduler)
+    _stop_when_gone(scheduler)
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -113,7 +131,7 @@ def _command(argv: list[str], log: str, env: dict[str, str], threads: int, cwd: 
     runpy.run_module("preln", run_name="__main__", alter_sys=True)  # as `python -m preln ARGV`: exits
 
 
-def stop_when_gone(scheduler: int) -> None:
+def _stop_when_gone(scheduler: int) -> None:
     """SIGTERM to this process (a graceful stop in ``train``) when the scheduler ends: a killed
     ``reproduce`` must not leave commands writing into run folders. A forked command's parent is
     the server, which outlives the scheduler while any command runs (each holds its "alive" pipe),
@@ -142,7 +160,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def die_with_parent() -> None:
+def _die_with_parent() -> None:
     """In a subprocess: die with the parent (the scheduler), via Linux's PR_SET_PDEATHSIG = 1,
     SIGTERM (a graceful stop in ``train``)."""
     try:
@@ -156,5 +174,5 @@ def die_with_parent() -> None:
 def _subprocess(argv: list[str], log: Path, env: dict[str, str]) -> Command:
     with open(log, "a") as f:
         return subprocess.Popen(
-            [sys.executable, "-m", "preln", *argv], stdout=f, stderr=f, env=env, preexec_fn=die_with_parent
+            [sys.executable, "-m", "preln", *argv], stdout=f, stderr=f, env=env, preexec_fn=_die_with_parent
         )
