@@ -17,7 +17,10 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         "foundation",
         ("preln", "errors", "atomic", "process", "losses", "scores", "textio", "decoding", "toml_records", "config"),
     ),
-    ("data and model", ("data", "model", "kv_cache", "schedules", "optim", "locks", "loggers", "distributed")),
+    (
+        "data and model",
+        ("data", "model", "kv_cache", "dropout", "schedules", "optim", "locks", "loggers", "distributed"),
+    ),
     ("run mechanics", ("checkpoint", "runs", "telemetry", "decode", "tokenizer_export", "predict", "model_init")),
     ("tasks", ("tasks",)),
     ("trainer and inference", ("trainer", "inference")),

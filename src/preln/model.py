@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from .config import ModelConfig, NormType, Placement
+from .dropout import Dropout
 from .errors import ConfigError, UsageError
 from .kv_cache import Cache, append_to_cache, copy_rows, reorder
 
@@ -130,7 +131,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.w1, self.w2 = nn.Linear(d_model, d_ffn), nn.Linear(d_ffn, d_model)
         self.act = F.relu if activation == "relu" else F.gelu
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.w2(self.dropout(self.act(self.w1(x))))
@@ -150,7 +151,7 @@ class Residual(nn.Module):
         self.post_norm = make_norm(norm_type, d_model) if kind == "sandwich" else None
         self.omega = nn.Parameter(torch.ones(d_model)) if kind == "admin" else None
         self.gate = nn.Parameter(torch.zeros(())) if kind == "rezero" else None
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.profile: list[float] | None = None  # admin: Var[F(x)] recorded while profiling
 
     def forward(self, x: Tensor, f: Callable[[Tensor], Tensor]) -> Tensor:
@@ -287,7 +288,7 @@ class Embeddings(nn.Module):
             self.register_buffer("table", sinusoidal_table(c.max_positions, c.d_model), persistent=False)
         self.segments = nn.Embedding(c.type_vocab_size, c.d_model) if segments and c.type_vocab_size else None
         self.norm = LayerNorm(c.d_model) if c.embed_layernorm else None
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.max_positions = c.max_positions
 
     def forward(self, ids: Tensor, start: int = 0, segments: Tensor | None = None) -> Tensor:
@@ -410,7 +411,7 @@ class MaskedLM(nn.Module):
         # Sentence(-pair) classification from the first token (<cls>), BERT's pooler.
         self.pooler = nn.Linear(c.d_model, c.d_model)
         self.classifier = nn.Linear(c.d_model, c.num_classes)
-        self.cls_dropout = nn.Dropout(c.dropout)
+        self.cls_dropout = Dropout(c.dropout)
         init_weights(self, c.init, c.d_model, pad_id)
 
     def forward(
