@@ -91,3 +91,12 @@ def test_matches_torch_dropout_in_law():
     for k in (1, 2):
         a, b = (ours**k).mean().item(), (theirs**k).mean().item()
         assert abs(a - b) < 6 * math.sqrt(((ours**k).var() + (theirs**k).var()).item() / x.numel())
+
+
+def test_compiled_models_keep_one_graph_with_torch_s_dropout():
+    # under torch.compile the numpy draw would split the graph at every dropout: torch's is used
+    drop = Dropout(0.5)
+    f = torch.compile(lambda x: drop(x) * 2, backend="eager", fullgraph=True)
+    torch.manual_seed(7)
+    y = f(torch.ones(1000))
+    assert set(y.unique().tolist()) == {0.0, 4.0}

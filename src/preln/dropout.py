@@ -1,7 +1,8 @@
 """Dropout (Srivastava et al. 2014) whose masks are cheap to draw on the CPU.
 
 In training each element is zeroed with probability p and the others are scaled so the expected
-output equals the input. On CUDA (and any device but the CPU) this is torch's own dropout. On the
+output equals the input. On CUDA (and any device but the CPU), and inside ``torch.compile``, this
+is torch's own dropout. On the
 CPU, torch draws each mask element from its Mersenne Twister one at a time: measured at the quick
 preset's sizes (one thread, ~110k elements) 1.3-1.5 ms a call, ~12% of a training step. Here the
 bits come from numpy's PCG64 in bulk (64 bits a draw, 16 bits an element) and the mask is made with
@@ -50,7 +51,7 @@ class Dropout(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.p == 0:
             return x
-        if x.device.type != "cpu":
+        if x.device.type != "cpu" or torch.compiler.is_compiling():  # compiled: one graph, no numpy
             return F.dropout(x, self.p, training=True)
         return x * cpu_mask(x.shape, self.p, x.dtype)
 
