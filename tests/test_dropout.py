@@ -100,3 +100,9 @@ def test_compiled_models_keep_one_graph_with_torch_s_dropout():
     torch.manual_seed(7)
     y = f(torch.ones(1000))
     assert set(y.unique().tolist()) == {0.0, 4.0}
+
+
+def test_p_next_to_one_keeps_one_level_in_2_to_the_16():
+    torch.manual_seed(8)
+    m = cpu_mask(torch.Size([100_000]), 1 - 1e-7, torch.float64)
+    assert set(m.unique().tolist()) <= {0.0, 65536.0} and (m == 0).double().mean() > 0.99
