@@ -10,9 +10,10 @@ Inputs: the run's test sources (Multi30k), and "long" inputs of ``--long`` test 
 into one. Every method decodes the same token-budget batches (sorted by length, as ``preln
 translate`` batches) with fairseq's length rule a = 0, b = ``--limit`` (at most that many tokens,
 then </s>: ``max_new_tokens = limit + 1`` and ``forced_eos_token_id`` in Transformers), the same
-banned tokens (<pad>, <s>, <mask>) and a minimum of one token. The methods take turns, ``--rounds``
-times, the order reversed every round (the method timed first ran up to 30% slow in single
-runs); each method's fastest round counts. Reports sentences/s per method and the share of
+banned tokens (<pad>, <s>, <mask>) and a minimum of one token. The methods take turns on every
+batch, ``--rounds`` times, the order reversed from one batch to the next (the same decode ran
+12-16 s minutes apart on a shared machine, so whole passes in turns left 20-30% between a
+method's rounds); each method's fastest round counts. Reports sentences/s per method and the share of
 outputs identical to preln's. FSMT computes Post-LN only: for another placement the
 ``hf`` rows are skipped.
 """
@@ -80,19 +81,25 @@ def hf_decode(hf, src: torch.Tensor, beam: int, limit: int) -> list[list[int]]:
     return rows
 
 
-def run_method(decode, work) -> tuple[float, list]:
-    """Seconds to decode ``work`` after one untimed decode of its first batch: the first use of a
-    model at new shapes pays for allocation and thread start-up, which would land on whichever
-    method happens to run first."""
-    out = {}
+def timed_turns(impl: dict, work, rounds: int) -> tuple[dict[str, list[float]], dict[str, list]]:
+    """Each method's seconds per round and its outputs. The methods take turns on every batch,
+    their order reversed from one batch and round to the next, so a slow spell of the machine
+    (the same decode measured 12-16 s minutes apart) falls on all of them alike; each first
+    decodes the first batch untimed (allocation and thread start-up at new shapes)."""
+    names = list(impl)
+    times = {m: [0.0] * rounds for m in names}
+    outs: dict[str, dict[int, list]] = {m: {} for m in names}
     with torch.no_grad():
-        decode(work[0][1])
-    t0 = time.perf_counter()
-    with torch.no_grad():
-        for idx, src in work:
-            for i, h in zip(idx, decode(src)):
-                out[i] = h
-    return time.perf_counter() - t0, [out[i] for i in sorted(out)]
+        for name in names:
+            impl[name](work[0][1])
+        for r in range(rounds):
+            for b, (idx, src) in enumerate(work):
+                for name in names if (r + b) % 2 == 0 else names[::-1]:
+                    t0 = time.perf_counter()
+                    hyps = impl[name](src)
+                    times[name][r] += time.perf_counter() - t0
+                    outs[name].update(zip(idx, hyps))
+    return times, {m: [o[i] for i in sorted(o)] for m, o in outs.items()}
 
 
 def measure(
@@ -112,16 +119,10 @@ def measure(
             )
         if hf is not None and "hf" in methods:
             impl["hf"] = lambda s, b=beam: hf_decode(hf, s, b, limit)
-        names = [m for m in impl if m in methods]
-        times: dict[str, list[float]] = {m: [] for m in names}
-        outs = {}
-        for r in range(rounds):  # in turns, the order reversed every round: no method is always first
-            for name in names if r % 2 == 0 else names[::-1]:
-                secs, outs[name] = run_method(impl[name], work)
-                times[name].append(secs)
+        times, outs = timed_turns({m: f for m, f in impl.items() if m in methods}, work, rounds)
         ref = outs.get("preln")
-        for name in names:
-            out, secs = outs[name], min(times[name])
+        for name, out in outs.items():
+            secs = min(times[name])
             same = None if ref is None else sum(a == b for a, b in zip(out, ref)) / len(out)
             row = {"inputs": label, "beam": beam, "method": name, "sentences": len(lines), "seconds": round(secs, 3)}
             row |= {"rounds_seconds": [round(t, 3) for t in times[name]]}
@@ -156,7 +157,9 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=200, help="fairseq's max-len-b (a = 0)")
     p.add_argument("--old", default="392e263", help="the commit whose decode.py is 'old'")
     p.add_argument("--methods", default="preln,old,hf")
-    p.add_argument("--rounds", type=int, default=2, help="times each method decodes everything; the fastest counts")
+    p.add_argument(
+        "--rounds", type=int, default=2, help="passes over the batches (methods in turns per batch); the fastest counts"
+    )
     p.add_argument("--json")
     args = p.parse_args()
     methods = args.methods.split(",")
@@ -177,8 +180,11 @@ def main() -> None:
         limit = min(args.limit, model.config.max_positions - 1)
         hf = None
         if "hf" in methods and cfg.model.norm == "post":
+            from transformers.utils import logging as hf_logging
+
             from preln.export import to_hf
 
+            hf_logging.set_verbosity_error()  # not a warning printed by every generate call
             hf = to_hf(model).eval()
         short, joined = test_sources(cfg, args.sentences, args.long)
         rows += measure(f"{kind}, test", model, tok, short, limit, methods, old, hf, args.rounds)

@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
+import preln.model as model_module
 from preln.config import ModelConfig
 from preln.errors import UsageError
-from preln.model import Attention, MaskedLM, Seq2Seq, padding_mask
+from preln.model import Attention, MaskedLM, Seq2Seq, padding_mask, step_attention
 
 
 def reference_attention(attn: Attention, x, mem, allowed):
@@ -36,6 +37,52 @@ def test_attention_padding_and_causal_against_plain_softmax():
     mem = torch.randn(2, 4, 12, dtype=torch.float64)
     mm = padding_mask(torch.tensor([[5, 5, 5, 5], [5, 5, 0, 0]]), 0)
     torch.testing.assert_close(attn(x, mem, mask=mm), reference_attention(attn, x, mem, mm), rtol=0, atol=1e-12)
+
+
+def test_step_attention_against_plain_softmax():
+    """The decoding step's attention (grouped queries, a padding mask, keys that are views of
+    larger buffers) equals the plain softmax in float64 and torch's fused kernel."""
+    torch.manual_seed(0)
+    q = torch.randn(3, 2, 5, 8, dtype=torch.float64)  # 3 memory rows, 5 queries each (a sentence's beams)
+    buf = torch.randn(2, 3, 2, 16, 8, dtype=torch.float64)
+    k, v = buf[0, :, :, :11], buf[1, :, :, :11]  # the filled prefix of a cache buffer
+    allowed = torch.ones(3, 1, 1, 11, dtype=torch.bool)
+    allowed[1, ..., 7:] = False
+    scores = (q @ k.transpose(-1, -2) / math.sqrt(8)).masked_fill(~allowed, float("-inf"))
+    expected = torch.softmax(scores, -1) @ v
+    torch.testing.assert_close(step_attention(q, k, v, allowed), expected, rtol=0, atol=1e-12)
+    unmasked = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), -1) @ v
+    torch.testing.assert_close(step_attention(q, k, v, None), unmasked, rtol=0, atol=1e-12)
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    torch.testing.assert_close(step_attention(q, k, v, allowed), fused, rtol=0, atol=1e-12)
+
+
+def test_decoding_steps_use_step_attention(monkeypatch):
+    """A decoding step takes the step path on the CPU: self-attention's one new position against
+    the cache, and cross-attention with a sentence's beams grouped against its memory row; training,
+    a full sequence, a chunk of several tokens and greedy's one query row per memory row in
+    cross-attention keep torch's kernel."""
+    calls = []
+    monkeypatch.setattr(model_module, "step_attention", lambda *a: calls.append(1) or step_attention(*a))
+    torch.manual_seed(0)
+    model = Seq2Seq(tiny("pre")).eval()
+    L = model.config.decoder_layers
+    src, tgt = torch.randint(5, 40, (2, 6)), torch.randint(5, 40, (6, 3))
+    with torch.no_grad():
+        memory, mask = model.encode(src)
+        model(src, tgt[:2])
+        cache = model.new_cache()
+        model.decode(tgt[:2, :2], memory, mask, cache)
+        assert calls == []
+        model.decode(tgt[:2, 2:3], memory, mask, cache)  # greedy: self-attention only
+        assert len(calls) == L
+        cache = model.new_cache()
+        model.decode(tgt[:, :1], memory, mask, cache)  # 3 beams per sentence
+        model.decode(tgt[:, 1:2], memory, mask, cache)
+    assert len(calls) == L + 4 * L
+    model.train()
+    model(src, tgt[:2])
+    assert len(calls) == 5 * L
 
 
 def tiny(norm, **kw):

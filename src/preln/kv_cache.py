@@ -1,6 +1,7 @@
 """The decoders' key/value cache for incremental decoding: a list with one entry per decoder layer.
-Self-attention's keys and values live in buffers written in place (``append_to_cache``);
-cross-attention's are the memory's, computed once. Beam search moves rows of the cache
+Self-attention's keys and values live in buffers written in place (``append_to_cache``), beside
+its stacked projection weights (``qkv_w``, ``qkv_b``); cross-attention's are the memory's, computed
+once, with the memory's mask as a float to add (``bias``). Beam search moves rows of the cache
 (``reorder``, ``copy_rows``); the model's ``reorder_cache`` and ``copy_cache_rows`` are these.
 """
 
