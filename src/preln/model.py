@@ -76,7 +76,7 @@ def step_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tens
     against keys and values (B, H, S, dh); ``mask`` bool (True = may attend) or float (added to the
     scores). For decoding steps on the CPU: torch's fused kernel works per (row, head) block and
     ran beam search's cross-attention (a sentence's 5 beams against its memory row, a padding mask)
-    2-3.4x slower, and one query against 100-200 cached positions up to 1.15x slower (4 heads of
+    2-3.4x slower, and one query against 100-200 cached positions up to 1.2x slower (4 heads of
     16; within 10% either way for shorter caches). A weak model's beam search: 0.94x the time."""
     scores = torch.matmul(q, k.transpose(-1, -2)).mul_(q.shape[-1] ** -0.5)  # (B, H, Tq, S)
     if mask is not None and mask.dtype == torch.bool:
