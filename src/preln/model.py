@@ -135,9 +135,9 @@ class Attention(nn.Module):
                 k, v = self._heads(self.k_proj(memory)), self._heads(self.v_proj(memory))
                 if cache is not None:
                     cache["k"], cache["v"] = k, v
-                if cache is not None and mask is not None:  # a float to add, once: a bool costs two ops a step
-                    bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device)
-                    cache["bias"] = bias.masked_fill_(~mask, -torch.inf)
+                    if mask is not None:  # a float to add, once: a bool mask costs two ops a step
+                        bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device)
+                        cache["bias"] = bias.masked_fill_(~mask, -torch.inf)
         B, H, T, dh = q.shape
         if memory is not None and B % k.shape[0]:
             raise UsageError(f"{B} query rows cannot share {k.shape[0]} memory rows evenly")
