@@ -61,7 +61,7 @@ def test_decoding_steps_use_step_attention(monkeypatch):
     """A decoding step takes the step path on the CPU: self-attention's one new position against
     the cache, and cross-attention with a sentence's beams grouped against its memory row; training,
     a full sequence, a chunk of several tokens and greedy's one query row per memory row in
-    cross-attention keep torch's kernel."""
+    cross-attention keep torch's kernel. The cross cache's keys and values are contiguous."""
     calls = []
     monkeypatch.setattr(model_module, "step_attention", lambda *a: calls.append(1) or step_attention(*a))
     torch.manual_seed(0)
@@ -80,6 +80,8 @@ def test_decoding_steps_use_step_attention(monkeypatch):
         model.decode(tgt[:, :1], memory, mask, cache)  # 3 beams per sentence
         model.decode(tgt[:, 1:2], memory, mask, cache)
     assert len(calls) == L + 4 * L
+    # the memory's keys and values are laid out once for the products, not copied at every step
+    assert all(layer["cross"][n].is_contiguous() for layer in cache for n in ("k", "v"))
     model.train()
     model(src, tgt[:2])
     assert len(calls) == 5 * L

@@ -79,6 +79,17 @@ class EosBiased(Seq2Seq):
         return logits
 
 
+class Bigram(EosBiased):
+    """Logits plus a fixed bigram table's row for the previous token, and no </s>: beams that
+    soon share most of their history (sentences 1 and 2 of ``sources``), as a weak model's do."""
+
+    bias = -50.0
+    table = 4 * torch.randn(30, 30, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+
+    def decode(self, tgt, *a, **kw):
+        return super().decode(tgt, *a, **kw) + self.table[tgt]
+
+
 @pytest.mark.parametrize("use_cache", [True, False])
 def test_length_limits_follow_fairseq(use_cache):
     torch.manual_seed(0)
@@ -330,20 +341,27 @@ def test_the_early_stop_saves_steps_and_changes_nothing(monkeypatch):
 
 def test_beam_search_copies_only_the_cache_rows_whose_parent_row_a_sibling_holds(monkeypatch):
     """A new beam stays in its parent's cache row when it is the parent's first child; only its
-    siblings copy the parent's history into rows no new beam descends from. Every step copies
-    fewer rows than the cache holds, and the output is the uncached search's."""
+    siblings copy the parent's history into rows no new beam descends from, after the prefix that
+    the two rows already hold alike (bitwise: copies of one computation). Every step copies fewer
+    rows than the cache holds, and the output is the uncached search's."""
     copy = Seq2Seq.copy_cache_rows
     calls = []
 
-    def counting(cache, dst, src):
-        calls.append((len(dst), cache[0]["self"]["k"].shape[0]))
+    def counting(cache, dst, src, start):
+        calls.append((len(dst), cache[0]["self"]["k"].shape[0], start))
         assert not set(dst.tolist()) & set(src.tolist())  # sources are rows that stay
-        copy(cache, dst, src)
+        for layer in cache:
+            for name in ("k", "v"):
+                held = layer["self"][name][:, :, :start]
+                assert torch.equal(held[dst], held[src])  # what is not copied is there already
+        copy(cache, dst, src, start)
 
     monkeypatch.setattr(Seq2Seq, "copy_cache_rows", staticmethod(counting))
-    for seed in (0, 3):
-        model, src = tiny_model(seed), sources()
+    bigram = Bigram(tiny_model(1).config).double().eval()
+    bigram.load_state_dict(tiny_model(1).state_dict())
+    for model, src in ((tiny_model(0), sources()), (tiny_model(3), sources()), (bigram, sources()[1:3])):
         for K in (5, 3):
-            kw = {"beam": K, "lenpen": 1.0, "max_len_b": 12}
+            kw = {"beam": K, "lenpen": 1.0, "max_len_b": 24}
             assert beam_search(model, src, **kw) == beam_search(model, src, use_cache=False, **kw)
-    assert calls and all(0 < moved < rows for moved, rows in calls)
+    assert calls and all(0 < moved < rows for moved, rows, _ in calls)
+    assert calls[0][2] == 0 and max(start for *_, start in calls) > 1  # every row computed <s> itself

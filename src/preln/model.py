@@ -133,8 +133,8 @@ class Attention(nn.Module):
                 k, v, mask = cache["k"], cache["v"], cache.get("bias", mask)
             else:
                 k, v = self._heads(self.k_proj(memory)), self._heads(self.v_proj(memory))
-                if cache is not None:
-                    cache["k"], cache["v"] = k, v
+                if cache is not None:  # contiguous once: every step's products would copy the views
+                    cache["k"], cache["v"] = k, v = k.contiguous(), v.contiguous()
                     if mask is not None:  # a float to add, once: a bool mask costs two ops a step
                         bias = torch.zeros(mask.shape, dtype=q.dtype, device=q.device)
                         cache["bias"] = bias.masked_fill_(~mask, -torch.inf)
