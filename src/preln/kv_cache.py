@@ -51,7 +51,7 @@ def copy_rows(cache: list[dict[str, Cache]], dst: Tensor, src: Tensor, start: in
     """Self-attention cache rows ``src`` copied onto rows ``dst``, in place, the filled positions
     from ``start`` on (beam search: a beam whose parent's row is taken by a sibling). Positions that
     both rows' beams share (their common prefix) hold the same values, copies of one computation,
-    so beam search starts after them: a weak model's beams share ~60% of a 200-token history."""
+    so beam search starts after them: a weak model's beams share more than half of their history."""
     for layer in cache:
         part, n = layer["self"], layer["self"]["k"].shape[2]
         for name in ("k_buf", "v_buf"):
