@@ -210,7 +210,7 @@ def _shared_prefix(tokens: Tensor, K: int) -> int:
         return 0
     beams = tokens.view(n, K, T)
     agree = (beams == beams[:, :1]).all(1).all(0)  # (T,): positions where, in every sentence, all beams agree
-    return int(torch.where(agree.all(), T, (~agree).int().argmax()))  # one read from the device
+    return int(agree.int().cumprod(0).sum())  # the leading run of agreement; one read from the device
 
 
 def _slots(parent: Tensor) -> tuple[Tensor, Tensor]:
