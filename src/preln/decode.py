@@ -161,7 +161,7 @@ def beam_search(
             alive = [alive[k] for k in keep]
             memory, mask = memory[sel], mask[sel]
         if cache is not None:
-            slot = _move_cache(model, cache, slot.gather(1, parent), sel, tokens)
+            slot = _move_cache(model, cache, slot, parent, sel, tokens)
         tokens = torch.cat([tokens[rows.view(-1)], new_tok.view(-1, 1)], 1)
     if nbest:
         return [sorted(f, key=lambda h: -h[0])[:nbest] for f in finished]
@@ -180,37 +180,43 @@ def _beam_logprobs(model: Seq2Seq, tokens: Tensor, memory: Tensor, mask: Tensor,
     return _step_logprobs(model, last, memory, mask, cache)[row]
 
 
-def _move_cache(model: Seq2Seq, cache, parent_slot: Tensor, sel: Tensor | None, tokens: Tensor) -> Tensor:
-    """The new beams' cache rows, given each one's parent's (``parent_slot``, (n, K), within its
-    sentence); returns their slots, of the sentences ``sel`` keeps. A beam keeps its parent's row
-    when it is the parent's first child; another child takes a row no new beam descends from and
-    gets a copy of its parent's history after the prefix all of its sentence's beams share (the old
-    beams' ``tokens``): in a beam-5 step some 20-30% of rows, where reordering the cache into beam
-    order copied all of them. When sentences leave, one selection moves both."""
-    n, K = parent_slot.shape
-    slot, source = _slots(parent_slot)
+def _move_cache(model: Seq2Seq, cache, slot: Tensor, parent: Tensor, sel: Tensor | None, tokens: Tensor) -> Tensor:
+    """The new beams' cache rows, given the old beams' (``slot``, (n, K), within their sentence)
+    and each new beam's parent (``parent``, (n, K)); returns their slots, of the sentences ``sel``
+    keeps. A beam keeps its parent's row when it is the parent's first child; another child takes a
+    row no new beam descends from and gets a copy of its parent's history after the prefix that the
+    row's old beam shares with the parent (the old beams' ``tokens``): in a beam-5 step some 20-30%
+    of rows, where reordering the cache into beam order copied all of them. When sentences leave,
+    one selection moves both."""
+    n, K = slot.shape
+    new_slot, source = _slots(slot.gather(1, parent))
     base = torch.arange(n, device=slot.device)[:, None] * K
     if sel is not None:
         model.reorder_cache(cache, (base + source)[sel].view(-1), sel)
-        return slot[sel]
+        return new_slot[sel]
     own = torch.arange(K, device=slot.device)
     moved = source != own
     if bool(moved.any()):
-        model.copy_cache_rows(cache, (base + own)[moved], (base + source)[moved], _shared_prefix(tokens, K))
-    return slot
+        dst, src = (base + own)[moved], (base + source)[moved]
+        model.copy_cache_rows(cache, dst, src, _copy_start(tokens, slot, dst, src))
+    return new_slot
 
 
-def _shared_prefix(tokens: Tensor, K: int) -> int:
-    """How many leading positions every sentence's K beams share (``tokens`` (n*K, T), beam order).
-    Distinct beams have distinct histories, so beams that agree on a prefix descend from one beam
-    there, and their cache rows hold copies of that beam's keys and values at those positions.
-    Not at the first move: every row computed <s> itself; from then on rows hold beam 0's copy."""
-    n, T = tokens.shape[0] // K, tokens.shape[1]
-    if T == 1:
+def _copy_start(tokens: Tensor, slot: Tensor, dst: Tensor, src: Tensor) -> int:
+    """How many leading positions the copies of cache rows ``src`` onto ``dst`` may skip: the
+    shortest common prefix of the old beams in each pair of rows (``tokens`` (n*K, T), beam order;
+    ``slot`` (n, K), each old beam's row). Two beams of a sentence that agree on a prefix descend
+    from one beam there (distinct beams have distinct histories), and their rows hold copies of
+    that beam's keys and values at those positions: each copy keeps this true for its row. Not at
+    the first move: every row computed <s> itself; from then on rows hold beam 0's copy."""
+    if tokens.shape[1] == 1:
         return 0
-    beams = tokens.view(n, K, T)
-    agree = (beams == beams[:, :1]).all(1).all(0)  # (T,): positions where, in every sentence, all beams agree
-    return int(agree.int().cumprod(0).sum())  # the leading run of agreement; one read from the device
+    n, K = slot.shape
+    beams = torch.arange(K, device=slot.device).expand(n, K)
+    first = torch.arange(n, device=slot.device)[:, None] * K  # (n, 1): each sentence's first beam
+    beam_in_row = (first + torch.empty_like(slot).scatter_(1, slot, beams)).view(-1)  # the inverse of slot
+    a, b = tokens[beam_in_row[dst]], tokens[beam_in_row[src]]  # (m, T) each
+    return int((a == b).int().cumprod(1).sum(1).min())  # one read from the device
 
 
 def _slots(parent: Tensor) -> tuple[Tensor, Tensor]:
