@@ -18,7 +18,17 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import convergence
-from .stats import Decision, Interval, equivalence, mean_interval, noninferiority, ordering, slope_interval
+from .stats import (
+    Decision,
+    Interval,
+    bound,
+    equivalence,
+    mean_interval,
+    noninferiority,
+    ordering,
+    seeds_to_decide,
+    slope_interval,
+)
 
 VALIDATIONS = tuple(range(25, 401, 25))
 """The simulated runs' validation grid: every 25 updates to 400 (the quick preset's Fig. 4 runs)."""
@@ -91,6 +101,35 @@ def equivalence_rates(
     return _rates(sims, draw, seed)
 
 
+def planned_rates(
+    rule: str, effect: float, sds: tuple[float, ...], margin: float = 1.0, sims: int = 1000, seed: int = 0
+) -> tuple[int | None, Rates]:
+    """``stats.seeds_to_decide``'s plan checked: the seeds per condition it asks for at true
+    difference ``effect`` (A - B; for "bound", A's mean against 0) and true spreads ``sds``, and the
+    verdicts at that many seeds (the plan promises a decision ``stats.POWER`` of the time or more).
+    ``rule``: "ordering" (threshold 0), "noninferiority" (threshold -margin) or "bound"."""
+    threshold = -margin if rule == "noninferiority" else 0.0
+    n = seeds_to_decide(effect - threshold, [sd**2 for sd in sds])
+    if n is None:
+        return None, Rates(0.0, 0.0, 1.0, None)
+    return n, decision_rates(rule, n, effect, sds, margin, sims, seed)
+
+
+def decision_rates(
+    rule: str, n: int, effect: float, sds: tuple[float, ...], margin: float = 1.0, sims: int = 1000, seed: int = 0
+) -> Rates:
+    """The verdicts of ``rule`` (as ``planned_rates``) with ``n`` seeds per condition."""
+
+    def draw(rng):
+        a = rng.normal(effect, sds[0], n)
+        if rule == "bound":
+            return bound(mean_interval(a), 0.0, True, n), None
+        b = rng.normal(0.0, sds[1], n)
+        return (ordering(a, b, True) if rule == "ordering" else noninferiority(a, b, True, margin)), None
+
+    return _rates(sims, draw, seed)
+
+
 def slope_rates(n: int, offset: float = 0.0, sims: int = 1000, seed: int = 0) -> Rates:
     """The log-log slope's interval (``stats.slope_interval``), depths 6..14, per-seed log noise
     0.05; the verdict is equivalence to -0.5 within 0.1, the true slope -0.5 + ``offset`` (on the
@@ -151,6 +190,13 @@ def table(sims: int = 1000) -> list[tuple[str, Rates]]:
     for n in (3, 5):
         out.append((f"non-inferiority, at the margin (A = B - 1), n = {n}", noninferiority_rates(n, sims=sims)))
     out.append(("non-inferiority, A = B, n = 5", noninferiority_rates(5, effect=0.0, sims=sims)))
+    for rule, effect, sds in (
+        ("ordering", 1.0, (1.0, 2.0)),
+        ("noninferiority", -0.2, (0.6, 0.5)),
+        ("bound", 0.3, (0.5,)),
+    ):
+        n, rates = planned_rates(rule, effect, sds, sims=sims)
+        out.append((f"{rule}, effect {effect:g} (sd {', '.join(map(str, sds))}), the planned n = {n}", rates))
     for n in (3, 5):
         out.append((f"equivalence, truth on the band's edge, n = {n}", equivalence_rates(n, sims=sims)))
     out.append(("equivalence, truth at the centre, n = 5", equivalence_rates(5, truth=0.0, sims=sims)))

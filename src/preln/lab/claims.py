@@ -7,6 +7,7 @@ terminal summary are the same verdicts as data and as lines."""
 from __future__ import annotations
 
 import json
+import statistics
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from . import convergence, sensitivity
 from .document import Text, code, mean_std, plain, strong
 from .metrics import Metric, metric
 from .results import Sample, StudyResults
-from .stats import Decision, bound, mean_interval, noninferiority, ordering
+from .stats import MOST_SEEDS, POWER, Decision, bound, mean_interval, noninferiority, ordering, seeds_to_decide
 from .studies import CONTROL, Claim
 
 
@@ -31,6 +32,10 @@ class Judged:
     """None: the claim states a value and compares nothing."""
     shows: Text
     """The verdict in words, with the numbers it read."""
+    seeds_needed: int | None = None
+    """An undecided comparison: the seeds per condition that would decide it ``stats.POWER`` of the
+    time were the measured means and spreads the true ones (0: more than ``stats.MOST_SEEDS``);
+    None where not planned (decided, a speed claim, fewer than two values a side, no spread)."""
 
     @property
     def verdict(self) -> str:
@@ -61,7 +66,7 @@ def _judge(res: StudyResults, c: Claim) -> Judged:
     if c.above is not None:
         iv = mean_interval(a.values) if a.values else None
         d = bound(iv, c.above, True, len(a.values)) if iv else Decision("undecided", "bound", "no completed run")
-        return Judged(res.name, c, measured, d, _bound_words(d, c.above))
+        return _planned(Judged(res.name, c, measured, d, _bound_words(d, c.above)), c.above, [a])
     if not c.other:
         return Judged(res.name, c, measured, None, "")
     b = _sample(res, m, c.other)
@@ -69,7 +74,27 @@ def _judge(res: StudyResults, c: Claim) -> Judged:
         d = noninferiority(a.values, b.values, m.higher_is_better, m.margin)
     else:
         d = ordering(a.values, b.values, m.higher_is_better if c.better_than else not m.higher_is_better)
-    return Judged(res.name, c, measured, d, _shows(d, a, b, c, m))
+    threshold = -m.margin if c.as_good_as else 0.0
+    return _planned(Judged(res.name, c, measured, d, _shows(d, a, b, c, m)), threshold, [a, b])
+
+
+def _planned(j: Judged, threshold: float, samples: list[Sample]) -> Judged:
+    """``j`` with, when undecided, the seeds that would decide it (``stats.seeds_to_decide`` at the
+    measured distance of the estimate from the rule's ``threshold`` and the samples' variances)."""
+    d = j.decision
+    if d is None or d.verdict != "undecided" or d.interval is None or any(len(s.values) < 2 for s in samples):
+        return j
+    variances = [statistics.variance(s.values) for s in samples]
+    distance = d.interval.estimate - threshold
+    if distance == 0 or not any(variances):
+        return j
+    n = seeds_to_decide(distance, variances) or 0
+    each = " per condition" if len(samples) > 1 else ""
+    plan = f"about {n} seeds{each}" if n else f"more than {MOST_SEEDS} seeds{each}"
+    verdict = "yes" if distance > 0 else "no"
+    words = f'{plan} would give "{verdict}" {POWER:.0%} of the time, were these means and spreads the true ones'
+    shows = [*j.shows, f" — {words}"] if isinstance(j.shows, (list, tuple)) else [j.shows, f" — {words}"]
+    return Judged(j.study, j.claim, j.measured, d, shows, n)
 
 
 def _sample(res: StudyResults, m: Metric, condition: str) -> Sample:
@@ -200,6 +225,7 @@ def record(judged: list[Judged], analyses: list[dict], summary: str) -> dict:
             {"study": j.study, "claim": j.claim.text, "paper": j.claim.paper, "measured": plain(j.measured)}
             | {"verdict": j.verdict, "rule": d.rule if d else "", "reason": d.reason if d else ""}
             | {"interval": [iv.estimate, iv.lo, iv.hi] if iv else None, "shows": plain(j.shows)}
+            | ({"seeds_needed": j.seeds_needed or f">{MOST_SEEDS}"} if j.seeds_needed is not None else {})
         )
     return {"summary": summary, "claims": claims, "analyses": analyses}
 

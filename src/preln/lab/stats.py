@@ -34,6 +34,10 @@ LEVEL = 0.95
 """Two-sided coverage of every interval; each one-sided direction errs at (1 - LEVEL) / 2."""
 MIN_SEEDS = 3
 """Runs per condition (or seeds per measurement) that a comparison needs before it may decide."""
+POWER = 0.8
+"""The chance of deciding that ``seeds_to_decide`` plans for (the usual 80%)."""
+MOST_SEEDS = 64
+"""Beyond this many seeds per condition ``seeds_to_decide`` stops counting: "more than 64"."""
 
 Verdict = Literal["yes", "no", "undecided", ""]
 """yes: the claim shows; no: its opposite shows; undecided: neither; "": nothing to decide."""
@@ -117,6 +121,33 @@ def combination_interval(
     df = var**2 / float(sum(t**2 / (k - 1) for t, k in zip(terms, n) if t > 0))
     half = t_quantile(df, level) * math.sqrt(var)
     return Interval(est, est - half, est + half, df)
+
+
+def decision_power(distance: float, variances: Sequence[float], n: int, level: float = LEVEL) -> float:
+    """The chance that the ``level`` interval of a sum of means (each ±1 times a mean over ``n``
+    seeds of values with these ``variances``; one variance: a mean against a constant) lies wholly
+    on the truth's side of a threshold ``distance`` away from the truth: the noncentral t
+    distribution at the Welch-Satterthwaite degrees of freedom (exact for one mean or equal
+    variances, close otherwise; ``lab/calibration.py`` measures it)."""
+    v = np.asarray(variances, dtype=float)
+    se = math.sqrt(float(v.sum()) / n)
+    df = (n - 1) * float(v.sum()) ** 2 / float((v**2).sum())
+    return float(sps.nct.sf(t_quantile(df, level), df, abs(distance) / se))
+
+
+def seeds_to_decide(
+    distance: float, variances: Sequence[float], power: float = POWER, most: int = MOST_SEEDS
+) -> int | None:
+    """The fewest seeds per condition (at least ``MIN_SEEDS``) at which a rule would decide with
+    chance ``power`` were the true difference ``distance`` away from the rule's threshold and the
+    true variances these (a plug-in planning figure: from a few seeds both are themselves rough).
+    None when that takes more than ``most`` seeds, the distance is 0 or the values show no spread."""
+    if distance == 0 or not any(v > 0 for v in variances):
+        return None
+    for n in range(MIN_SEEDS, most + 1):
+        if decision_power(distance, variances, n) >= power:
+            return n
+    return None
 
 
 def slope_weights(xs: Sequence[float]) -> np.ndarray:
