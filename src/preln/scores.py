@@ -101,7 +101,9 @@ def paired_test(
 
 def confusion_scores(counts: list[float]) -> dict:
     """Accuracy, and for two classes the F1 of class 1 (how MRPC is reported), in percent, from a
-    C x C confusion matrix of counts [label, prediction] flattened row by row."""
+    C x C confusion matrix of counts [label, prediction] flattened row by row; ``top_class`` is
+    the share (%) of examples predicted as the most-predicted class: 100 for a model that
+    predicts one class whatever the input (a fine-tuning that failed to train)."""
     c = math.isqrt(len(counts))
     if c < 2 or c * c != len(counts):
         raise ValueError(f"{len(counts)} counts are not a confusion matrix of two or more classes")
@@ -110,6 +112,7 @@ def confusion_scores(counts: list[float]) -> dict:
     if not n:
         raise ValueError("no examples to score")
     out = {"accuracy": 100.0 * sum(m[i][i] for i in range(c)) / n, "n": n}
+    out["top_class"] = 100.0 * max(sum(m[i][j] for i in range(c)) for j in range(c)) / n
     if c == 2:
         tp, fp, fn = m[1][1], m[0][1], m[1][0]
         out["f1"] = 200.0 * tp / (2 * tp + fp + fn) if tp else 0.0

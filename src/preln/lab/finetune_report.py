@@ -66,11 +66,14 @@ def finetune_blocks(res: StudyResults) -> list[Block]:
             done = [r for r in runs if r.test or r.dev]
             skipped = [r for r in res.conditions.get(cond, []) if r.diverged]
             count = f"{len(done)}" + (f" ({len(skipped)} pretraining diverged: not fine-tuned)" if skipped else "")
-            by_epoch = ", ".join(f"e{e}: {a:.1f}" for e, a in mean_by_epoch(runs)) or "-"
+            trained = [r for r in runs if not r.one_class] or runs  # as the scores: failed ones left out
+            by_epoch = ", ".join(f"e{e}: {a:.1f}" for e, a in mean_by_epoch(trained)) or "-"
             dev, acc, f1 = (
                 list(res.sample(metric(f"{m}:{task}"), cond).values)
                 for m in ("dev_accuracy", "test_accuracy", "test_f1")
             )
+            failed = res.sample(metric(f"test_accuracy:{task}"), cond).one_class[0]
+            count += f" ({failed} predict one class: left out)" if failed else ""
             above = "-" if ref is None or not acc else f"{sum(a > ref for a in acc)} of {len(acc)}"
             rows.append([cond, count, by_epoch, mean_std(dev, 1), mean_std(acc, 1), mean_std(f1, 1), above])
         shallow = f" (shallow six-feature logistic regression: {ref:g}%)" if ref is not None else ""

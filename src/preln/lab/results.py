@@ -67,6 +67,12 @@ class FinetuneRun:
     replicate: int = 1
     """Which fine-tuning of the same pretrained model (the preset's ``finetune_seeds``)."""
 
+    @property
+    def one_class(self) -> bool:
+        """The final model predicts one class for every example of dev or test (``top_class``
+        100%: a fine-tuning that never left the constant classifier); False where not recorded."""
+        return any(scores.get("top_class", 0.0) >= 100.0 for scores in (self.dev, self.test))
+
 
 @dataclass(frozen=True)
 class Sample:
@@ -79,12 +85,18 @@ class Sample:
     diverged: int = 0
     not_run: int = 0
     """Runs not started or not finished (no value yet)."""
+    one_class: tuple[int, int] = (0, 0)
+    """Fine-tuning metrics: (fine-tunings whose model predicts one class, fine-tunings with a
+    score). Those are left out of their model's mean, as a diverged run is; a model whose every
+    fine-tuning did so has no value."""
 
     def note(self) -> str:
         """ "2 of 3 diverged" and the like; "" when every run gave a value."""
         parts = []
         if self.diverged:
             parts.append(f"{self.diverged} of {self.runs} diverged")
+        if self.one_class[0]:
+            parts.append(f"{self.one_class[0]} of {self.one_class[1]} fine-tunings predict one class: left out")
         if self.not_run:
             parts.append(f"{self.not_run} of {self.runs} without a result")
         return ", ".join(parts)
@@ -107,14 +119,18 @@ class StudyResults:
             pre = {r.seed: r for r in self.conditions.get(condition, [])}
             # one value per pretrained model (the mean of its fine-tunings): the models are the
             # independent replicates; fine-tunings of one model share its pretraining's luck
+            # a fine-tuning whose model predicts one class failed to train (BERT's restarts): left
+            # out and counted, as a diverged pretraining is
+            scored = [r for r in ft if key in getattr(r, split)]
+            failed = sum(r.one_class for r in scored)
             per_model: dict[int, list[float]] = {}
-            for r in ft:
-                if key in getattr(r, split):
+            for r in scored:
+                if not r.one_class:
                     per_model.setdefault(r.seed, []).append(getattr(r, split)[key])
             values = tuple(sum(v) / len(v) for v in per_model.values())
             div = sum(1 for r in pre.values() if r.diverged) if condition != CONTROL else 0
             runs = len(pre) if condition != CONTROL else len({r.seed for r in ft})
-            return Sample(values, runs, div, runs - div - len(values))
+            return Sample(values, runs, div, runs - div - len(values), (failed, len(scored)))
         runs = self.conditions.get(condition, [])
         done = [r for r in runs if r.completed and r.curve]
         if m.name == "test_bleu":

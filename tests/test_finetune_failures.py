@@ -1,0 +1,44 @@
+"""A fine-tuning whose model predicts one class for every example never trained (the instability
+BERT's paper met with restarts): the report leaves it out of its model's mean and counts it,
+as it does a diverged pretraining, instead of averaging a chance-level score in silently."""
+
+import pytest
+
+from preln.lab import claims, metrics
+from preln.lab.results import FinetuneRun, Run, StudyResults
+from preln.lab.studies import Claim, Study
+
+
+def _ft(cond: str, seed: int, acc: float, replicate: int, top: float | None = 60.0) -> FinetuneRun:
+    scores = {"accuracy": acc} | ({"top_class": top} if top is not None else {})
+    return FinetuneRun(cond, seed, "paraphrase", "completed", ((1, acc),), dict(scores), dict(scores), replicate)
+
+
+def _results(post: list[FinetuneRun]) -> StudyResults:
+    pre = [_ft("pre", s, 70.0 + 0.3 * s + 0.1 * r, r) for s in (1, 2, 3) for r in (1, 2)]
+    conditions = {c: [Run(None, c, s, "", "completed", 10, ((10, 5.0),)) for s in (1, 2, 3)] for c in ("pre", "post")}
+    claim = Claim("pre as good", condition="pre", as_good_as="post", metric="test_accuracy:paraphrase")
+    return StudyResults(
+        "s", Study("s", "t", (), claims=(claim,)), conditions, {"paraphrase": {"pre": pre, "post": post}}
+    )
+
+
+def test_a_fine_tuning_that_predicts_one_class_is_left_out_and_counted():
+    post = [_ft("post", s, 70.0 + 0.3 * s + 0.2 * r, r) for s in (1, 2, 3) for r in (1, 2)]
+    post[3] = _ft("post", 2, 50.0, 2, top=100.0)  # seed 2's second fine-tuning stayed at chance
+    m = metrics.metric("test_accuracy:paraphrase")
+    s = _results(post).sample(m, "post")
+    assert s.values == pytest.approx((70.6, 70.8, 71.2))  # seed 2: its first fine-tuning alone (70.8)
+    assert s.one_class == (1, 6) and s.note() == "1 of 6 fine-tunings predict one class: left out"
+    (j,) = claims.judge(_results(post))
+    assert "post: 1 of 6 fine-tunings predict one class: left out" in claims.plain(j.shows)
+    # every fine-tuning of a model failed: the model has no value, counted as without a result
+    post[2] = _ft("post", 2, 50.0, 1, top=100.0)
+    s = _results(post).sample(m, "post")
+    assert len(s.values) == 2 and s.one_class == (2, 6) and s.not_run == 1
+
+
+def test_scores_written_before_top_class_was_recorded_count_as_trained():
+    post = [_ft("post", s, 70.0, r, top=None) for s in (1, 2, 3) for r in (1, 2)]
+    s = _results(post).sample(metrics.metric("test_accuracy:paraphrase"), "post")
+    assert s.values == (70.0, 70.0, 70.0) and s.one_class == (0, 6) and s.note() == ""
