@@ -178,7 +178,8 @@ class RunFolder:
                 path.replace(self.path / f"{log}.{stamp}.jsonl")
         if (self.path / "tensorboard").exists() and not self.checkpoints:  # events of a start that left no checkpoint
             (self.path / "tensorboard").replace(self.path / f"tensorboard.{stamp}")
-        (self.path / "config.toml").write_text(config.dumps(cfg))
+        # atomically: the other ranks of a distributed start read it (check_resumable) meanwhile
+        atomic.write_text(self.path / "config.toml", config.dumps(cfg))
         if self.extended:  # what a resume changed, for whoever reads the run later
             self.write_metrics({"changed": self.extended}, "history.jsonl")
         spm = self.path / "spm.model"
