@@ -4,8 +4,7 @@ tests hold every rule to them on 1,000 simulated comparisons):
 - a *false yes*: "yes" when the claim is false at its boundary — two identically distributed
   conditions for an ordering or a speed claim, a true difference of exactly -margin for
   non-inferiority, a true value on the band's edge for equivalence;
-- *coverage*: how often the rule's 95% interval holds the true value, with a known effect;
-- for paired fine-tunings, how often the pairs decide against Welch on the same simulations.
+- *coverage*: how often the rule's 95% interval holds the true value, with a known effect.
 
 ``python -m preln.lab.calibration [--sims N]`` prints the table.
 """
@@ -98,43 +97,6 @@ def equivalence_rates(
         x = rng.normal(truth, 0.5, n)
         iv = mean_interval(x)
         return equivalence(iv, value, tolerance, n), _covers(iv, truth)
-
-    return _rates(sims, draw, seed)
-
-
-@dataclass(frozen=True)
-class FinetuneNoise:
-    """Simulated fine-tuning scores: condition mean + the model's own effect (``model`` sd, one
-    per pretrained model) + the fine-tuning seed's effect (``shared`` sd: the same for every
-    condition's fine-tuning with that seed and replicate) + the rest (``own`` sd). Defaults: the
-    paraphrase task of the quick reference (fine-tunings of one model spread ~0.9 points, most of
-    it shared across models)."""
-
-    model: float = 0.3
-    shared: float = 0.8
-    own: float = 0.4
-    replicates: int = 3
-
-
-def paired_rates(
-    n: int,
-    effect: float = 0.0,
-    noise: FinetuneNoise = FinetuneNoise(),
-    paired: bool = True,
-    sims: int = 1000,
-    seed: int = 0,
-) -> Rates:
-    """ "A better than B" over fine-tunings: ``n`` pretrained models a side, ``noise.replicates``
-    fine-tunings each, true difference ``effect``; decided pair by pair (``paired``: the per-seed
-    mean differences, as the reports do) or by Welch over the models' means."""
-
-    def draw(rng):
-        k = noise.replicates
-        shared = rng.normal(0.0, noise.shared, (n, k))  # (seeds, replicates): both conditions
-        a = effect + rng.normal(0.0, noise.model, (n, 1)) + shared + rng.normal(0.0, noise.own, (n, k))
-        b = rng.normal(0.0, noise.model, (n, 1)) + shared + rng.normal(0.0, noise.own, (n, k))
-        d = ordering(a.mean(axis=1), b.mean(axis=1), True, paired=paired)
-        return d, _covers(d.interval, effect)
 
     return _rates(sims, draw, seed)
 
@@ -235,13 +197,6 @@ def table(sims: int = 1000) -> list[tuple[str, Rates]]:
     ):
         n, rates = planned_rates(rule, effect, sds, sims=sims)
         out.append((f"{rule}, effect {effect:g} (sd {', '.join(map(str, sds))}), the planned n = {n}", rates))
-    for paired, name in ((True, "paired"), (False, "Welch")):
-        for n in (3, 5):
-            out.append((f"fine-tunings, null, {name}, n = {n}", paired_rates(n, paired=paired, sims=sims)))
-        out.append((f"fine-tunings, effect -0.5, {name}, n = 3", paired_rates(3, -0.5, paired=paired, sims=sims)))
-    unshared = FinetuneNoise(shared=0.0, own=0.9)
-    out.append(("fine-tunings, null, nothing shared, paired, n = 3", paired_rates(3, noise=unshared, sims=sims)))
-    out.append(("fine-tunings, effect -0.5, nothing shared, paired, n = 3", paired_rates(3, -0.5, unshared, sims=sims)))
     for n in (3, 5):
         out.append((f"equivalence, truth on the band's edge, n = {n}", equivalence_rates(n, sims=sims)))
     out.append(("equivalence, truth at the centre, n = 5", equivalence_rates(5, truth=0.0, sims=sims)))

@@ -1,8 +1,7 @@
 """The paper's claims beside what a study measured, each decided by its metric's rule
 (``lab/stats.py``; docs/statistics.md): an ordering ("better than", "worse than") by the Welch
 interval of the difference over seeds, "at least as good as" by non-inferiority with the metric's
-margin (fine-tuning scores of two conditions: pair by pair, the same pretraining seed and
-fine-tuning seed), a speed claim by the interval of the updates-to-target ratio. ``claims.json`` and the
+margin, a speed claim by the interval of the updates-to-target ratio. ``claims.json`` and the
 terminal summary are the same verdicts as data and as lines."""
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from pathlib import Path
 from . import convergence, sensitivity
 from .document import Text, code, mean_std, plain, strong
 from .metrics import Metric, metric
-from .results import Sample, StudyResults, paired
+from .results import Sample, StudyResults
 from .stats import MOST_SEEDS, POWER, Decision, bound, mean_interval, noninferiority, ordering, seeds_to_decide
 from .studies import CONTROL, Claim
 
@@ -67,36 +66,30 @@ def _judge(res: StudyResults, c: Claim) -> Judged:
     if c.above is not None:
         iv = mean_interval(a.values) if a.values else None
         d = bound(iv, c.above, True, len(a.values)) if iv else Decision("undecided", "bound", "no completed run")
-        return _planned(Judged(res.name, c, measured, d, _bound_words(d, c.above)), c.above, [a.values])
+        return _planned(Judged(res.name, c, measured, d, _bound_words(d, c.above)), c.above, [a])
     if not c.other:
         return Judged(res.name, c, measured, None, "")
     b = _sample(res, m, c.other)
-    # fine-tunings of two conditions with the same seeds share their fine-tuning seeds: compared
-    # pair by pair, that shared noise cancels (docs/statistics.md, "Paired fine-tunings")
-    pair = bool(a.replicates and b.replicates)
-    xs, ys = paired(a, b) if pair else (a.values, b.values)
     if c.as_good_as:
-        d = noninferiority(xs, ys, m.higher_is_better, m.margin, paired=pair)
+        d = noninferiority(a.values, b.values, m.higher_is_better, m.margin)
     else:
-        d = ordering(xs, ys, m.higher_is_better if c.better_than else not m.higher_is_better, paired=pair)
+        d = ordering(a.values, b.values, m.higher_is_better if c.better_than else not m.higher_is_better)
     threshold = -m.margin if c.as_good_as else 0.0
-    sides = [[x - y for x, y in zip(xs, ys)]] if pair else [a.values, b.values]
-    return _planned(Judged(res.name, c, measured, d, _shows(d, a, b, c, m)), threshold, sides, per_condition=True)
+    return _planned(Judged(res.name, c, measured, d, _shows(d, a, b, c, m)), threshold, [a, b])
 
 
-def _planned(j: Judged, threshold: float, sides: list, per_condition: bool = False) -> Judged:
+def _planned(j: Judged, threshold: float, samples: list[Sample]) -> Judged:
     """``j`` with, when undecided, the seeds that would decide it (``stats.seeds_to_decide`` at the
-    measured distance of the estimate from the rule's ``threshold`` and the variances of ``sides``:
-    two conditions' values, or one: a condition's values, or the pairs' differences)."""
+    measured distance of the estimate from the rule's ``threshold`` and the samples' variances)."""
     d = j.decision
-    if d is None or d.verdict != "undecided" or d.interval is None or any(len(s) < 2 for s in sides):
+    if d is None or d.verdict != "undecided" or d.interval is None or any(len(s.values) < 2 for s in samples):
         return j
-    variances = [statistics.variance(s) for s in sides]
+    variances = [statistics.variance(s.values) for s in samples]
     distance = d.interval.estimate - threshold
     if distance == 0 or not any(variances):
         return j
     n = seeds_to_decide(distance, variances) or 0
-    each = " per condition" if per_condition else ""
+    each = " per condition" if len(samples) > 1 else ""
     plan = f"about {n} seeds{each}" if n else f"more than {MOST_SEEDS} seeds{each}"
     verdict = "yes" if distance > 0 else "no"
     words = f'{plan} would give "{verdict}" {POWER:.0%} of the time, were these means and spreads the true ones'

@@ -89,10 +89,6 @@ class Sample:
     """Fine-tuning metrics: (fine-tunings whose model predicts one class, fine-tunings with a
     score). Those are left out of their model's mean, as a diverged run is; a model whose every
     fine-tuning did so has no value."""
-    replicates: tuple[tuple[int, int, float], ...] = ()
-    """Fine-tuning metrics: (pretraining seed, replicate, value) of each fine-tuning in ``values``'
-    means. Two conditions' fine-tunings with the same seed and replicate share the fine-tuning
-    seed (head initialization, example order, dropout): ``paired`` compares them pair by pair."""
 
     def note(self) -> str:
         """ "2 of 3 diverged" and the like; "" when every run gave a value."""
@@ -104,19 +100,6 @@ class Sample:
         if self.not_run:
             parts.append(f"{self.not_run} of {self.runs} without a result")
         return ", ".join(parts)
-
-
-def paired(a: Sample, b: Sample) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Two conditions' fine-tunings as pairs of pretraining seeds: per seed that both have, the
-    means over the replicates both have (a fine-tuning left out drops its pair), A's and B's in the
-    same order. A seed is the unit: its fine-tunings share its pretraining's luck."""
-    other = {(seed, rep): v for seed, rep, v in b.replicates}
-    per_seed: dict[int, list[tuple[float, float]]] = {}
-    for seed, rep, v in a.replicates:
-        if (seed, rep) in other:
-            per_seed.setdefault(seed, []).append((v, other[seed, rep]))
-    pairs = [per_seed[s] for s in sorted(per_seed)]
-    return tuple(sum(x for x, _ in p) / len(p) for p in pairs), tuple(sum(y for _, y in p) / len(p) for p in pairs)
 
 
 @dataclass(frozen=True)
@@ -140,14 +123,14 @@ class StudyResults:
             # out and counted, as a diverged pretraining is
             scored = [r for r in ft if key in getattr(r, split)]
             failed = sum(r.one_class for r in scored)
-            kept = tuple((r.seed, r.replicate, getattr(r, split)[key]) for r in scored if not r.one_class)
             per_model: dict[int, list[float]] = {}
-            for seed, _, value in kept:
-                per_model.setdefault(seed, []).append(value)
+            for r in scored:
+                if not r.one_class:
+                    per_model.setdefault(r.seed, []).append(getattr(r, split)[key])
             values = tuple(sum(v) / len(v) for v in per_model.values())
             div = sum(1 for r in pre.values() if r.diverged) if condition != CONTROL else 0
             runs = len(pre) if condition != CONTROL else len({r.seed for r in ft})
-            return Sample(values, runs, div, runs - div - len(values), (failed, len(scored)), kept)
+            return Sample(values, runs, div, runs - div - len(values), (failed, len(scored)))
         runs = self.conditions.get(condition, [])
         done = [r for r in runs if r.completed and r.curve]
         if m.name == "test_bleu":

@@ -7,9 +7,6 @@ quantiles (``scipy.stats``; fractional Welch-Satterthwaite degrees of freedom, n
 
 - ordering, "A is better than B": yes when the interval of the difference (in the claimed
   direction) lies above 0, no when it lies below 0, undecided when it holds 0;
-- paired: an ordering or non-inferiority whose two sides are pairs (the same seeds, as the
-  fine-tunings of two conditions with the same fine-tuning seeds): the Student t interval of the
-  mean per-pair difference (n - 1 degrees of freedom) instead of Welch's;
 - non-inferiority, "A is at least as good as B": yes when the interval lies above -margin, no
   when it lies below -margin (worse by more than the margin), undecided otherwise;
 - equivalence, "x equals the theory's value": yes when the interval lies inside value +- tolerance
@@ -175,31 +172,14 @@ def too_few(counts: Sequence[int], need: int = MIN_SEEDS) -> str | None:
 ZERO_SPREAD = "zero spread: every seed gave the same value, so the seeds say nothing about the noise"
 
 
-def paired_interval(a: Sequence[float], b: Sequence[float], level: float = LEVEL) -> Interval:
-    """mean(a_i - b_i) over pairs (a_i, b_i) and its Student t interval (n - 1 degrees of
-    freedom): exact for normal differences, whatever the correlation within a pair."""
-    if len(a) != len(b):
-        raise ValueError(f"paired samples of different sizes: {len(a)} and {len(b)}")
-    return mean_interval(np.subtract(np.asarray(a, dtype=float), np.asarray(b, dtype=float)), level)
-
-
-def difference(a: Sequence[float], b: Sequence[float], higher_is_better: bool, paired: bool) -> Interval:
-    """The interval of A - B (paired or Welch) turned to the claimed direction (better is higher)."""
-    iv = paired_interval(a, b) if paired else welch_interval(a, b)
-    return iv.scaled(1 if higher_is_better else -1)
-
-
-def ordering(
-    a: Sequence[float], b: Sequence[float], higher_is_better: bool, need: int = MIN_SEEDS, paired: bool = False
-) -> Decision:
+def ordering(a: Sequence[float], b: Sequence[float], higher_is_better: bool, need: int = MIN_SEEDS) -> Decision:
     """A better than B (higher, or lower when ``higher_is_better`` is False): the difference of
-    means in the claimed direction, by its Welch interval (``paired``: a_i and b_i are a pair, by
-    the interval of the mean difference)."""
-    rule = "ordering, paired" if paired else "ordering"
+    means in the claimed direction, by its Welch interval."""
+    rule = "ordering"
     why = too_few([len(a), len(b)], need)
     if why:
         return Decision("undecided", rule, why)
-    iv = difference(a, b, higher_is_better, paired)
+    iv = welch_interval(a, b).scaled(1 if higher_is_better else -1)
     if iv.zero_width:
         return Decision("undecided", rule, ZERO_SPREAD, iv)
     if iv.lo > 0:
@@ -210,21 +190,15 @@ def ordering(
 
 
 def noninferiority(
-    a: Sequence[float],
-    b: Sequence[float],
-    higher_is_better: bool,
-    margin: float,
-    need: int = MIN_SEEDS,
-    paired: bool = False,
+    a: Sequence[float], b: Sequence[float], higher_is_better: bool, margin: float, need: int = MIN_SEEDS
 ) -> Decision:
     """A at least as good as B, up to ``margin``: yes when the Welch interval of the difference
-    (claimed direction; ``paired``: the interval of the mean per-pair difference) lies above
-    -margin, no when it lies below -margin."""
-    rule = f"non-inferiority{', paired' if paired else ''} (margin {margin:g})"
+    (claimed direction) lies above -margin, no when it lies below -margin."""
+    rule = f"non-inferiority (margin {margin:g})"
     why = too_few([len(a), len(b)], need)
     if why:
         return Decision("undecided", rule, why)
-    iv = difference(a, b, higher_is_better, paired)
+    iv = welch_interval(a, b).scaled(1 if higher_is_better else -1)
     if iv.zero_width:
         return Decision("undecided", rule, ZERO_SPREAD, iv)
     if iv.lo > -margin:
