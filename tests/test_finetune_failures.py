@@ -42,3 +42,19 @@ def test_scores_written_before_top_class_was_recorded_count_as_trained():
     post = [_ft("post", s, 70.0, r, top=None) for s in (1, 2, 3) for r in (1, 2)]
     s = _results(post).sample(metrics.metric("test_accuracy:paraphrase"), "post")
     assert s.values == (70.0, 70.0, 70.0) and s.one_class == (0, 6) and s.note() == ""
+
+
+def test_the_fine_tuning_plot_draws_a_one_class_run_apart_and_leaves_it_out_of_the_mean(tmp_path, monkeypatch):
+    from preln.lab import finetune_report
+
+    post = [_ft("post", s, 70.0, r) for s in (1, 2, 3) for r in (1, 2)]
+    post[3] = _ft("post", 2, 50.0, 2, top=100.0)
+    figures = []
+    monkeypatch.setattr(finetune_report.plt, "close", figures.append)
+    finetune_report.plot_finetune(_results(post), tmp_path / "ft.png")
+    (ax,) = figures[0].axes
+    bold = {line.get_label(): line for line in ax.get_lines() if line.get_linewidth() == 2}
+    assert list(bold["post (6; 1 one-class, left out)"].get_ydata()) == [70.0]  # the 50% run is not in it
+    dotted = [line for line in ax.get_lines() if line.get_linestyle() == ":" and line.get_marker() == "x"]
+    assert [list(line.get_ydata()) for line in dotted] == [[50.0]]
+    assert (tmp_path / "ft.png").is_file()

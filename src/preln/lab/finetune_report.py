@@ -29,6 +29,12 @@ def mean_by_epoch(runs: list[FinetuneRun]) -> list[tuple[int, float]]:
     return [(e, sum(v) / len(v)) for e, v in sorted(at.items())]
 
 
+def trained(runs: list[FinetuneRun]) -> list[FinetuneRun]:
+    """The fine-tunings that left the constant classifier, as the scores count them (all of them
+    where every one predicts one class, so a table or a curve still shows something)."""
+    return [r for r in runs if not r.one_class] or runs
+
+
 def per_model(res: StudyResults) -> list[str]:
     """Where each model was fine-tuned more than once, what a table's value is."""
     k = max((r.replicate for conds in res.finetune.values() for runs in conds.values() for r in runs), default=1)
@@ -66,8 +72,7 @@ def finetune_blocks(res: StudyResults) -> list[Block]:
             done = [r for r in runs if r.test or r.dev]
             skipped = [r for r in res.conditions.get(cond, []) if r.diverged]
             count = f"{len(done)}" + (f" ({len(skipped)} pretraining diverged: not fine-tuned)" if skipped else "")
-            trained = [r for r in runs if not r.one_class] or runs  # as the scores: failed ones left out
-            by_epoch = ", ".join(f"e{e}: {a:.1f}" for e, a in mean_by_epoch(trained)) or "-"
+            by_epoch = ", ".join(f"e{e}: {a:.1f}" for e, a in mean_by_epoch(trained(runs))) or "-"
             dev, acc, f1 = (
                 list(res.sample(metric(f"{m}:{task}"), cond).values)
                 for m in ("dev_accuracy", "test_accuracy", "test_f1")
@@ -84,7 +89,8 @@ def finetune_blocks(res: StudyResults) -> list[Block]:
 def plot_finetune(res: StudyResults, path: Path) -> None:
     """Dev accuracy vs fine-tuning epoch, a panel per task (Fig. 5c, d); a condition's colour is
     its colour in the pretraining curves (its place among the study's conditions), the control
-    grey and dashed."""
+    grey and dashed. A fine-tuning that predicts one class is drawn dotted with x marks and left
+    out of the bold mean, as the tables leave it out."""
     ft, reference = res.finetune, dict(res.study.reference)
     fig, axes = plt.subplots(1, max(len(ft), 1), figsize=(5.5 * max(len(ft), 1), 3.8), squeeze=False)
     order = list(res.conditions)
@@ -95,8 +101,10 @@ def plot_finetune(res: StudyResults, path: Path) -> None:
             ls = "--" if cond == CONTROL else "-"
             for r in runs:
                 if r.curve:
-                    ax.plot(*zip(*r.curve), color=color, ls=ls, alpha=0.3, lw=0.8, marker=".")
-            mean = mean_by_epoch(runs)
+                    style = {"ls": ":", "marker": "x"} if r.one_class else {"ls": ls, "marker": "."}
+                    ax.plot(*zip(*r.curve), color=color, alpha=0.3, lw=0.8, **style)
+            failed = sum(r.one_class for r in runs)
+            mean = mean_by_epoch(trained(runs))
             if mean:
                 ax.plot(
                     *zip(*mean),
@@ -104,7 +112,7 @@ def plot_finetune(res: StudyResults, path: Path) -> None:
                     ls=ls,
                     lw=2,
                     marker="o" if len(mean) == 1 else None,
-                    label=f"{cond} ({len(runs)})",
+                    label=f"{cond} ({len(runs)}" + (f"; {failed} one-class, left out)" if failed else ")"),
                 )
         ref = reference.get(task)
         if ref is not None and math.isfinite(ref):
