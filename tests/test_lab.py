@@ -1,5 +1,6 @@
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -415,6 +416,15 @@ def test_claims_compare_the_papers_bleu_in_its_convention_and_say_where_the_corp
     (tmp_path / "runs" / "reproduce.json").write_text(json.dumps({"invocations": [inv, later]}))
     text = report.write_report(tmp_path / "runs")[0].read_text()
     assert "commits abc1234, def5678, preset `quick`, studies s, t;" in text
+    # a study extended with another preset (`reproduce --preset long --studies t` into the same
+    # folder): each study folder says which preset it holds, and the header names both
+    shutil.copytree(sdir, tmp_path / "runs" / "t")
+    for name, preset in (("s", "quick"), ("t", "long")):
+        path = tmp_path / "runs" / name / "study.json"
+        path.write_text(json.dumps(json.loads(path.read_text()) | {"preset": preset}))
+    (tmp_path / "runs" / "reproduce.json").write_text(json.dumps({"invocations": [inv, later | {"preset": "long"}]}))
+    text = report.write_report(tmp_path / "runs")[0].read_text()
+    assert "commits abc1234, def5678, presets `quick` (s), `long` (t);" in text
 
 
 def test_a_partial_or_differently_decoded_evaluation_does_not_pass_for_the_studys(tmp_path):
@@ -782,3 +792,16 @@ def test_the_progress_bar_counts_fine_tunings_and_evaluations_as_steps(tmp_path)
     assert execute.progress(job, 0, "control:paraphrase") == 1800
     analysis = steps.Job("fig3", tmp_path / "fig3", 200, [("analyze", ["analyze"])])
     assert execute.progress(analysis, 0, "analyze") == 0
+
+
+def test_a_study_folder_records_its_preset(tmp_path):
+    from preln.lab import studies
+
+    study = studies.load_study(ROOT / "studies" / "fig5.toml", "long")
+    assert study.preset == "long"
+    studies.write_study_json(study, tmp_path)
+    assert studies.read_study_json(tmp_path).preset == "long"
+    meta = json.loads((tmp_path / "study.json").read_text())
+    del meta["preset"]  # a study.json of an older preln
+    (tmp_path / "study.json").write_text(json.dumps(meta))
+    assert studies.read_study_json(tmp_path).preset == ""

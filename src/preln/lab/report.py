@@ -318,7 +318,13 @@ def write_report(out: Path) -> tuple[Path, Path]:
     runs = _invocations(out)
     wall = sum(r["seconds"] for r in runs) if runs else None
     timed = timing.time_blocks(out, wall, runs[-1]["jobs"] if runs else 1)
-    doc = [Heading("preln report", 1), _header(out), *_summary(studies, analyses), *sections, *timed]
+    doc = [
+        Heading("preln report", 1),
+        _header(out, list(found.values())),
+        *_summary(studies, analyses),
+        *sections,
+        *timed,
+    ]
     atomic.write_text(out / "report.md", to_markdown(doc))  # a reader never sees half a report
     atomic.write_text(out / "report.html", to_html(doc, images))
     every = [j for _, js in studies for j in js]
@@ -404,6 +410,20 @@ def _analysis_section(out: Path, folder: Path, study: Study, images: dict[str, P
     return [Heading(study.title), *analysis_report.summary_blocks(res, rel)[1:]], [counted]
 
 
+def _presets(studies: list[Study], fallback: str, names: list[str]) -> list:
+    """ "preset `quick`, studies fig3, fig4" or, where the study folders differ, "presets `quick`
+    (fig3, fig4), `long` (fig5)" (a study.json of an older preln counts as ``fallback``)."""
+    by: dict[str, list[str]] = {}
+    for s in studies:
+        by.setdefault(s.preset or fallback, []).append(s.name)
+    if len(by) <= 1:
+        return ["preset ", code(next(iter(by), fallback)), f", studies {', '.join(names)}"]
+    out: list = ["presets "]
+    for i, (preset, which) in enumerate(by.items()):
+        out += [", " if i else "", code(preset), f" ({', '.join(which)})"]
+    return out
+
+
 def _invocations(out: Path) -> list[dict]:
     """The ``reproduce`` invocations that filled ``out`` ([] for a hand-made folder)."""
     try:
@@ -412,9 +432,11 @@ def _invocations(out: Path) -> list[dict]:
         return []
 
 
-def _header(out: Path) -> Para:
+def _header(out: Path, studies: list[Study]) -> Para:
     """Who made these numbers: preln version, commit, preset, machine, date, wall time (from the
-    ``reproduce.json`` that ``preln reproduce`` appends to; absent for hand-made folders)."""
+    ``reproduce.json`` that ``preln reproduce`` appends to; absent for hand-made folders). The
+    presets are the study folders' own (``study.json``), so a folder extended with another
+    preset's study says which study is which."""
     runs = _invocations(out)
     if not runs:
         return Para(["Runs folder: ", code(out.name)])
@@ -422,12 +444,12 @@ def _header(out: Path) -> Para:
     total = sum(r["seconds"] for r in runs)
     # every invocation's commit and studies (a folder filled in parts names each of them)
     commits = list(dict.fromkeys(str(r["commit"]) for r in runs))
-    studies = list(dict.fromkeys(s for r in runs for s in r["studies"]))
+    names = list(dict.fromkeys(s for r in runs for s in r["studies"]))
     return Para(
         [
-            f"preln {last['preln']}, commit{'s' * (len(commits) > 1)} {', '.join(commits)}, preset ",
-            code(last["preset"]),
-            f", studies {', '.join(studies)}; {last['machine']}; started {runs[0]['started']}; wall time "
+            f"preln {last['preln']}, commit{'s' * (len(commits) > 1)} {', '.join(commits)}, ",
+            *_presets(studies, last["preset"], names),
+            f"; {last['machine']}; started {runs[0]['started']}; wall time "
             f"{timing.minutes(total)} over {len(runs)} invocation{'s' * (len(runs) > 1)} of ",
             code("preln reproduce"),
             f" (--jobs {last['jobs']}). Runs folder: ",

@@ -110,6 +110,9 @@ class Study:
     """(the paper's setting in words, the paper's corpus name): the report says where ours differs."""
     reference: tuple[tuple[str, float], ...] = ()
     """Fine-tuning: (task, accuracy %) of a shallow reference model the report draws beside ours."""
+    preset: str = ""
+    """The preset it was expanded for (``quick``, ``long``, ...; "" in an older preln's
+    study.json): a folder filled by several invocations may hold studies of different presets."""
 
     @property
     def runs(self) -> tuple[JobSpec, ...]:
@@ -204,6 +207,7 @@ def load_study(path: str | Path, preset: str, root: Path | None = None) -> Study
         evaluation=evaluation,
         paper=(raw.get("paper_setting", ""), raw.get("paper_corpus", "")),
         reference=tuple((str(k), float(v)) for k, v in raw.get("finetune_reference", {}).items()),
+        preset=preset,
     )
 
 
@@ -350,7 +354,7 @@ def write_study_json(study: Study, sdir: Path) -> None:
     ]
     meta = {"title": study.title, "claims": [c.to_dict() for c in study.claims], "evaluate": study.evaluation.to_dict()}
     meta |= {"paper_setting": study.paper[0], "paper_corpus": study.paper[1]}
-    meta |= {"finetune_reference": dict(study.reference), "jobs": jobs}
+    meta |= {"finetune_reference": dict(study.reference), "preset": study.preset, "jobs": jobs}
     atomic.write_text(sdir / "study.json", json.dumps(meta, indent=1))
 
 
@@ -397,4 +401,5 @@ def study_from_json(name: str, meta: dict) -> Study:
         evaluation=evaluation_of(meta),
         paper=(meta.get("paper_setting", ""), meta.get("paper_corpus", "")),
         reference=tuple((str(k), float(v)) for k, v in meta.get("finetune_reference", {}).items()),
+        preset=str(meta.get("preset", "")),
     )
