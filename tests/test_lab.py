@@ -805,3 +805,38 @@ def test_a_study_folder_records_its_preset(tmp_path):
     del meta["preset"]  # a study.json of an older preln
     (tmp_path / "study.json").write_text(json.dumps(meta))
     assert studies.read_study_json(tmp_path).preset == ""
+
+
+ONE_RUN = """
+title = "one run"
+[preset.quick]
+config = "configs/tiny-translation.toml"
+seeds = [1]
+set = ["train.max_updates=4", "train.valid_every=2", "train.valid_bleu=false"]
+evaluate = ["--max-len-a", "1.2", "--max-len-b", "10"]
+[[condition]]
+name = "pre"
+"""
+
+
+def test_a_runs_folder_holding_another_presets_run_is_refused_not_reused(tmp_path, capsys):
+    """`reproduce --preset smoke` then `--preset quick` into the same folder: the same run folder
+    names, other settings. The second must not take the toy runs for its own (nor fine-tune or
+    score them): it says which folder differs and how, before running anything."""
+    require_data("multi30k")
+    p, out = tmp_path / "one.toml", tmp_path / "runs"
+    p.write_text(ONE_RUN)
+    args = ["reproduce", "--studies", str(p), "--out", str(out), "--root", str(ROOT), "--beam", "1"]
+    assert main(args) == 0
+    assert main(args) == 0  # the same settings: nothing to do, no complaint
+    capsys.readouterr()
+    metrics = (out / "one" / "pre-s1" / "metrics.jsonl").read_text()
+    p.write_text(ONE_RUN.replace('"train.max_updates=4"', '"train.max_updates=4", "model.d_ffn=48"'))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "one/pre-s1" in err and "model.d_ffn" in err and "another --out" in err
+    p.write_text(ONE_RUN.replace("train.max_updates=4", "train.max_updates=6"))
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "one/pre-s1" in err and "4 updates" in err and "6" in err
+    assert (out / "one" / "pre-s1" / "metrics.jsonl").read_text() == metrics  # nothing ran
