@@ -159,6 +159,29 @@ class RunFolder:
                 "Use another --out folder."
             )
 
+    def check_finished(self, cfg: RunConfig) -> None:
+        """A finished run counts as ``cfg``'s only if resuming it with ``cfg`` would be allowed
+        (``check_resumable``) and it is as long as ``cfg`` asks. ``cfg`` as given, before a start
+        fills in the vocabulary's size (0: the tokenizer's), the precision ``auto`` resolves to and
+        the schedule's length: those are taken from the run's config.toml."""
+        old = self.path / "config.toml"
+        if not old.is_file():
+            return  # nothing to compare with (a report says what the folder lacks)
+        run = config.load(old)
+        if not cfg.model.vocab_size:
+            cfg = config.with_vocab(cfg, run.model.vocab_size)
+        if cfg.train.precision == "auto":
+            cfg = replace(cfg, train=replace(cfg.train, precision=run.train.precision))
+        cfg = replace(cfg, schedule=fix_total(cfg.schedule, cfg.train.max_updates or run.schedule.total))
+        self.check_resumable(cfg)
+        longer = [d for d in self.extended if d.startswith(("train.max_updates:", "train.max_epochs:"))]
+        if longer:
+            done = (self.status() or {}).get("update", "?")
+            raise ConfigError(
+                f"{self.path} holds a finished run of {done} updates, but the study asks for more "
+                f"({'; '.join(longer)}): extend it with preln train (docs/training.md), or use another --out folder"
+            )
+
     def open(self, cfg: RunConfig, tokenizer: bytes) -> None:
         """Make the folder ready for ``cfg``: check that a run it holds may be resumed with it, then
         write config.toml and spm.model (``tokenizer``: the model's bytes; see ``check_resumable``

@@ -8,14 +8,12 @@ in ``<folder>-ft-<task>[-random]-r<k>`` with its own seed (``Step.seed``).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from .. import config, tasks
-from ..config import ConfigError, RunConfig
 from ..finetune import default_out
 from ..runs import RunFolder
-from ..schedules import fix_total
 from .evaluation import Evaluation
 from .studies import JobSpec, Step, Study, write_study_json
 
@@ -87,40 +85,6 @@ def command(step: str, job: JobSpec, folder: Path, evaluation: Evaluation) -> li
     raise ValueError(f"unknown step {step!r}")  # a bug: STEPS and this function disagree
 
 
-LENGTH = ("train.max_updates:", "train.max_epochs:")
-
-
-def as_trained(cfg: RunConfig, folder: Path) -> RunConfig:
-    """``cfg`` with what the trainer fills in at the start taken from the run in ``folder``: the
-    vocabulary's size (0: the tokenizer's), the precision ``auto`` resolved to, and the schedule's
-    length (from ``max_updates``, or the run's where its length is counted in epochs)."""
-    run = config.load(folder / "config.toml")
-    if not cfg.model.vocab_size:
-        cfg = config.with_vocab(cfg, run.model.vocab_size)
-    if cfg.train.precision == "auto":
-        cfg = replace(cfg, train=replace(cfg.train, precision=run.train.precision))
-    total = cfg.train.max_updates or run.schedule.total
-    return replace(cfg, schedule=fix_total(cfg.schedule, total))
-
-
-def check_finished(spec: JobSpec, folder: Path) -> None:
-    """A finished training run is the study's only if it ran with the job's config: another
-    preset's run in the same folder (``--preset smoke`` then ``quick`` into one ``--out``) is
-    refused with what differs, as resuming it would be (``RunFolder.check_resumable``), and so
-    is a run shorter or longer than the job asks for, instead of being taken as the study's."""
-    rf = RunFolder(folder, writer=False)
-    if not (folder / "config.toml").is_file():
-        return  # nothing to compare with (the report says what the folder lacks)
-    rf.check_resumable(as_trained(tasks.check(config.load(spec.config, list(spec.overrides))), folder))
-    longer = [d for d in rf.extended if d.startswith(LENGTH)]
-    if longer:
-        raise ConfigError(
-            f"{folder} holds a finished run of {(rf.status() or {}).get('update', '?')} updates, but the study asks "
-            f"for more "
-            f"({'; '.join(longer)}): extend it with preln train (docs/training.md), or use another --out folder"
-        )
-
-
 @dataclass
 class Job:
     """One unit of work: commands run in order in ``folder``, each skipped where its result
@@ -146,8 +110,10 @@ def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
         evaluation = study.evaluation.with_beam(beam)
         for spec in study.jobs:
             folder = sdir / spec.folder if spec.folder else sdir
-            if "train" in spec.steps and not needed("train", folder):
-                check_finished(spec, folder)
+            if "train" in spec.steps and not needed("train", folder):  # another preset's run is not this one
+                RunFolder(folder, writer=False).check_finished(
+                    tasks.check(config.load(spec.config, list(spec.overrides)))
+                )
             if not any(needed(step, folder, evaluation.expected()) for step in spec.steps):
                 continue
             steps = [(step, command(step, spec, folder, evaluation)) for step in spec.steps]
