@@ -314,6 +314,25 @@ def test_fig5_expands_finetuning_and_control_steps():
     assert "--random-init" in cmd and "train.max_epochs=2" in cmd
 
 
+def test_control_seeds_fine_tunes_the_control_from_the_first_seeds_only(tmp_path):
+    """``control_seeds = n``: random-init fine-tunings for the preset's first n seeds, every seed's
+    pretrained model fine-tuned as before; a count out of range is a one-line error."""
+    p = tmp_path / "s.toml"
+    with_seeds = FT_STUDY.replace("[1]", "[1, 2, 3]")
+    p.write_text(with_seeds.replace('control = "pre"', 'control = "pre"\ncontrol_seeds = 2'))
+    study = studies.load_study(p, "quick", ROOT)
+    by_folder = {j.folder: j.steps for j in study.jobs}
+    assert by_folder["pre-s1"] == by_folder["pre-s2"] == ("train", "finetune:paraphrase", "control:paraphrase")
+    assert by_folder["pre-s3"] == by_folder["post-warmup-s3"] == ("train", "finetune:paraphrase")
+    for bad in ("0", "4", "true", "1.5", "'2'"):
+        p.write_text(with_seeds.replace('control = "pre"', f'control = "pre"\ncontrol_seeds = {bad}'))
+        with pytest.raises(ConfigError, match=r"control_seeds must be a whole number from 1 to 3"):
+            studies.load_study(p, "quick", ROOT)
+    p.write_text(with_seeds.replace('control = "pre"', "control_seeds = 2"))
+    with pytest.raises(ConfigError, match="control_seeds needs a control"):
+        studies.load_study(p, "quick", ROOT)
+
+
 def test_each_model_is_fine_tuned_finetune_seeds_times_with_its_own_seed_and_folder(tmp_path):
     p = tmp_path / "s.toml"
     p.write_text(FT_STUDY.replace('control = "pre"', 'control = "pre"\nfinetune_seeds = 3').replace("[1]", "[1, 2]"))

@@ -33,7 +33,8 @@ from .study_checks import CLAIM_KEYS, check_study_file, folder_safe
 STEPS = ("train", "evaluate", "analyze", "finetune")
 # A study with steps ["train", "finetune"] pretrains masked-LM runs and fine-tunes each on the
 # preset's ``finetune`` tasks: job steps "finetune:<task>" (from the pretrained weights) and, for
-# the preset's ``control`` condition (each seed), "control:<task>" (from random weights).
+# the preset's ``control`` condition (each seed, or the first ``control_seeds``), "control:<task>"
+# (from random weights).
 
 
 @dataclass(frozen=True)
@@ -254,9 +255,10 @@ def _train_jobs(p: Path, raw: dict, preset: str, steps: tuple[str, ...], root: P
                 )
             if "finetune" in steps:
                 tasks = [_task(p, t, root) for t in pre["finetune"]]
-                # as many control seeds (and fine-tunings of each) as pretrained ones
+                # the control from random weights for the first ``control_seeds`` seeds (all by default)
                 kinds = ("finetune",) if c["name"] in pre.get("finetune_conditions", [c["name"]]) else ()
-                kinds += ("control",) if c["name"] == pre.get("control") else ()
+                controlled = pre.get("seeds", [1])[: pre.get("control_seeds")]
+                kinds += ("control",) if c["name"] == pre.get("control") and seed in controlled else ()
                 mine = ("train", *finetune_steps(tasks, pre.get("finetune_seeds", 1), kinds))
             folder = f"{c['name']}-s{seed}"
             size = (cfg.train.max_updates or 1) * len(mine)  # a fine-tuning ~ the pretraining's time, roughly

@@ -12,7 +12,7 @@ from .metrics import metric
 STUDY_KEYS = {"title", "steps", "paper_setting", "paper_corpus", "preset", "condition"}
 STUDY_KEYS |= {"grid", "claim", "finetune_reference"}
 PRESET_KEYS = {"config", "seeds", "set", "evaluate", "analysis", "finetune", "finetune_set", "finetune_seeds"}
-PRESET_KEYS |= {"control", "finetune_conditions"}
+PRESET_KEYS |= {"control", "control_seeds", "finetune_conditions"}
 CLAIM_KEYS = {"text", "paper", "condition", "metric", "better_than", "worse_than", "as_good_as", "above", "presets"}
 CLAIM_KEYS |= {"if_no"}
 COMPARISONS = ("better_than", "worse_than", "as_good_as")
@@ -82,6 +82,7 @@ def _check_preset(p: Path, where: str, pre: dict, steps: list) -> None:
             f"{p}: {where} finetune_seeds must be a positive integer (fine-tunings per pretrained "
             f'model) in a study with steps ["train", "finetune"], got {k!r}'
         )
+    _check_control_seeds(p, where, pre, seeds)
     only = pre.get("finetune_conditions")
     if only is not None and not (
         "finetune" in steps and isinstance(only, list) and only and all(isinstance(x, str) for x in only)
@@ -89,6 +90,20 @@ def _check_preset(p: Path, where: str, pre: dict, steps: list) -> None:
         raise ConfigError(
             f"{p}: {where} finetune_conditions must list the conditions whose models are fine-tuned "
             f'in a study with steps ["train", "finetune"], got {only!r}'
+        )
+
+
+def _check_control_seeds(p: Path, where: str, pre: dict, seeds: list) -> None:
+    """``control_seeds = n``: the control is fine-tuned from random weights for the first n seeds."""
+    if "control_seeds" not in pre:
+        return
+    n = pre["control_seeds"]
+    if "control" not in pre:
+        raise ConfigError(f"{p}: {where} control_seeds needs a control (the condition fine-tuned from random weights)")
+    if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= len(seeds)):
+        raise ConfigError(
+            f"{p}: {where} control_seeds must be a whole number from 1 to {len(seeds)} (the control's "
+            f"first seeds fine-tuned from random weights), got {n!r}"
         )
 
 
