@@ -445,7 +445,10 @@ def test_reproduce_pretrains_finetunes_and_reports(tmp_path):
     assert "Each model was fine-tuned 2 times" in md
     assert "| post-huge-lr | 0 (1 pretraining diverged: not fine-tuned) |" in md
     assert "| pre fine-tunes at least as well |" in md
-    measured = " % (1 run) | undecided (" if kept["pre"] else "not measured (2 of 2 fine-tunings predict one class"
+    k = len(kept["pre"])
+    measured = (
+        f" % (1 model × {k} fine-tuning{'s' * (k != 1)}" if k else "not measured (2 of 2 fine-tunings predict one"
+    )
     assert measured in md and f"too few seeds: n = {int(bool(kept['pre']))}, this rule needs 3) |" in md
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 2
 

@@ -14,8 +14,8 @@ def _ft(cond: str, seed: int, acc: float, replicate: int, top: float | None = 60
     return FinetuneRun(cond, seed, "paraphrase", "completed", ((1, acc),), dict(scores), dict(scores), replicate)
 
 
-def _results(post: list[FinetuneRun]) -> StudyResults:
-    pre = [_ft("pre", s, 70.0 + 0.3 * s + 0.1 * r, r) for s in (1, 2, 3) for r in (1, 2)]
+def _results(post: list[FinetuneRun], pre: list[FinetuneRun] | None = None) -> StudyResults:
+    pre = pre or [_ft("pre", s, 70.0 + 0.3 * s + 0.1 * r, r) for s in (1, 2, 3) for r in (1, 2)]
     conditions = {c: [Run(None, c, s, "", "completed", 10, ((10, 5.0),)) for s in (1, 2, 3)] for c in ("pre", "post")}
     claim = Claim("pre as good", condition="pre", as_good_as="post", metric="test_accuracy:paraphrase")
     return StudyResults(
@@ -32,10 +32,20 @@ def test_a_fine_tuning_that_predicts_one_class_is_left_out_and_counted():
     assert s.one_class == (1, 6) and s.note() == "1 of 6 fine-tunings predict one class: left out"
     (j,) = claims.judge(_results(post))
     assert "post: 1 of 6 fine-tunings predict one class: left out" in claims.plain(j.shows)
+    # the claim's value names its replicates: the models, and the fine-tunings their means are of
+    assert claims.plain(j.measured) == "70.8 ± 0.3 % (3 models × 2 fine-tunings)"
     # every fine-tuning of a model failed: the model has no value, counted as without a result
     post[2] = _ft("post", 2, 50.0, 1, top=100.0)
     s = _results(post).sample(m, "post")
     assert len(s.values) == 2 and s.one_class == (2, 6) and s.not_run == 1
+    pre = [_ft("pre", s, 70.0, r) for s in (1, 2, 3) for r in (1, 2)]
+    pre[3] = _ft("pre", 2, 50.0, 2, top=100.0)
+    (judged,) = claims.judge(_results(post, pre))
+    assert claims.plain(judged.measured).startswith("70.0 ± 0.0 % (3 models, 5 fine-tunings; 1 of 6")
+    # unequal counts whose total a per-model count would also give (3 + 1 + 2 = 3 x 2): named as a total
+    pre = [_ft("pre", s, 70.0, r) for s, reps in ((1, 3), (2, 1), (3, 2)) for r in range(1, reps + 1)]
+    (judged,) = claims.judge(_results(post, pre))
+    assert claims.plain(judged.measured) == "70.0 ± 0.0 % (3 models, 6 fine-tunings)"
 
 
 def test_scores_written_before_top_class_was_recorded_count_as_trained():

@@ -104,11 +104,19 @@ def _sample(res: StudyResults, m: Metric, condition: str) -> Sample:
 
 
 def _value(s: Sample, m: Metric) -> Text:
-    """``mean ± sd unit (n runs; k of n diverged)``."""
+    """``mean ± sd unit (n runs; k of n diverged)``; a fine-tuning metric's ``(n models × k
+    fine-tunings)``."""
     if not s.values:
         return "not measured" + (f" ({s.note()})" if s.note() else "")
     unit = f" {m.unit}" if m.unit not in ("%",) else " %"
     runs = f"{len(s.values)} run{'s' * (len(s.values) != 1)}"
+    if s.fine_tunings:  # a fine-tuning metric: the replicates are the models, each a mean of fine-tunings
+        n, k = len(s.fine_tunings), s.fine_tunings[0]
+        models = f"{n} model{'s' * (n != 1)}"
+        alike = len(set(s.fine_tunings)) == 1
+        runs = (
+            f"{models} × {k} fine-tuning{'s' * (k != 1)}" if alike else f"{models}, {sum(s.fine_tunings)} fine-tunings"
+        )
     return mean_std(list(s.values), m.digits) + f"{unit} ({runs}" + (f"; {s.note()})" if s.note() else ")")
 
 

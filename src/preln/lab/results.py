@@ -89,6 +89,8 @@ class Sample:
     """Fine-tuning metrics: (fine-tunings whose model predicts one class, fine-tunings with a
     score). Those are left out of their model's mean, as a diverged run is; a model whose every
     fine-tuning did so has no value."""
+    fine_tunings: tuple[int, ...] = ()
+    """Fine-tuning metrics: per value (a model), how many fine-tunings its mean is of."""
 
     def note(self) -> str:
         """ "2 of 3 diverged" and the like; "" when every run gave a value."""
@@ -130,7 +132,8 @@ class StudyResults:
             values = tuple(sum(v) / len(v) for v in per_model.values())
             div = sum(1 for r in pre.values() if r.diverged) if condition != CONTROL else 0
             runs = len(pre) if condition != CONTROL else len({r.seed for r in ft})
-            return Sample(values, runs, div, runs - div - len(values), (failed, len(scored)))
+            counts = tuple(len(v) for v in per_model.values())
+            return Sample(values, runs, div, runs - div - len(values), (failed, len(scored)), counts)
         runs = self.conditions.get(condition, [])
         done = [r for r in runs if r.completed and r.curve]
         if m.name == "test_bleu":
