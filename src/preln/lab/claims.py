@@ -109,15 +109,19 @@ def _value(s: Sample, m: Metric) -> Text:
     if not s.values:
         return "not measured" + (f" ({s.note()})" if s.note() else "")
     unit = f" {m.unit}" if m.unit not in ("%",) else " %"
-    runs = f"{len(s.values)} run{'s' * (len(s.values) != 1)}"
-    if s.fine_tunings:  # a fine-tuning metric: the replicates are the models, each a mean of fine-tunings
-        n, k = len(s.fine_tunings), s.fine_tunings[0]
-        models = f"{n} model{'s' * (n != 1)}"
-        alike = len(set(s.fine_tunings)) == 1
-        runs = (
-            f"{models} × {k} fine-tuning{'s' * (k != 1)}" if alike else f"{models}, {sum(s.fine_tunings)} fine-tunings"
-        )
-    return mean_std(list(s.values), m.digits) + f"{unit} ({runs}" + (f"; {s.note()})" if s.note() else ")")
+    return mean_std(list(s.values), m.digits) + f"{unit} ({_replicates(s)}" + (f"; {s.note()})" if s.note() else ")")
+
+
+def _replicates(s: Sample) -> str:
+    """ "3 runs"; for a fine-tuning metric the models (the replicates), each a mean of fine-tunings:
+    "6 models × 2 fine-tunings", or their total where the counts differ."""
+    n = len(s.values)
+    if not s.fine_tunings:
+        return f"{n} run{'s' * (n != 1)}"
+    k, models = s.fine_tunings[0], f"{n} model{'s' * (n != 1)}"
+    if len(set(s.fine_tunings)) == 1:
+        return f"{models} × {k} fine-tuning{'s' * (k != 1)}"
+    return f"{models}, {sum(s.fine_tunings)} fine-tunings"
 
 
 def _shows(d: Decision, a: Sample, b: Sample, c: Claim, m: Metric) -> Text:
