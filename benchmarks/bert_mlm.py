@@ -136,10 +136,11 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--models", default="preln-pre,hf,preln-post")
     ap.add_argument("--no-compile", action="store_true")
-    ap.add_argument("--tiny", action="store_true", help="a seconds-long CPU run (tests)")
+    ap.add_argument("--tiny", action="store_true", help="a seconds-long run on the CPU (tests)")
+    ap.add_argument("--device", help="cuda or cpu (default: cuda where there is one; cpu with --tiny)")
     ap.add_argument("--json", metavar="OUT")
     args = ap.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() and not args.tiny else "cpu"))
     size = dict(d_model=768, n_heads=12, d_ffn=3072, encoder_layers=12, vocab_size=30522)
     if args.tiny:
         size = dict(d_model=32, n_heads=2, d_ffn=64, encoder_layers=2, vocab_size=500)

@@ -39,6 +39,9 @@ from preln.data.corpus import data_root  # noqa: E402
 MODEL = ["model.d_model=32", "model.n_heads=2", "model.d_ffn=64", "model.dropout=0.0"]
 RUN = ["train.max_updates=1", "train.log_every=1", "train.valid_every=0", "train.save_every=0", "train.progress=false"]
 RUN += ["train.valid_bleu=false"]
+# host-side costs (reading, caching, RSS) on the CPU on any machine: a GPU would add its context to
+# every RSS, and two torchrun ranks need two GPUs
+RUN += ["train.device='cpu'"]
 
 
 def generate_pairs(out: Path, n: int, seed: int = 0) -> Path:

@@ -26,11 +26,12 @@ from collections.abc import Callable
 import torch
 from bert_mlm import matmul_peak  # the same peak as the BERT benchmark's
 from torch import nn
+from torch.nn.attention import sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from preln import config
 from preln.losses import label_smoothed_nll
-from preln.model import Seq2Seq, sinusoidal_table
+from preln.model import CUDA_SDPA_BACKENDS, Seq2Seq, sinusoidal_table
 from preln.tasks import load_data
 
 
@@ -63,20 +64,27 @@ class TorchSeq2Seq(nn.Module):
         return h @ self.embed.weight.T
 
 
-def trainer(model: nn.Module, eps: float, device: torch.device, precision: str) -> Callable[[object], float]:
+def trainer(
+    model: nn.Module, eps: float, device: torch.device, precision: str, kernels: str = "same"
+) -> Callable[[object], float]:
     """One Adam update of ``model`` on a batch, as a function that returns its seconds (on CUDA
-    between two synchronizes)."""
+    between two synchronizes). ``kernels="same"``: on CUDA the attention kernels preln's model
+    asks for (``CUDA_SDPA_BACKENDS``), so the two models are compared, not their kernel choice; torch
+    on its own picks cuDNN's under bf16, which plans anew for every batch shape (~7x slower with
+    token-budget batches on an H200)."""
     fused = {"fused": True} if device.type == "cuda" else {}
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), **fused)
     model.train()
 
     def update(b) -> float:
         amp = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        same = kernels == "same" and device.type == "cuda"
+        attention = sdpa_kernel(CUDA_SDPA_BACKENDS) if same else contextlib.nullcontext()
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         t = b.to(device).tensors
-        with amp:
+        with amp, attention:  # the forward picks the kernels; its backward follows them
             loss, _ = label_smoothed_nll(model(t["src"], t["tgt_in"]), t["tgt_out"], eps)
         opt.zero_grad(set_to_none=True)
         (loss / b.ntokens).backward()
@@ -127,6 +135,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16: autocast (CUDA)")
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile'd models")
+    ap.add_argument(
+        "--kernels",
+        choices=["same", "own"],
+        default="same",
+        help="CUDA attention kernels: preln's choice for both models (default) or each model's own",
+    )
     ap.add_argument("--json", metavar="OUT", help="write the results as JSON")
     args = ap.parse_args()
     cfg = config.load(args.config, args.set)
@@ -144,7 +158,7 @@ def main() -> None:
             key = name + (" compiled" if compiled else "")
             flops[key] = step_flops(model, batches[3:], cfg.train.label_smoothing, device)
             model = torch.compile(model, dynamic=True) if compiled else model
-            updates[key] = trainer(model, cfg.train.label_smoothing, device, args.precision)
+            updates[key] = trainer(model, cfg.train.label_smoothing, device, args.precision, args.kernels)
     results = measure(updates, batches)
     tokens = sum(b.ntokens for b in batches[3:])
     gflops = {key: flops[key] / (tokens / results[key]) / 1e9 for key in results}  # FLOPs over the timed seconds
@@ -159,6 +173,7 @@ def main() -> None:
     )
     if args.json:
         meta = {"config": args.config, "set": args.set, "device": str(device), "precision": args.precision}
+        meta["kernels"] = args.kernels
         with open(args.json, "w") as f:
             rows = {"tokens_per_s": results, "gflop_per_s": gflops, "peak_gflop_per_s": peak / 1e9}
             json.dump(meta | {"norm": c.norm, "d_model": c.d_model} | rows, f, indent=1)

@@ -41,6 +41,7 @@ def test_the_translation_benchmark_compares_with_torch_on_the_same_batches(tmp_p
     require_data("multi30k")
     res = _run(["benchmarks/throughput.py", "--config", "configs/tiny-translation.toml", "--updates", "2"], tmp_path)
     assert res["device"] == "cpu" and res["precision"] == "fp32" and res["norm"] == "pre"
+    assert res["kernels"] == "same"  # on CUDA: both models on the attention kernels preln asks for
     assert set(res["tokens_per_s"]) == {"preln", "torch.nn.Transformer"}
     assert all(v > 0 for v in res["tokens_per_s"].values())
     assert set(res["gflop_per_s"]) == set(res["tokens_per_s"]) and res["peak_gflop_per_s"] > 0

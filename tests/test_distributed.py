@@ -163,3 +163,17 @@ def sharded_checkpoints_survive_kill_9_and_resume_at_another_world_size(tmp_path
         text=True,
     )
     assert done.returncode == 0 and len(done.stdout.splitlines()) == 1, done.stderr[-2000:]
+
+
+def test_more_ranks_on_a_node_than_it_has_gpus_is_one_line(monkeypatch):
+    """torchrun --nproc_per_node=2 on a one-GPU machine: rank 1 must say why, not crash in set_device."""
+    from preln import distributed
+    from preln.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    with pytest.raises(ConfigError, match=r"LOCAL_RANK 1 .* 1 CUDA device.*nproc_per_node"):
+        distributed.init("cuda")

@@ -18,7 +18,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .errors import RunFolderError
+from .errors import ConfigError, RunFolderError
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,11 @@ def init(device_type: str) -> Dist:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         if device_type == "cuda":
+            if local >= (gpus := torch.cuda.device_count()):  # set_device would crash with a traceback
+                raise ConfigError(
+                    f"torchrun gave this process LOCAL_RANK {local} but the machine has {gpus} CUDA "
+                    f"device(s): start at most {gpus} per node (--nproc_per_node) or set train.device='cpu'"
+                )
             torch.cuda.set_device(local)
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
     return Dist(rank, world, local)

@@ -37,7 +37,7 @@ from .kv_cache import Cache, append_to_cache, copy_rows, reorder
 # Attention kernels on CUDA. cuDNN's is left out: with token-budget batches every batch has a new
 # (B, T) shape, and cuDNN builds an execution plan per shape; measured on an H200 (torch 2.11,
 # IWSLT-size model, bf16): 6.7k target tokens/s with it, 48.5k without.
-_CUDA_SDPA = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+CUDA_SDPA_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class LayerNorm(nn.LayerNorm):
@@ -149,7 +149,7 @@ class Attention(nn.Module):
         if decoding_step and p == 0.0 and q.device.type == "cpu":
             out = step_attention(q, k, v, mask)
         else:  # not cuDNN's kernel on CUDA: it plans anew for every new shape (measured 7x slower, H200)
-            with sdpa_kernel(_CUDA_SDPA) if q.is_cuda else contextlib.nullcontext():
+            with sdpa_kernel(CUDA_SDPA_BACKENDS) if q.is_cuda else contextlib.nullcontext():
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p, is_causal=is_causal)
         if G > 1:
             out = out.view(-1, H, G, T, dh).transpose(1, 2).reshape(B, H, T, dh)
