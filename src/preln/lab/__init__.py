@@ -143,7 +143,7 @@ def _reproduce(preset: str, studies: list, out: Path, jobs: int, gpus, beam: int
         f"{len(todo)} to do, {at_once} at a time -> {out}",
         file=sys.stderr,
     )
-    t0 = time.time()
+    t0, cpu0 = time.time(), execute.host_cpu_times()
     try:
         launcher, params = launch
         if launcher == "processes":
@@ -154,7 +154,7 @@ def _reproduce(preset: str, studies: list, out: Path, jobs: int, gpus, beam: int
             results = submit(todo, launcher, out / "submitit", params)
     finally:  # interrupted invocations count toward the wall time too
         if todo:
-            execute.record_invocation(out, root, preset, studies, jobs, t0)
+            execute.record_invocation(out, root, preset, studies, jobs, t0, cpu0)
     if todo:
         counts = {k: list(results.values()).count(k) for k in sorted(set(results.values()))}
         print(f"[preln] {len(todo)} jobs in {time.time() - t0:.0f} s: {counts}", file=sys.stderr)

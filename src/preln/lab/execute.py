@@ -230,10 +230,37 @@ def _commit(root: Path) -> str:
     return (r.stdout.strip() + (" (with uncommitted changes)" if dirty.stdout.strip() else "")) or "unknown"
 
 
-def record_invocation(out: Path, root: Path, preset: str, studies: list[Study], jobs: int, started: float) -> None:
-    """Append this ``reproduce`` invocation (what, where, when, how long) to ``OUT/reproduce.json``,
-    which the report's header reads: a rerun that resumes adds a line, so the wall time of a
-    reference run is the sum over its invocations."""
+PROC_STAT = Path("/proc/stat")
+
+
+def host_cpu_times(path: Path | None = None) -> tuple[int, int] | None:
+    """(steal, total) jiffies of all CPUs since boot from /proc/stat (Linux), or None. Steal is the
+    time the hypervisor gave this VM's CPUs to others: on a shared host the same commands ran 1.3x
+    as long in one run as in another that day, so a timed run records it. Guest time is already
+    inside user time, so the total is user through steal."""
+    try:
+        fields = (path or PROC_STAT).read_text().split("\n", 1)[0].split()
+        user_to_steal = [int(x) for x in fields[1:9]]
+    except (OSError, ValueError):
+        return None
+    if fields[0] != "cpu" or len(user_to_steal) < 8:
+        return None
+    return user_to_steal[7], sum(user_to_steal)
+
+
+def record_invocation(
+    out: Path,
+    root: Path,
+    preset: str,
+    studies: list[Study],
+    jobs: int,
+    started: float,
+    cpu_at_start: tuple[int, int] | None = None,
+) -> None:
+    """Append this ``reproduce`` invocation (what, where, when, how long, and the host's steal
+    share since ``cpu_at_start``, from ``host_cpu_times``) to ``OUT/reproduce.json``, which the
+    report's header reads: a rerun that resumes adds a line, so the wall time of a reference run
+    is the sum over its invocations."""
     from .. import __version__
 
     path = out / "reproduce.json"
@@ -241,16 +268,18 @@ def record_invocation(out: Path, root: Path, preset: str, studies: list[Study], 
         history = json.loads(path.read_text()).get("invocations", [])
     except (OSError, ValueError):
         history = []
-    history.append(
-        {
-            "preln": __version__,
-            "commit": _commit(root),
-            "preset": preset,
-            "studies": [s.name for s in studies],
-            "jobs": jobs,
-            "machine": _machine(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
-            "seconds": round(time.time() - started),
-        }
-    )
+    entry = {
+        "preln": __version__,
+        "commit": _commit(root),
+        "preset": preset,
+        "studies": [s.name for s in studies],
+        "jobs": jobs,
+        "machine": _machine(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started)),
+        "seconds": round(time.time() - started),
+    }
+    now = host_cpu_times()
+    if cpu_at_start and now and now[1] > cpu_at_start[1]:
+        entry["host_steal"] = round((now[0] - cpu_at_start[0]) / (now[1] - cpu_at_start[1]), 3)
+    history.append(entry)
     path.write_text(json.dumps({"invocations": history}, indent=1) + "\n")

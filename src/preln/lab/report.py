@@ -452,8 +452,18 @@ def _header(out: Path, studies: list[Study]) -> Para:
             f"; {last['machine']}; started {runs[0]['started']}; wall time "
             f"{timing.minutes(total)} over {len(runs)} invocation{'s' * (len(runs) > 1)} of ",
             code("preln reproduce"),
-            f" (--jobs {last['jobs']}). Runs folder: ",
+            f" (--jobs {last['jobs']}){_steal(runs)}. Runs folder: ",
             code(out.name),
             ".",
         ]
     )
+
+
+def _steal(runs: list[dict]) -> str:
+    """The host's steal share over the invocations that recorded one, weighted by their wall time
+    ("" when none did): a wall time from a busy shared host is not the machine's speed."""
+    known = [r for r in runs if isinstance(r.get("host_steal"), (int, float)) and r.get("seconds")]
+    if not known:
+        return ""
+    share = sum(r["host_steal"] * r["seconds"] for r in known) / sum(r["seconds"] for r in known)
+    return f"; the host took {share:.0%} of the CPU time (steal)"
