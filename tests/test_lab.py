@@ -279,6 +279,9 @@ def test_reproduce_runs_skips_and_reports(tmp_path):
     }
     assert "## Where the time went" in md and "| tiny | train | 3 |" in md and "| tinyan | analyze | 1 |" in md
     assert "6 commands" in md and "with 2 at a time: the slots were busy" in md
+    if execute.host_cpu_times() is not None:  # Linux: the host's steal share while it ran
+        (inv,) = json.loads((out / "reproduce.json").read_text())["invocations"]
+        assert 0 <= inv["host_steal"] <= 1 and "of the CPU time (steal)" in md
     assert main(["reproduce", "--studies", str(p), "--out", str(out), "--root", str(ROOT), "--jobs", "99"]) == 2
 
 

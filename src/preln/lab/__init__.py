@@ -143,7 +143,8 @@ def _reproduce(preset: str, studies: list, out: Path, jobs: int, gpus, beam: int
         f"{len(todo)} to do, {at_once} at a time -> {out}",
         file=sys.stderr,
     )
-    t0, cpu0 = time.time(), execute.host_cpu_times()
+    # the steal share of this machine's CPUs: only where the commands run on it (not Slurm's nodes)
+    t0, cpu0 = time.time(), execute.host_cpu_times() if launch[0] == "processes" else None
     try:
         launcher, params = launch
         if launcher == "processes":
