@@ -66,7 +66,7 @@ def test_a_scheduler_that_fails_stops_its_commands_gracefully(tmp_path, monkeypa
     argv += ["--set", "train.progress=false", "--out", str(run)]
     job = steps.Job("long", run, 3000, [("train", argv)])
 
-    def broken(bar, finished, running):
+    def broken(pool):
         if (run / "metrics.jsonl").is_file() and '"train"' in (run / "metrics.jsonl").read_text():
             raise RuntimeError("a bug in the scheduler")
 

@@ -26,7 +26,7 @@ from ..process import Exit, Interrupts
 from .spawn import Command, start
 from .steps import Job, last_update, log_name, needed, run_status
 from .studies import Study
-from .timing import record_step
+from .timing import TimeLeft, minutes, record_step
 
 
 class RunFailed(RuntimeError):
@@ -87,7 +87,7 @@ def execute(
                     pool.poll(stop.requested)
                     if stop.requested and not pool.running:
                         raise KeyboardInterrupt
-                    _show(pool.bar, pool.finished, pool.running)
+                    _show(pool)
                     time.sleep(poll_s)
             except KeyboardInterrupt:
                 if not stop.requested or pool.running:  # a second interrupt: abort
@@ -111,7 +111,11 @@ class _Pool:
         total = sum(j.size for j in jobs)
         # on a terminal a bar; in a log file its state as a plain line every 30 s (_show), no frames
         frames = sys.stderr if sys.stderr.isatty() else io.StringIO()
-        self.bar = tqdm(total=total, desc="reproduce", unit="upd", dynamic_ncols=True, smoothing=0.05, file=frames)
+        # no rate-based remaining time: the units' cost differs by study and step; the postfix
+        # carries the estimate from the ended commands' times (``left_text``)
+        form = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+        self.bar = tqdm(total=total, desc="reproduce", unit="upd", dynamic_ncols=True, bar_format=form, file=frames)
+        self.time_left = TimeLeft()
 
     def start(self, stopping: bool) -> None:
         while self.pending and len(self.running) < self.at_once and not stopping:
@@ -128,7 +132,9 @@ class _Pool:
             if rc is None:
                 continue
             # timed to when this poll saw it end (the report's "where the time went")
-            record_step(slot.job.folder, slot.step, time.time() - slot.step_started, rc)
+            seconds = time.time() - slot.step_started
+            record_step(slot.job.folder, slot.step, seconds, rc)
+            self.time_left.ended(study_of(slot.job), slot.step, step_weight(slot.job), seconds, rc == Exit.OK)
             if rc == Exit.INTERRUPTED or stopping:
                 self.running.remove(slot)
                 continue
@@ -141,10 +147,42 @@ class _Pool:
                 self.running.remove(slot)
                 self.release(slot)
 
+    def left_text(self) -> str:
+        """ "about 34 min left" of wall time (job seconds over the slots they can fill), or ""
+        before any command has ended and when nothing is left."""
+        now = time.time()
+        running = [(s.job, s.step, now - s.step_started, s.steps) for s in self.running]
+        seconds = self.time_left.left(work_left(self.pending, running))
+        slots = min(self.at_once, len(self.pending) + len(self.running))
+        return f"about {minutes(seconds / slots)} left" if seconds is not None and slots else ""
+
     def release(self, slot: _Slot) -> None:
         self.free_gpus.extend([slot.gpu] if slot.gpu is not None else [])
         self.results[slot.job.name] = _finish(slot, self.bar)
         self.finished += slot.job.size
+
+
+def study_of(job: Job) -> str:
+    """The study a job belongs to (its name is ``study/folder``)."""
+    return job.name.split("/", 1)[0]
+
+
+def step_weight(job: Job) -> int:
+    """Each step of a job weighs the same on the bar: ``size / steps`` (a fine-tuning or an
+    evaluation ~ the training's updates)."""
+    return job.size // max(len(job.steps), 1)
+
+
+def work_left(
+    pending: list[Job], running: list[tuple[Job, str, float, list[tuple[str, list[str]]]]]
+) -> list[tuple[str, str, float, float]]:
+    """(study, step, weight, seconds run so far) of every step not yet ended: the waiting jobs'
+    steps, and for each running job (job, its current step, seconds in it, steps after it)."""
+    work = [(study_of(j), step, step_weight(j), 0.0) for j in pending for step, _ in j.steps]
+    for job, step, spent, after in running:
+        work.append((study_of(job), step, step_weight(job), spent))
+        work += [(study_of(job), later, step_weight(job), 0.0) for later, _ in after]
+    return work
 
 
 def progress(job: Job, remaining: int, step: str) -> int:
@@ -152,17 +190,19 @@ def progress(job: Job, remaining: int, step: str) -> int:
     (``size / steps``: a fine-tuning or an evaluation ~ the training's updates), the steps before
     the current one whole, a training step by its updates so far. ``remaining``: steps after the
     current one."""
-    weight = job.size // max(len(job.steps), 1)
+    weight = step_weight(job)
     before = len(job.steps) - remaining - 1
     return weight * before + (min(last_update(job.folder), weight) if step == "train" else 0)
 
 
-def _show(bar: tqdm, finished: int, running: list[_Slot]) -> None:
-    bar.n = finished + sum(progress(s.job, len(s.steps), s.step) for s in running)
-    now = (
-        f"{s.job.name}@{last_update(s.job.folder)}" if s.step == "train" else f"{s.job.name}:{s.step}" for s in running
-    )
-    bar.set_postfix_str(" ".join(now), refresh=False)
+def _show(pool: _Pool) -> None:
+    bar = pool.bar
+    bar.n = pool.finished + sum(progress(s.job, len(s.steps), s.step) for s in pool.running)
+    now = [
+        f"{s.job.name}@{last_update(s.job.folder)}" if s.step == "train" else f"{s.job.name}:{s.step}"
+        for s in pool.running
+    ]
+    bar.set_postfix_str("; ".join(t for t in [pool.left_text(), " ".join(now)] if t), refresh=False)
     interval = 1.0 if sys.stderr.isatty() else 30.0  # a log file gets a line every 30 s, not every second
     if time.time() - getattr(bar, "_shown", 0.0) >= interval:
         if sys.stderr.isatty():

@@ -83,6 +83,44 @@ def time_blocks(out: Path, wall_s: float | None, jobs: int) -> list[Block]:
     return [Heading("Where the time went", 2), Para(text + "."), Table(head, rows)]
 
 
+class TimeLeft:
+    """The job seconds a grid still needs, from the commands that ended: each kind of step of
+    each study (``train`` of ``lr``, ``finetune`` of ``fig5``, ...) has its own seconds per unit
+    of weight (the bar's units: a job's ``size`` shared by its steps). Counting units alone
+    misleads: in the main job an `lr` update costs more than a Fig. 5 fine-tuning's, and at 46 of
+    80 minutes the update-counting estimate said 7 minutes were left. A kind none of whose
+    commands has ended yet takes the mean rate of all that have."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[tuple[str, str], float] = defaultdict(float)
+        self.weight: dict[tuple[str, str], float] = defaultdict(float)
+
+    def ended(self, study: str, step: str, weight: float, seconds: float, completed: bool = True) -> None:
+        """A command ended; one that diverged or was interrupted ran short and sets no rate."""
+        if completed and weight > 0:
+            key = (study, Step.parse(step).kind)
+            self.seconds[key] += seconds
+            self.weight[key] += weight
+
+    def rate(self, study: str, step: str) -> float | None:
+        key = (study, Step.parse(step).kind)
+        if self.weight.get(key):
+            return self.seconds[key] / self.weight[key]
+        total = sum(self.weight.values())
+        return sum(self.seconds.values()) / total if total else None
+
+    def left(self, work: list[tuple[str, str, float, float]]) -> float | None:
+        """Job seconds for ``work``: (study, step, weight, seconds it has run so far) of every
+        step running or still to run; None until some command has ended."""
+        out = 0.0
+        for study, step, weight, spent in work:
+            rate = self.rate(study, step)
+            if rate is None:
+                return None
+            out += max(rate * weight - spent, 0.0)
+        return out
+
+
 def minutes(seconds: float) -> str:
     """A duration for the report: tenths of a minute below ten minutes, whole minutes above."""
     return f"{seconds / 60:.1f} min" if seconds < 600 else f"{seconds / 60:.0f} min"

@@ -1,0 +1,59 @@
+"""The time a ``reproduce`` has left, from what its ended commands took per kind of step: the
+main job's bar counted updates, and at 46 of 80 minutes it said 7 minutes were left (the `lr`
+runs, last, cost more per update than Fig. 5's fine-tunings)."""
+
+import json
+
+from pytest import approx
+
+from preln.lab import execute, steps
+from preln.lab.timing import TimeLeft
+
+
+def test_each_kind_of_step_is_timed_at_its_own_rate_and_unseen_kinds_at_the_mean():
+    left = TimeLeft()
+    assert left.left([("lr", "train", 100, 0.0)]) is None  # nothing ended yet: no estimate
+    left.ended("fig5", "train", 1200, 84.0)  # 0.07 s a unit
+    left.ended("fig5", "finetune:paraphrase", 1200, 48.0)  # 0.04 s a unit: finetune@2 is the same kind
+    left.ended("fig5", "train", 600, 0.0, completed=False)  # diverged or interrupted: not a rate
+    assert left.left([("fig5", "finetune@2:containment", 1200, 0.0)]) == approx(48.0)
+    # a kind no command has ended yet: the mean over all ended ones, (84 + 48) / 2400 a unit
+    assert left.left([("lr", "train", 400, 0.0)]) == approx(400 * 132 / 2400)
+    # a running step's seconds so far are taken off its estimate, never below 0
+    assert left.left([("fig5", "train", 1200, 60.0), ("fig5", "train", 1200, 500.0)]) == approx(24.0)
+    left.ended("lr", "train", 400, 52.0)  # once seen, its own rate
+    assert left.left([("lr", "train", 400, 0.0)]) == approx(52.0)
+
+
+def test_the_work_left_lists_every_step_not_yet_ended_at_its_weight(tmp_path):
+    names = ["train", "finetune:paraphrase", "control:paraphrase"]
+    job = steps.Job("fig5/pre-s1", tmp_path / "pre-s1", 3600, [(n, ["x"]) for n in names])
+    fig3 = steps.Job("fig3", tmp_path / "fig3", 200, [("analyze", ["analyze"])])
+    # fig3 waits; pre-s1 runs its fine-tuning (30 s in), its control still to come
+    work = execute.work_left([fig3], [(job, "finetune:paraphrase", 30.0, [("control:paraphrase", ["x"])])])
+    assert work == [
+        ("fig3", "analyze", 200, 0.0),
+        ("fig5", "finetune:paraphrase", 1200, 30.0),
+        ("fig5", "control:paraphrase", 1200, 0.0),
+    ]
+
+
+def test_the_bar_says_how_long_is_left_once_a_command_has_ended(tmp_path, monkeypatch):
+    """Through the scheduler: fake commands that end at once, each writing its result."""
+
+    class Done:
+        def __init__(self, argv, log, env, threads):
+            (log.parent / "metrics.jsonl").write_text(json.dumps({"kind": "train", "update": 10}) + "\n")
+            (log.parent / "status.json").write_text(json.dumps({"status": "completed", "update": 10}))
+
+        def poll(self):
+            return 0
+
+    shown = []
+    real_show = execute._show
+    monkeypatch.setattr(execute, "start", Done)
+    monkeypatch.setattr(execute, "_show", lambda pool: shown.append(pool.left_text()) or real_show(pool))
+    jobs = [steps.Job(f"s/r{i}", tmp_path / f"r{i}", 10, [("train", ["train"])]) for i in range(3)]
+    assert execute.execute(jobs, 1, poll_s=0) == {f"s/r{i}": "completed" for i in range(3)}
+    # after the first command ended, the two waiting ones are timed at its rate
+    assert any(t.startswith("about ") and t.endswith(" min left") for t in shown) and shown[-1] == ""
