@@ -17,8 +17,11 @@ def test_each_kind_of_step_is_timed_at_its_own_rate_and_unseen_kinds_at_the_mean
     left.ended("fig5", "finetune:paraphrase", 1200, 48.0)  # 0.04 s a unit: finetune@2 is the same kind
     left.ended("fig5", "train", 600, 0.0, completed=False)  # diverged or interrupted: not a rate
     assert left.left([("fig5", "finetune@2:containment", 1200, 0.0)]) == approx(48.0)
-    # a kind no command has ended yet: the mean over all ended ones, (84 + 48) / 2400 a unit
+    # a kind no command has ended yet: the mean over all ended ones, (84 + 48) / 2400 a unit,
+    # and its study is named as not yet timed
     assert left.left([("lr", "train", 400, 0.0)]) == approx(400 * 132 / 2400)
+    work = [("fig5", "control:paraphrase", 1200, 0.0), ("lr", "train", 400, 0.0), ("fig5", "train", 1, 0.0)]
+    assert left.untimed(work) == ["fig5", "lr"]
     # a running step's seconds so far are taken off its estimate, never below 0
     assert left.left([("fig5", "train", 1200, 60.0), ("fig5", "train", 1200, 500.0)]) == approx(24.0)
     left.ended("lr", "train", 400, 52.0)  # once seen, its own rate
@@ -57,3 +60,8 @@ def test_the_bar_says_how_long_is_left_once_a_command_has_ended(tmp_path, monkey
     assert execute.execute(jobs, 1, poll_s=0) == {f"s/r{i}": "completed" for i in range(3)}
     # after the first command ended, the two waiting ones are timed at its rate
     assert any(t.startswith("about ") and t.endswith(" min left") for t in shown) and shown[-1] == ""
+    # a second study none of whose commands has ended yet is named
+    shown.clear()
+    jobs = [steps.Job(f"{s}/x", tmp_path / s, 10, [("train", ["train"])]) for s in ("a", "b")]
+    execute.execute(jobs, 1, poll_s=0)
+    assert shown[0].endswith(" min left, b not yet timed"), shown

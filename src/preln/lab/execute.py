@@ -148,13 +148,18 @@ class _Pool:
                 self.release(slot)
 
     def left_text(self) -> str:
-        """ "about 34 min left" of wall time (job seconds over the slots they can fill), or ""
+        """The wall time left as "about 34 min left" (job seconds over the slots they can fill),
+        naming the studies whose steps no ended command has timed yet ("lr not yet timed"); ""
         before any command has ended and when nothing is left."""
         now = time.time()
         running = [(s.job, s.step, now - s.step_started, s.steps) for s in self.running]
-        seconds = self.time_left.left(work_left(self.pending, running))
+        work = work_left(self.pending, running)
+        seconds = self.time_left.left(work)
         slots = min(self.at_once, len(self.pending) + len(self.running))
-        return f"about {minutes(seconds / slots)} left" if seconds is not None and slots else ""
+        if seconds is None or not slots:
+            return ""
+        guess = self.time_left.untimed(work)
+        return f"about {minutes(seconds / slots)} left" + (f", {', '.join(guess)} not yet timed" if guess else "")
 
     def release(self, slot: _Slot) -> None:
         self.free_gpus.extend([slot.gpu] if slot.gpu is not None else [])

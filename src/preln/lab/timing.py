@@ -109,6 +109,12 @@ class TimeLeft:
         total = sum(self.weight.values())
         return sum(self.seconds.values()) / total if total else None
 
+    def untimed(self, work: list[tuple[str, str, float, float]]) -> list[str]:
+        """The studies with a kind of step in ``work`` that no ended command has timed: their
+        share of the estimate is a guess at the mean rate (the main job's `lr` updates cost 5x a
+        Fig. 5 pretraining's)."""
+        return list(dict.fromkeys(st for st, step, _, _ in work if not self.weight.get((st, Step.parse(step).kind))))
+
     def left(self, work: list[tuple[str, str, float, float]]) -> float | None:
         """Job seconds for ``work``: (study, step, weight, seconds it has run so far) of every
         step running or still to run; None until some command has ended."""
