@@ -26,7 +26,7 @@ from ..process import Exit, Interrupts
 from .spawn import Command, start
 from .steps import Job, last_update, log_name, needed, run_status
 from .studies import Study
-from .timing import TimeLeft, minutes, record_step
+from .timing import TimeLeft, Work, minutes, record_step
 
 
 class RunFailed(RuntimeError):
@@ -177,7 +177,8 @@ def pilots_first(jobs: list[Job]) -> list[Job]:
         if study_of(job) not in studies:
             studies.add(study_of(job))
             pilots.append(job)
-    return pilots + [j for j in jobs if not any(j is p for p in pilots)]
+    chosen = {id(j) for j in pilots}
+    return pilots + [j for j in jobs if id(j) not in chosen]
 
 
 def study_of(job: Job) -> str:
@@ -191,15 +192,13 @@ def step_weight(job: Job) -> int:
     return job.size // max(len(job.steps), 1)
 
 
-def work_left(
-    pending: list[Job], running: list[tuple[Job, str, float, list[tuple[str, list[str]]]]]
-) -> list[tuple[str, str, float, float]]:
-    """(study, step, weight, seconds run so far) of every step not yet ended: the waiting jobs'
-    steps, and for each running job (job, its current step, seconds in it, steps after it)."""
-    work = [(study_of(j), step, step_weight(j), 0.0) for j in pending for step, _ in j.steps]
+def work_left(pending: list[Job], running: list[tuple[Job, str, float, list[tuple[str, list[str]]]]]) -> list[Work]:
+    """Every step not yet ended: the waiting jobs' steps, and for each running job (job, its
+    current step, seconds in it, steps after it) the current step and those after it."""
+    work = [Work(study_of(j), step, step_weight(j), 0.0) for j in pending for step, _ in j.steps]
     for job, step, spent, after in running:
-        work.append((study_of(job), step, step_weight(job), spent))
-        work += [(study_of(job), later, step_weight(job), 0.0) for later, _ in after]
+        work.append(Work(study_of(job), step, step_weight(job), spent))
+        work += [Work(study_of(job), later, step_weight(job), 0.0) for later, _ in after]
     return work
 
 

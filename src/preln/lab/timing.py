@@ -9,6 +9,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from .document import Block, Heading, Para, Table
 from .studies import Step
@@ -83,6 +84,17 @@ def time_blocks(out: Path, wall_s: float | None, jobs: int) -> list[Block]:
     return [Heading("Where the time went", 2), Para(text + "."), Table(head, rows)]
 
 
+class Work(NamedTuple):
+    """A step running or still to run, as the time-left estimate sees it."""
+
+    study: str
+    step: str
+    weight: float
+    """Its share of the bar (``execute.step_weight``)."""
+    spent: float
+    """Seconds it has run so far (0 for a step not started)."""
+
+
 class TimeLeft:
     """The job seconds a grid still needs, from the commands that ended: each kind of step of
     each study (``train`` of ``lr``, ``finetune`` of ``fig5``, ...) has its own seconds per unit
@@ -98,26 +110,25 @@ class TimeLeft:
     def ended(self, study: str, step: str, weight: float, seconds: float, completed: bool = True) -> None:
         """A command ended; one that diverged or was interrupted ran short and sets no rate."""
         if completed and weight > 0:
-            key = (study, Step.parse(step).kind)
+            key = _kind(study, step)
             self.seconds[key] += seconds
             self.weight[key] += weight
 
     def rate(self, study: str, step: str) -> float | None:
-        key = (study, Step.parse(step).kind)
+        key = _kind(study, step)
         if self.weight.get(key):
             return self.seconds[key] / self.weight[key]
         total = sum(self.weight.values())
         return sum(self.seconds.values()) / total if total else None
 
-    def untimed(self, work: list[tuple[str, str, float, float]]) -> list[str]:
+    def untimed(self, work: list[Work]) -> list[str]:
         """The studies with a kind of step in ``work`` that no ended command has timed: their
         share of the estimate is a guess at the mean rate (the main job's `lr` updates cost 5x a
         Fig. 5 pretraining's)."""
-        return list(dict.fromkeys(st for st, step, _, _ in work if not self.weight.get((st, Step.parse(step).kind))))
+        return list(dict.fromkeys(st for st, step, _, _ in work if not self.weight.get(_kind(st, step))))
 
-    def left(self, work: list[tuple[str, str, float, float]]) -> float | None:
-        """Job seconds for ``work``: (study, step, weight, seconds it has run so far) of every
-        step running or still to run; None until some command has ended."""
+    def left(self, work: list[Work]) -> float | None:
+        """Job seconds for every step in ``work``; None until some command has ended."""
         out = 0.0
         for study, step, weight, spent in work:
             rate = self.rate(study, step)
@@ -125,6 +136,11 @@ class TimeLeft:
                 return None
             out += max(rate * weight - spent, 0.0)
         return out
+
+
+def _kind(study: str, step: str) -> tuple[str, str]:
+    """What a rate is kept for: the study and the step's kind (``finetune@2:x`` is ``finetune``)."""
+    return study, Step.parse(step).kind
 
 
 def minutes(seconds: float) -> str:
