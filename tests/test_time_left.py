@@ -71,3 +71,24 @@ def test_one_job_of_each_study_runs_first_so_every_kind_of_step_is_timed_early(t
     """The main job's `lr` runs came last, so its time left was a guess for 55 of 80 minutes."""
     jobs = [steps.Job(n, tmp_path / n, 10, [("train", ["train"])]) for n in ("a/1", "a/2", "a/3", "b/1", "b/2", "c")]
     assert [j.name for j in execute.pilots_first(jobs)] == ["a/1", "b/1", "c", "a/2", "a/3", "b/2"]
+
+
+def test_a_resumed_grid_does_not_count_the_steps_it_found_done(tmp_path):
+    """A pretraining that completed before an interrupt: its fine-tunings are left, not its
+    training (the estimate counted it again)."""
+    names = ("train", "finetune:paraphrase", "finetune:entail")
+    folder = tmp_path / "pre-s1"
+    assert steps.still_to_run(names, folder) == list(names)  # nothing run yet: all of it
+    folder.mkdir()
+    (folder / "status.json").write_text(json.dumps({"status": "completed", "update": 10}))
+    assert steps.still_to_run(names, folder) == ["finetune:paraphrase", "finetune:entail"]
+    ft = steps.finetune_folder(folder, "finetune:paraphrase")
+    ft.mkdir()
+    (ft / "status.json").write_text(json.dumps({"status": "completed", "update": 5}))
+    assert steps.still_to_run(names, folder) == ["finetune:entail"]
+    (folder / "status.json").write_text(json.dumps({"status": "diverged", "update": 3}))
+    assert steps.still_to_run(names, folder) == []  # a diverged model is not fine-tuned
+
+    job = steps.Job("fig5/pre-s1", folder, 3600, [(n, ["x"]) for n in names], done=frozenset(names[:2]))
+    assert execute.work_left([job], []) == [("fig5", "finetune:entail", 1200, 0.0)]
+    assert execute.work_left([], [(job, "finetune:entail", 5.0, [])]) == [("fig5", "finetune:entail", 1200, 5.0)]

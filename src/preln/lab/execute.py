@@ -194,11 +194,12 @@ def step_weight(job: Job) -> int:
 
 def work_left(pending: list[Job], running: list[tuple[Job, str, float, list[tuple[str, list[str]]]]]) -> list[Work]:
     """Every step not yet ended: the waiting jobs' steps, and for each running job (job, its
-    current step, seconds in it, steps after it) the current step and those after it."""
-    work = [Work(study_of(j), step, step_weight(j), 0.0) for j in pending for step, _ in j.steps]
+    current step, seconds in it, steps after it) the current step and those after it; not the
+    steps a resumed grid found done (``Job.done``)."""
+    work = [Work(study_of(j), step, step_weight(j), 0.0) for j in pending for step, _ in j.steps if step not in j.done]
     for job, step, spent, after in running:
         work.append(Work(study_of(job), step, step_weight(job), spent))
-        work += [Work(study_of(job), later, step_weight(job), 0.0) for later, _ in after]
+        work += [Work(study_of(job), later, step_weight(job), 0.0) for later, _ in after if later not in job.done]
     return work
 
 

@@ -67,6 +67,14 @@ def needed(step: str, folder: Path, expect: dict | None = None) -> bool:
     return not (same and "test" in done.get("splits", {}))
 
 
+def still_to_run(names: tuple[str, ...] | list[str], folder: Path, expect: dict | None = None) -> list[str]:
+    """The steps of a job that will run: those ``needed`` now, and every one after a training
+    that has still to run (an evaluation or a fine-tuning is not ``needed`` before the model it
+    uses has completed)."""
+    training = "train" in names and needed("train", folder, expect)
+    return [s for s in names if training or needed(s, folder, expect)]
+
+
 def command(step: str, job: JobSpec, folder: Path, evaluation: Evaluation) -> list[str]:
     """The ``preln`` command line of one step of ``job``, run in ``folder``."""
     sets = [x for o in job.overrides for x in ("--set", o)]
@@ -98,6 +106,9 @@ class Job:
     """(step, its ``preln`` command line)."""
     expect: dict | None = None
     """The decoding settings the evaluation must have recorded in ``bleu.json`` to count."""
+    done: frozenset[str] = frozenset()
+    """The steps whose results the folder already held when the grid was planned (a resumed
+    grid): they are skipped, and the time left does not count them."""
 
 
 def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
@@ -118,5 +129,7 @@ def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
                 continue
             steps = [(step, command(step, spec, folder, evaluation)) for step in spec.steps]
             name = f"{study.name}/{spec.folder}" if spec.folder else study.name
-            jobs.append(Job(name, folder, spec.size, steps, evaluation.expected()))
+            left = still_to_run(spec.steps, folder, evaluation.expected())
+            done = frozenset(spec.steps) - set(left)
+            jobs.append(Job(name, folder, spec.size, steps, evaluation.expected(), done))
     return jobs
