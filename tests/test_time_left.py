@@ -91,4 +91,7 @@ def test_a_resumed_grid_does_not_count_the_steps_it_found_done(tmp_path):
 
     job = steps.Job("fig5/pre-s1", folder, 3600, [(n, ["x"]) for n in names], done=frozenset(names[:2]))
     assert execute.work_left([job], []) == [("fig5", "finetune:entail", 1200, 0.0)]
-    assert execute.work_left([], [(job, "finetune:entail", 5.0, [])]) == [("fig5", "finetune:entail", 1200, 5.0)]
+    # running its first fine-tuning, the second found done: only the running one is left
+    job = steps.Job("fig5/pre-s1", folder, 3600, [(n, ["x"]) for n in names], done=frozenset([names[0], names[2]]))
+    running = [(job, "finetune:paraphrase", 5.0, [("finetune:entail", ["x"])])]
+    assert execute.work_left([], running) == [("fig5", "finetune:paraphrase", 1200, 5.0)]

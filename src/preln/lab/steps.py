@@ -108,7 +108,7 @@ class Job:
     """The decoding settings the evaluation must have recorded in ``bleu.json`` to count."""
     done: frozenset[str] = frozenset()
     """The steps whose results the folder already held when the grid was planned (a resumed
-    grid): they are skipped, and the time left does not count them."""
+    grid): the time left does not count them (running skips them by ``needed``)."""
 
 
 def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
