@@ -95,3 +95,30 @@ def test_a_resumed_grid_does_not_count_the_steps_it_found_done(tmp_path):
     job = steps.Job("fig5/pre-s1", folder, 3600, [(n, ["x"]) for n in names], done=frozenset([names[0], names[2]]))
     running = [(job, "finetune:paraphrase", 5.0, [("finetune:entail", ["x"])])]
     assert execute.work_left([], running) == [("fig5", "finetune:paraphrase", 1200, 5.0)]
+
+
+def test_a_resumed_grid_starts_its_bar_at_the_steps_it_found_done(tmp_path, monkeypatch):
+    """Two pretrainings completed before an interrupt, their fine-tunings left: the bar starts at
+    both trainings' share, rather than jumping as each job starts."""
+
+    class Done:  # running at the first poll, ended at the second
+        def __init__(self, argv, log, env, threads):
+            self.polls = 0
+
+        def poll(self):
+            self.polls += 1
+            return 0 if self.polls > 1 else None
+
+    bars = []
+    real_show = execute._show
+    monkeypatch.setattr(execute, "start", Done)
+    monkeypatch.setattr(execute, "_show", lambda pool: real_show(pool) or bars.append(pool.bar.n))
+    jobs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "status.json").write_text(json.dumps({"status": "completed", "update": 10}))
+        todo = [(n, ["x"]) for n in ("train", "finetune:paraphrase")]
+        jobs.append(steps.Job(f"fig5/{name}", tmp_path / name, 20, todo, done=frozenset(["train"])))
+    assert execute.progress(jobs[0], 0, "finetune:paraphrase") == 0  # its training is in the bar's start
+    execute.execute(jobs, 1, poll_s=0)
+    assert bars[0] == 20 and bars[-1] == 40, bars  # a's and b's training (a fine-tuning runs), then all

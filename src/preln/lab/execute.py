@@ -106,7 +106,8 @@ class _Pool:
     """The jobs waiting, the slots running, the results so far."""
 
     def __init__(self, jobs: list[Job], at_once: int, threads: int, gpus: list[str] | None) -> None:
-        self.pending, self.running, self.results, self.finished = pilots_first(jobs), [], {}, 0
+        self.pending, self.running, self.results = pilots_first(jobs), [], {}
+        self.finished = sum(step_weight(j) * len(j.done) for j in jobs)  # a resumed grid's done steps
         self.at_once, self.threads, self.gpus, self.free_gpus = at_once, threads, gpus, list(gpus or [])
         total = sum(j.size for j in jobs)
         # on a terminal a bar; in a log file its state as a plain line every 30 s (_show), no frames
@@ -164,7 +165,7 @@ class _Pool:
     def release(self, slot: _Slot) -> None:
         self.free_gpus.extend([slot.gpu] if slot.gpu is not None else [])
         self.results[slot.job.name] = _finish(slot, self.bar)
-        self.finished += slot.job.size
+        self.finished += slot.job.size - step_weight(slot.job) * len(slot.job.done)
 
 
 def pilots_first(jobs: list[Job]) -> list[Job]:
@@ -206,11 +207,11 @@ def work_left(pending: list[Job], running: list[tuple[Job, str, float, list[tupl
 def progress(job: Job, remaining: int, step: str) -> int:
     """A running job's share of the bar, in its ``size`` units: each step weighs the same
     (``size / steps``: a fine-tuning or an evaluation ~ the training's updates), the steps before
-    the current one whole, a training step by its updates so far. ``remaining``: steps after the
-    current one."""
+    the current one whole (but those a resumed grid found done: the pool starts with them), a
+    training step by its updates so far. ``remaining``: steps after the current one."""
     weight = step_weight(job)
-    before = len(job.steps) - remaining - 1
-    return weight * before + (min(last_update(job.folder), weight) if step == "train" else 0)
+    before = [s for s, _ in job.steps[: len(job.steps) - remaining - 1] if s not in job.done]
+    return weight * len(before) + (min(last_update(job.folder), weight) if step == "train" else 0)
 
 
 def _show(pool: _Pool) -> None:
