@@ -125,11 +125,11 @@ def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
                 RunFolder(folder, writer=False).check_finished(
                     tasks.check(config.load(spec.config, list(spec.overrides)))
                 )
-            if not any(needed(step, folder, evaluation.expected()) for step in spec.steps):
+            left = still_to_run(spec.steps, folder, evaluation.expected())
+            if not left:  # every step's result is there
                 continue
             steps = [(step, command(step, spec, folder, evaluation)) for step in spec.steps]
             name = f"{study.name}/{spec.folder}" if spec.folder else study.name
-            left = still_to_run(spec.steps, folder, evaluation.expected())
             done = frozenset(spec.steps) - set(left)
             jobs.append(Job(name, folder, spec.size, steps, evaluation.expected(), done))
     return jobs
