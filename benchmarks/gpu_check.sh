@@ -38,7 +38,10 @@ if [ "${GPU_CHECK_DRY:-0}" = 1 ]; then
 else
   # test BLEU on the first 500 test sentences: beam 5 over all 3,105 took ~3.4 s a batch of ~37 with
   # five scorings and the tests sharing the machine, ~5 minutes (the first GPU session)
-  DEV=cuda PRECS="fp32 bf16" MT_UPDATES=25 BERT=(--steps 15 --warmup 3) PYTEST=(-q) EVAL=(--limit 500) TINY=()
+  # the tests: a line per test (-v), so that a suite cut by its time limit still names what failed;
+  # not the dry run of this script (minutes of CPU work beside the GPU's runs)
+  PYTEST=(-v -rfE --tb=short --deselect tests/test_benchmarks.py::test_the_gpu_check_script_runs_dry_on_the_cpu)
+  DEV=cuda PRECS="fp32 bf16" MT_UPDATES=25 BERT=(--steps 15 --warmup 3) EVAL=(--limit 500) TINY=()
   OP_PREC=bf16 OP_SIZE=()
 fi
 W=$(mktemp -d)
@@ -46,12 +49,20 @@ mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 log() { echo "[gpu_check $(date +%T)] $*" | tee -a "$W/steps.log"; }
 finish() {
+  pkill -P "$WATCHDOG" sleep 2>/dev/null; kill "$WATCHDOG" 2>/dev/null  # its sleep too
   log "packing"
   # metrics, logs, configs and JSON only: checkpoints of d-512 models exceed what a device call returns
   tar -czf "$OUT/results.tgz" --exclude=checkpoints --exclude='*.safetensors' --exclude=spm.model -C "$W" . 2>/dev/null
   cp "$W/summary.json" "$OUT/" 2>/dev/null
 }
 trap finish EXIT
+# a device call that runs past its limit is killed with all it wrote: at DEADLINE seconds (default
+# 570, of a call's 600) the script stops waiting and packs what there is. bash runs a TERM trap
+# between commands and inside `wait`, so this cuts phase 2; the steps before have their own limits
+DEADLINE=${GPU_CHECK_DEADLINE:-570}
+trap 'log "deadline of $DEADLINE s: packing what there is"; exit 143' TERM
+(sleep "$DEADLINE" && kill -TERM $$) > /dev/null 2>&1 &
+WATCHDOG=$!
 
 if [ "$DEV" = cuda ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$W/gpu.txt"
@@ -82,7 +93,9 @@ COMMON=(--data "$DATA/debdocs-de-en" --set "data.corpus='tsv'" --set data.pretok
 run() {
   local name=$1 cfg=$2
   shift 2
-  timeout -s TERM "$SECS" $PY -m preln train "$cfg" --out "$W/fig4/$name" "${COMMON[@]}" "$@" \
+  # -k: a run told to stop finishes its update first, and a compiled run's first update can take
+  # minutes of compiling (the third GPU session's hung there, past its device call's limit)
+  timeout -k 30 -s TERM "$SECS" $PY -m preln train "$cfg" --out "$W/fig4/$name" "${COMMON[@]}" "$@" \
     ${TINY[@]+"${TINY[@]}"} > "$W/$name.train.log" 2>&1
   timeout 120 $PY -m preln evaluate "$W/fig4/$name" --splits test --beam 5 ${EVAL[@]+"${EVAL[@]}"} \
     > "$W/$name.eval.log" 2>&1
@@ -93,9 +106,9 @@ run pre-lr5e-4 configs/iwslt14-pre.toml &
 run pre-lr1e-3 configs/iwslt14-pre.toml --set optim.lr=1e-3 &
 run pre-lr1e-3-fp32 configs/iwslt14-pre.toml --set optim.lr=1e-3 --set "train.precision='fp32'" &
 run pre-lr5e-4-compiled configs/iwslt14-pre.toml --set train.compile=true --set data.pad_to_multiple=8 &
-OMP_NUM_THREADS=4 PRELN_DATA_ROOT=$(cd "$DATA" && pwd) timeout $((SECS + 60)) $PY -m pytest "${PYTEST[@]}" -p no:cacheprovider tests \
+OMP_NUM_THREADS=4 PRELN_DATA_ROOT=$(cd "$DATA" && pwd) timeout -k 10 $((SECS + 60)) $PY -m pytest "${PYTEST[@]}" -p no:cacheprovider tests \
   > "$W/pytest.log" 2>&1 &
-wait
+wait $(jobs -p | grep -vx "$WATCHDOG")  # the runs and the tests, not the deadline's watchdog
 log "pytest: $(tail -n 1 "$W/pytest.log")"
 grep -E "^(FAILED|ERROR)" "$W/pytest.log" | head -20
 

@@ -103,6 +103,25 @@ def test_the_gpu_check_script_runs_dry_on_the_cpu(tmp_path):
     assert not any(n.endswith((".safetensors", "spm.model")) for n in names)  # what a device call can return
 
 
+def test_the_gpu_check_script_packs_what_it_has_at_its_deadline(tmp_path):
+    """A device call past its limit is killed with everything it wrote: at GPU_CHECK_DEADLINE the
+    script stops and packs its logs, rather than waiting on a run that has not stopped."""
+    require_data("debdocs-de-en")
+    script = ROOT / "benchmarks" / "gpu_check.sh"
+    env = {**os.environ, "GPU_CHECK_DRY": "1", "GPU_CHECK_DEADLINE": "1", "PYTHON": sys.executable}
+    env["PRELN_DATA_ROOT"] = str(data_root().resolve())
+    out = tmp_path / "out"
+    done = subprocess.run(
+        ["bash", str(script), str(out), "300"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 143, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "deadline of 1 s" in done.stdout
+    with tarfile.open(out / "results.tgz") as tar:
+        steps = tar.extractfile("./steps.log").read().decode()
+    assert "deadline of 1 s: packing what there is" in steps
+    assert "2. paper-size Fig. 4" not in steps  # it stopped before the training runs
+
+
 def test_the_decoding_benchmark_compares_preln_with_its_past_and_with_transformers(tmp_path):
     """Tiny Post-LN runs (trained and barely trained), test and long inputs, greedy and beam 5:
     every method's rows, and preln's outputs equal to the earlier commit's beam search."""
