@@ -1,6 +1,8 @@
 """``preln export --format hf``: a masked-LM run loaded back by Transformers computes preln's logits
 (to 1e-5); what no Transformers class computes is refused. Skipped without transformers."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -182,3 +184,95 @@ def test_an_exported_classifier_computes_prelns_probabilities(tmp_path, norm):
     pipe = transformers.pipeline("text-classification", model=str(tmp_path / "hf"))
     got = [pipe({"text": a, "text_pair": b})["label"] for a, b in pairs[:5]]
     assert got == [p.label for p in classify(ours, tok, cfg, pairs[:5])]
+
+
+def test_a_pre_ln_causal_lm_exports_to_gpt2_with_its_logits_tokens_and_greedy_continuations(tmp_path):
+    """GPT2LMHeadModel, AutoTokenizer and generate() on the exported folder alone: preln's logits
+    (right padding under an attention mask), its prompt ids, and ``preln generate``'s greedy output."""
+    require_data("english-mix")
+    from preln.decode import sample
+
+    train(config.load(ROOT / "configs" / "tiny-causal.toml", ["train.progress=false"]), tmp_path / "run")
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "hf")]) == 0
+    _, ours, tok = load_run(tmp_path / "run")
+    hf = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    assert type(hf).__name__ == "GPT2LMHeadModel"
+    ids, keep = _ids(ours.config.vocab_size)
+    with torch.no_grad():
+        mine = ours.eval()(ids)[keep]
+        theirs = hf(input_ids=ids, attention_mask=keep.long()).logits[keep]
+    torch.testing.assert_close(theirs, mine, rtol=0, atol=1e-5)
+    with torch.no_grad():  # the comparison can fail: a changed weight shows
+        hf.transformer.h[-1].mlp.c_proj.bias[0] += 0.1  # one coordinate: the final LayerNorm removes a shift of all
+        assert not torch.allclose(hf(input_ids=ids, attention_mask=keep.long()).logits[keep], mine, atol=1e-5)
+        hf.transformer.h[-1].mlp.c_proj.bias[0] -= 0.1
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    for prompt in ["the house", "in 1998 the city council"]:
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        assert prompt_ids == [2] + tok.encode([prompt])[0]  # <s> A, as preln generate reads a prompt
+        with torch.no_grad():
+            out = hf.generate(torch.tensor([prompt_ids]), do_sample=False, max_new_tokens=12, suppress_tokens=[0, 2, 4])
+        new = out[0, len(prompt_ids) :].tolist()
+        got = new[: new.index(3)] if 3 in new else new  # up to </s>, as preln stops
+        assert got == sample(ours, [prompt_ids], 12)[0]
+        # the text-generation pipeline appends the decoded continuation to the prompt's text: that
+        # must be preln generate's text, for any continuation
+        more = tok.encode(["and then the city"])[0]  # a continuation's first piece starts a word
+        theirs = prompt + tokenizer.decode(more, skip_special_tokens=True)
+        assert theirs == tok.decode([prompt_ids[1:] + more])[0]
+
+
+@pytest.mark.parametrize(
+    "positions,embed_scale,activation",
+    [("sinusoidal", True, "relu"), ("learned", True, "gelu"), ("sinusoidal", False, "gelu")],
+)
+def test_gpt2_computes_a_pre_ln_causal_lm_of_any_positions_and_embedding_scale_in_float64(
+    positions, embed_scale, activation
+):
+    """An untrained model in float64: a sinusoidal table as GPT-2's position embedding, and an
+    embedding scaled by sqrt(d) exported untied from the output projection."""
+    from preln.decode import sample
+    from preln.export import to_hf
+    from preln.model import CausalLM
+
+    c = ModelConfig(task="causal", norm="pre", vocab_size=40, d_model=16, n_heads=2, d_ffn=32, encoder_layers=2)
+    c = dataclasses.replace(c, positions=positions, embed_scale=embed_scale, activation=activation)
+    torch.manual_seed(0)
+    ours = CausalLM(c).eval()
+    with torch.no_grad():
+        for p in ours.parameters():  # away from init's zeros and ones, so that every weight counts
+            p.add_(0.3 * torch.randn_like(p))
+        ours.embed_tokens.weight.mul_(0.25)  # else the scaled embedding has the model repeat its last token
+    hf = to_hf(ours).double()
+    ours = ours.double()
+    ids, keep = _ids(c.vocab_size)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            hf(input_ids=ids, attention_mask=keep.long()).logits[keep], ours(ids)[keep], rtol=0, atol=1e-10
+        )
+    assert (hf.lm_head.weight is hf.transformer.wte.weight) == (not embed_scale)
+    prompts = [[2, 7, 9, 11], [2, 30, 5, 17, 22]]  # greedy, with the KV cache: generate() continues as preln
+    mine = sample(ours, prompts, 15)
+    assert len({t for m in mine for t in m}) > 2  # the continuations vary: the comparison can fail
+    for prompt, expected in zip(prompts, mine):
+        with torch.no_grad():
+            out = hf.generate(torch.tensor([prompt]), do_sample=False, max_new_tokens=15, suppress_tokens=[0, 2, 4])
+        new = out[0, len(prompt) :].tolist()
+        assert (new[: new.index(3)] if 3 in new else new) == expected
+
+
+@pytest.mark.parametrize(
+    "change,reason",
+    [
+        (dict(norm="post"), "GPT-2 is Pre-LN"),
+        (dict(norm_type="rmsnorm"), "norm_type='rmsnorm'"),
+        (dict(embed_layernorm=True), "no embedding LayerNorm"),
+    ],
+)
+def test_a_causal_lm_gpt2_cannot_compute_is_refused(change, reason):
+    from preln.export import to_hf
+    from preln.model import CausalLM
+
+    base = dict(task="causal", norm="pre", vocab_size=50, d_model=16, n_heads=2, d_ffn=32, encoder_layers=1)
+    with pytest.raises(config.ConfigError, match=reason):
+        to_hf(CausalLM(ModelConfig(**{**base, **change})))

@@ -270,7 +270,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .export import export_hf
 
     out = export_hf(Path(args.run), Path(args.out))
-    print(f"wrote {out} (Transformers: from_pretrained({str(out)!r}); tokenize with {out / 'spm.model'})")
+    tokenizer = "AutoTokenizer too" if (out / "tokenizer.json").exists() else f"tokenize with {out / 'spm.model'}"
+    print(f"wrote {out} (Transformers: from_pretrained({str(out)!r}); {tokenizer})")
     return Exit.OK
 
 

@@ -8,8 +8,12 @@ final LayerNorm; a fine-tuned classifier to ``BertForSequenceClassification`` /
 and classifier, and RoBERTa's two-layer head), with the task's labels. A Post-LN translation run
 exports to ``FSMTForConditionalGeneration`` (fairseq's Transformer in Transformers: the same
 layers, sinusoidal positions with fairseq's table, embeddings scaled by sqrt(d); preln's shared
-source/target embedding is written to both). Only what computes
-the same function is exported; anything else is refused with the reason:
+source/target embedding is written to both). A Pre-LN causal LM exports to ``GPT2LMHeadModel``
+(GPT-2's blocks are x + F(LN(x)) with a final LayerNorm: preln's Pre-LN, with Q, K, V fused and
+weights stored (in, out); a sinusoidal table becomes its position embedding; with
+``model.embed_scale`` the input embedding is sqrt(d) times the output projection, so the two are
+written untied). Only what computes the same function is exported; anything else is refused with
+the reason:
 
 * both classes always normalize the embeddings and never scale them: ``model.embed_layernorm =
   true``, ``model.embed_scale = false`` (the BERT presets);
@@ -21,7 +25,7 @@ the same function is exported; anything else is refused with the reason:
   computes what preln trained; a pair-pretrained run's segment embeddings are exported as trained.
 
 The run's ``spm.model`` is copied beside the weights, with a Transformers tokenizer built from it
-(``tokenizer_export.py``) for masked-LM and classifier runs.
+(``tokenizer_export.py``) for masked-LM, classifier and causal-LM runs.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from . import checkpoint, tasks
 from .config import ConfigError, ModelConfig
 from .data.tokenizer import BOS, EOS, PAD
 from .inference import load_run
-from .model import MaskedLM, Seq2Seq
+from .model import CausalLM, MaskedLM, Seq2Seq
 from .runs import RunFolder
 from .tokenizer_export import write_tokenizer
 
@@ -49,9 +53,11 @@ def check_exportable(c: ModelConfig) -> str:
     task = tasks.get(c.task)
     if task.export == "seq2seq":
         return _check_fsmt(c)
+    if task.export == "causal":
+        return _check_gpt2(c)
     head = task.hf_head
     if task.export != "encoder":
-        raise ConfigError(f"export --format hf: masked-LM, classifier and translation runs only, not {c.task!r}")
+        raise ConfigError(f"export --format hf: no Transformers export for {c.task!r} runs")
     if c.norm not in ("post", "pre") or c.norm_type != "layernorm":
         raise ConfigError(
             f"export --format hf: no Transformers class computes model.norm={c.norm!r} with "
@@ -73,6 +79,17 @@ def _check_fsmt(c: ModelConfig) -> str:
     if c.embed_layernorm or c.activation not in ("relu", "gelu"):
         raise ConfigError("export --format hf: FSMT has no embedding LayerNorm and needs a relu or gelu FFN")
     return "FSMTForConditionalGeneration"
+
+
+def _check_gpt2(c: ModelConfig) -> str:
+    if c.norm != "pre" or c.norm_type != "layernorm":
+        raise ConfigError(
+            f"export --format hf: GPT-2 is Pre-LN with LayerNorm; this run has model.norm={c.norm!r}, "
+            f"norm_type={c.norm_type!r}, which no Transformers causal-LM class computes"
+        )
+    if c.embed_layernorm or c.activation not in ("relu", "gelu"):
+        raise ConfigError("export --format hf: GPT-2 has no embedding LayerNorm and needs a relu or gelu FFN")
+    return "GPT2LMHeadModel"
 
 
 def _hf_config(c: ModelConfig, cls: str):
@@ -206,15 +223,74 @@ def to_fsmt(ours: Seq2Seq) -> nn.Module:
     return hf
 
 
+def _gpt2(c: ModelConfig):
+    import transformers
+
+    config = transformers.GPT2Config(
+        vocab_size=c.vocab_size,
+        n_positions=c.max_positions,
+        n_embd=c.d_model,
+        n_layer=c.encoder_layers,
+        n_head=c.n_heads,
+        n_inner=c.d_ffn,
+        activation_function=c.activation,  # "gelu": the exact (erf) GELU, as preln's
+        resid_pdrop=c.dropout,
+        embd_pdrop=c.dropout,
+        attn_pdrop=c.attention_dropout,
+        layer_norm_epsilon=1e-5,
+        bos_token_id=BOS,
+        eos_token_id=EOS,
+        pad_token_id=PAD,
+        tie_word_embeddings=not c.embed_scale,
+    )
+    return transformers.GPT2LMHeadModel(config)
+
+
+def _copy_conv1d(dst: nn.Module, src: nn.Linear) -> None:
+    """GPT-2's Conv1D computes x W + b with W stored (in, out): nn.Linear's weight transposed."""
+    dst.weight.copy_(src.weight.T)
+    dst.bias.copy_(src.bias)
+
+
 @torch.no_grad()
-def to_hf(ours: MaskedLM | Seq2Seq, segments: bool = False) -> nn.Module:
-    """The Transformers model that computes ``ours``'s logits (masked LM or translation).
+def to_gpt2(ours: CausalLM) -> nn.Module:
+    """The ``GPT2LMHeadModel`` that computes ``ours``'s next-token logits."""
+    c = ours.config
+    check_exportable(c)
+    hf = _gpt2(c).eval()
+    t = hf.transformer
+    tokens = ours.embed_tokens.weight
+    t.wte.weight.copy_(ours.embed.scale * tokens)
+    t.wpe.weight.copy_(ours.embed.positions.weight if ours.embed.positions is not None else ours.embed.table)
+    for block, layer in zip(t.h, ours.decoder.layers):
+        att = layer.self_attn
+        qkv = (att.q_proj, att.k_proj, att.v_proj)  # GPT-2 splits its c_attn output as Q, K, V
+        block.attn.c_attn.weight.copy_(torch.cat([p.weight for p in qkv]).T)
+        block.attn.c_attn.bias.copy_(torch.cat([p.bias for p in qkv]))
+        _copy_conv1d(block.attn.c_proj, att.out_proj)
+        _copy_conv1d(block.mlp.c_fc, layer.ffn.w1)
+        _copy_conv1d(block.mlp.c_proj, layer.ffn.w2)
+        _copy(block.ln_1, layer.attn_res.norm)
+        _copy(block.ln_2, layer.ffn_res.norm)
+    _copy(t.ln_f, ours.decoder.final_norm)
+    if c.embed_scale:  # the input embedding is scaled, the output projection is not: untied
+        hf.lm_head.weight.copy_(tokens)
+    else:
+        hf.lm_head.weight = t.wte.weight  # tied, as in preln
+    return hf
+
+
+@torch.no_grad()
+def to_hf(ours: MaskedLM | Seq2Seq | CausalLM, segments: bool = False) -> nn.Module:
+    """The Transformers model that computes ``ours``'s logits (masked LM, translation, causal LM).
     ``segments``: the masked LM was pretrained on segment pairs (``data.mlm_pairs``), so its
     segment-0 embedding is trained and is exported as it is."""
     c = ours.config
     cls = check_exportable(c)
     if tasks.get(c.task).export == "seq2seq":
         return to_fsmt(ours)
+    if tasks.get(c.task).export == "causal":
+        return to_gpt2(ours)
     hf = _hf_config(c, cls).eval()
     pre = c.norm == "pre"
     base = hf.roberta_prelayernorm if pre else hf.bert
@@ -275,8 +351,9 @@ def export_hf(run: Path, out: Path) -> Path:
             hf.config.label2id = {v: k for k, v in hf.config.id2label.items()}
         hf.save_pretrained(tmp)
         shutil.copyfile(run / "spm.model", tmp / "spm.model")
-        if tasks.get(cfg.model.task).export == "encoder":  # AutoTokenizer and the pipelines load it from the folder
-            write_tokenizer(run / "spm.model", tmp)
+        kind = tasks.get(cfg.model.task).export
+        if kind in ("encoder", "causal"):  # AutoTokenizer and the pipelines load it from the folder
+            write_tokenizer(run / "spm.model", tmp, causal=kind == "causal")
         (tmp / SOURCE).write_text(json.dumps(source, indent=1) + "\n")
         try:
             os.rename(tmp, out)  # atomic; fails if another export filled ``out`` meanwhile

@@ -8,7 +8,8 @@ the merged piece; the normalizer is SentencePiece's own (its precompiled charact
 stripping and collapsing spaces), pre-tokenization and decoding its ``▁`` word marker. Special
 tokens keep preln's ids (<pad> 0, <unk> 1, <s>/<cls> 2, </s>/<sep> 3, <mask> 4); a text becomes
 ``<s> A </s>``, a pair ``<s> A </s> B </s>`` with token type 1 for B, as preln's masked LM reads
-them. Tested: ids equal preln's on corpus lines."""
+them; for a causal LM a text is ``<s> A``, a prompt as ``preln generate`` continues it. Tested: ids
+equal preln's on corpus lines."""
 
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from .errors import UsageError
 SPECIAL = ("<pad>", "<unk>", "<s>", "</s>", "<mask>")
 
 
-def hf_tokenizer(spm_model: bytes):
-    """A ``PreTrainedTokenizerFast`` of the SentencePiece BPE model ``spm_model`` (its bytes)."""
+def hf_tokenizer(spm_model: bytes, causal: bool = False):
+    """A ``PreTrainedTokenizerFast`` of the SentencePiece BPE model ``spm_model`` (its bytes).
+    ``causal``: a text becomes ``<s> A``, a prompt as preln's causal LM continues it."""
     from sentencepiece import sentencepiece_model_pb2
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
@@ -42,17 +44,25 @@ def hf_tokenizer(spm_model: bytes):
     steps = [normalizers.Precompiled(charsmap)] if charsmap else []
     tok.normalizer = normalizers.Sequence([*steps, normalizers.Strip(), normalizers.Replace(Regex(" {2,}"), " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
-    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    # a causal LM's continuation is decoded alone (Transformers' text-generation pipeline appends it to
+    # the prompt): its first word keeps its space there, so the decoder strips none
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="never" if causal else "always")
     tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL])
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> $B:1 </s>:1", special_tokens=[("<s>", BOS), ("</s>", EOS)]
-    )
-    names = {"pad_token": "<pad>", "unk_token": "<unk>", "cls_token": "<s>", "sep_token": "</s>"}
-    names |= {"bos_token": "<s>", "eos_token": "</s>", "mask_token": "<mask>"}
-    inputs = ["input_ids", "token_type_ids", "attention_mask"]  # sentence B's segment, as preln feeds it
+    specials = [("<s>", BOS), ("</s>", EOS)]
+    names = {"pad_token": "<pad>", "unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>"}
+    if causal:
+        tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=specials[:1])
+        inputs = ["input_ids", "attention_mask"]
+    else:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A </s>", pair="<s> $A </s> $B:1 </s>:1", special_tokens=specials
+        )
+        names |= {"cls_token": "<s>", "sep_token": "</s>", "mask_token": "<mask>"}
+        inputs = ["input_ids", "token_type_ids", "attention_mask"]  # sentence B's segment, as preln feeds it
     return PreTrainedTokenizerFast(tokenizer_object=tok, model_input_names=inputs, **names)
 
 
-def write_tokenizer(spm_file: Path, out: Path) -> None:
-    """``tokenizer.json`` and ``tokenizer_config.json`` of ``spm_file`` into ``out``."""
-    hf_tokenizer(spm_file.read_bytes()).save_pretrained(out)
+def write_tokenizer(spm_file: Path, out: Path, causal: bool = False) -> None:
+    """``tokenizer.json`` and ``tokenizer_config.json`` of ``spm_file`` into ``out`` (``causal``:
+    see :func:`hf_tokenizer`)."""
+    hf_tokenizer(spm_file.read_bytes(), causal).save_pretrained(out)

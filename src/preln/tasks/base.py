@@ -21,8 +21,8 @@ class Task:
     name: ClassVar[str]
     uses: ClassVar[Literal["translate", "predict", "generate"]]
     """The command that uses a trained model of this task."""
-    export: ClassVar[Literal["seq2seq", "encoder", "none"]] = "none"
-    """How ``preln export --format hf`` writes it: FSMT, a BERT-like encoder, or not at all."""
+    export: ClassVar[Literal["seq2seq", "encoder", "causal", "none"]] = "none"
+    """How ``preln export --format hf`` writes it: FSMT, a BERT-like encoder, GPT-2, or not at all."""
     hf_head: ClassVar[str] = ""
     """The Transformers head class suffix of an ``encoder`` export (``MaskedLM``, ...)."""
     pretrains: ClassVar[bool] = False

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 class CausalLMTask(Task):
     name = "causal"
     uses = "generate"
+    export = "causal"
     unused_parameters = False
 
     def checks(self, cfg: RunConfig) -> list[tuple[bool, str]]:
