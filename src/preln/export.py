@@ -35,6 +35,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -51,10 +52,8 @@ from .tokenizer_export import write_tokenizer
 def check_exportable(c: ModelConfig) -> str:
     """The Transformers class for this model, or a ConfigError saying why there is none."""
     task = tasks.get(c.task)
-    if task.export == "seq2seq":
-        return _check_fsmt(c)
-    if task.export == "causal":
-        return _check_gpt2(c)
+    if task.export in _ONE_CLASS:
+        return _check_one_class(c, task.export)
     head = task.hf_head
     if task.export != "encoder":
         raise ConfigError(f"export --format hf: no Transformers export for {c.task!r} runs")
@@ -70,26 +69,32 @@ def check_exportable(c: ModelConfig) -> str:
     return f"{'Bert' if c.norm == 'post' else 'RobertaPreLayerNorm'}For{head}"
 
 
-def _check_fsmt(c: ModelConfig) -> str:
-    if c.norm != "post" or c.norm_type != "layernorm":
-        raise ConfigError(
-            f"export --format hf: FSMT (fairseq's Transformer) is Post-LN with LayerNorm; this run has "
-            f"model.norm={c.norm!r}, norm_type={c.norm_type!r}, which no Transformers translation class computes"
-        )
-    if c.embed_layernorm or c.activation not in ("relu", "gelu"):
-        raise ConfigError("export --format hf: FSMT has no embedding LayerNorm and needs a relu or gelu FFN")
-    return "FSMTForConditionalGeneration"
+class _OneClass(NamedTuple):
+    """A task's one Transformers class and what it computes: its placement, LayerNorm, no
+    embedding LayerNorm, a relu or gelu FFN."""
+
+    cls: str
+    name: str
+    norm: str
+    family: str
 
 
-def _check_gpt2(c: ModelConfig) -> str:
-    if c.norm != "pre" or c.norm_type != "layernorm":
+_ONE_CLASS = {
+    "seq2seq": _OneClass("FSMTForConditionalGeneration", "FSMT (fairseq's Transformer)", "post", "translation"),
+    "causal": _OneClass("GPT2LMHeadModel", "GPT-2", "pre", "causal-LM"),
+}
+
+
+def _check_one_class(c: ModelConfig, kind: str) -> str:
+    one = _ONE_CLASS[kind]
+    if c.norm != one.norm or c.norm_type != "layernorm":
         raise ConfigError(
-            f"export --format hf: GPT-2 is Pre-LN with LayerNorm; this run has model.norm={c.norm!r}, "
-            f"norm_type={c.norm_type!r}, which no Transformers causal-LM class computes"
+            f"export --format hf: {one.name} is {one.norm.capitalize()}-LN with LayerNorm; this run has "
+            f"model.norm={c.norm!r}, norm_type={c.norm_type!r}, which no Transformers {one.family} class computes"
         )
     if c.embed_layernorm or c.activation not in ("relu", "gelu"):
-        raise ConfigError("export --format hf: GPT-2 has no embedding LayerNorm and needs a relu or gelu FFN")
-    return "GPT2LMHeadModel"
+        raise ConfigError(f"export --format hf: {one.name} has no embedding LayerNorm and needs a relu or gelu FFN")
+    return one.cls
 
 
 def _hf_config(c: ModelConfig, cls: str):
