@@ -258,12 +258,13 @@ def _add_export(sub) -> None:
     p = sub.add_parser(
         "export",
         help="a run as a Hugging Face Transformers model (masked LM: BERT / RoBERTa-PreLayerNorm; "
-        "Post-LN translation: FSMT)",
+        "Post-LN translation: FSMT; Pre-LN causal LM: GPT-2)",
         description="Write the run's last checkpoint as a Transformers model folder (config.json, "
         "model.safetensors) with the run's spm.model; needs pip install 'preln[hf]'. A masked-LM run becomes "
         "BertForMaskedLM (Post-LN) or RobertaPreLayerNormForMaskedLM (Pre-LN), a Post-LN translation run "
-        "FSMTForConditionalGeneration. Runs whose layers no Transformers class computes exactly are refused "
-        "with the reason.",
+        "FSMTForConditionalGeneration, a Pre-LN causal LM GPT2LMHeadModel; masked-LM, classifier and causal-LM "
+        "folders hold a tokenizer for AutoTokenizer too. Runs whose layers no Transformers class computes "
+        "exactly are refused with the reason.",
     )
     p.add_argument("run", metavar="RUN_DIR")
     p.add_argument("out", metavar="OUT_DIR")
