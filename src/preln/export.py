@@ -292,10 +292,9 @@ def to_hf(ours: MaskedLM | Seq2Seq | CausalLM, segments: bool = False) -> nn.Mod
     segment-0 embedding is trained and is exported as it is."""
     c = ours.config
     cls = check_exportable(c)
-    if tasks.get(c.task).export == "seq2seq":
-        return to_fsmt(ours)
-    if tasks.get(c.task).export == "causal":
-        return to_gpt2(ours)
+    kind = tasks.get(c.task).export
+    if kind in _ONE_CLASS:
+        return {"seq2seq": to_fsmt, "causal": to_gpt2}[kind](ours)
     hf = _hf_config(c, cls).eval()
     pre = c.norm == "pre"
     base = hf.roberta_prelayernorm if pre else hf.bert
