@@ -71,8 +71,9 @@ $PY -c "import torch, preln, sacremoses; print('torch', torch.__version__, \
   torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA')" 2>&1 | tee -a "$W/steps.log"
 
 log "1a. BERT-base MLM benchmark"
-# 200 s: at 150 the last row (Post-LN compiled) was cut in two sessions; the third session's whole
-# script took ~430 s of its 570 with TRAIN_SECONDS 100, so these 50 s and the tests' 60 below fit
+# 200 s: at 150 the last row (Post-LN compiled) was cut in two sessions; but for its hang the third
+# session's script would have taken ~420 s with TRAIN_SECONDS 100, so these 50 s and the tests' 60
+# below fit in the 570
 timeout 200 $PY benchmarks/bert_mlm.py "${BERT[@]}" --models preln-pre,hf,preln-post --json "$W/bench_bert.json" \
   2>&1 | grep -v Warning | tee "$W/bench_bert.log"
 MT=(--config configs/iwslt14-pre.toml --set "data.corpus='tsv'" --set "data.path='$DATA/debdocs-de-en'"
