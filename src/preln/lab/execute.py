@@ -107,7 +107,7 @@ class _Pool:
 
     def __init__(self, jobs: list[Job], at_once: int, threads: int, gpus: list[str] | None) -> None:
         self.pending, self.running, self.results = pilots_first(jobs), [], {}
-        self.finished = sum(step_weight(j) * len(j.done) for j in jobs)  # a resumed grid's done steps
+        self.finished = sum(found_done(j) for j in jobs)  # a resumed grid's done steps
         self.at_once, self.threads, self.gpus, self.free_gpus = at_once, threads, gpus, list(gpus or [])
         total = sum(j.size for j in jobs)
         # on a terminal a bar; in a log file its state as a plain line every 30 s (_show), no frames
@@ -165,7 +165,7 @@ class _Pool:
     def release(self, slot: _Slot) -> None:
         self.free_gpus.extend([slot.gpu] if slot.gpu is not None else [])
         self.results[slot.job.name] = _finish(slot, self.bar)
-        self.finished += slot.job.size - step_weight(slot.job) * len(slot.job.done)
+        self.finished += slot.job.size - found_done(slot.job)
 
 
 def pilots_first(jobs: list[Job]) -> list[Job]:
@@ -191,6 +191,11 @@ def step_weight(job: Job) -> int:
     """Each step of a job weighs the same on the bar: ``size / steps`` (a fine-tuning or an
     evaluation ~ the training's updates)."""
     return job.size // max(len(job.steps), 1)
+
+
+def found_done(job: Job) -> int:
+    """The bar's units of the steps a resumed grid found done (``Job.done``): counted from the start."""
+    return step_weight(job) * len(job.done)
 
 
 def work_left(pending: list[Job], running: list[tuple[Job, str, float, list[tuple[str, list[str]]]]]) -> list[Work]:
