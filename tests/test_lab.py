@@ -374,7 +374,7 @@ def test_gpus_are_handed_out_one_per_process(tmp_path, monkeypatch):
 
     monkeypatch.setattr(execute, "start", FakeProc)
     monkeypatch.setattr(execute.os, "cpu_count", lambda: 8)
-    jobs = [steps.Job(f"a{i}", tmp_path / f"a{i}", 1, [("analyze", ["analyze", f"j{i}"])]) for i in range(5)]
+    jobs = [steps.Job(f"a{i}", f"a{i}", tmp_path / f"a{i}", 1, [("analyze", ["analyze", f"j{i}"])]) for i in range(5)]
     res = execute.execute(jobs, 2, gpus=["3", "5"], poll_s=0)
     assert res == {f"a{i}": "done" for i in range(5)}
     assert [s[0] for s in seen] == [f"j{i}" for i in range(5)]
@@ -590,7 +590,7 @@ def test_several_runs_share_a_gpu_and_an_n_that_cannot_fit_is_refused(tmp_path, 
 
     monkeypatch.setattr(execute, "start", FakeProc)
     monkeypatch.setattr(execute.os, "cpu_count", lambda: 8)
-    jobs = [steps.Job(f"a{i}", tmp_path / f"a{i}", 1, [("analyze", ["analyze", f"j{i}"])]) for i in range(8)]
+    jobs = [steps.Job(f"a{i}", f"a{i}", tmp_path / f"a{i}", 1, [("analyze", ["analyze", f"j{i}"])]) for i in range(8)]
     res = execute.execute(jobs, 4, gpus=["3", "3", "5", "5"], poll_s=0)  # --gpus 3,5 --jobs-per-gpu 2
     assert res == {f"a{i}": "done" for i in range(8)}
     assert peak == {"3": 2, "5": 2} and all(s[2] == "2" for s in seen)  # 2 runs per GPU, 8 cores / 4
@@ -789,11 +789,11 @@ def test_the_progress_bar_counts_fine_tunings_and_evaluations_as_steps(tmp_path)
     folder.mkdir()
     (folder / "metrics.jsonl").write_text(json.dumps({"kind": "train", "update": 300}) + "\n")
     names = ["train", "finetune:paraphrase", "finetune@2:paraphrase", "control:paraphrase"]
-    job = steps.Job("fig5/pre-s1", folder, 600 * 4, [(n, ["x"]) for n in names])
+    job = steps.Job("fig5", "fig5/pre-s1", folder, 600 * 4, [(n, ["x"]) for n in names])
     assert execute.progress(job, 3, "train") == 300  # updates so far
     assert execute.progress(job, 1, "finetune@2:paraphrase") == 1200  # train and the first fine-tuning
     assert execute.progress(job, 0, "control:paraphrase") == 1800
-    analysis = steps.Job("fig3", tmp_path / "fig3", 200, [("analyze", ["analyze"])])
+    analysis = steps.Job("fig3", "fig3", tmp_path / "fig3", 200, [("analyze", ["analyze"])])
     assert execute.progress(analysis, 0, "analyze") == 0
 
 

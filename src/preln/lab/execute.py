@@ -135,7 +135,7 @@ class _Pool:
             # timed to when this poll saw it end (the report's "where the time went")
             seconds = time.time() - slot.step_started
             record_step(slot.job.folder, slot.step, seconds, rc)
-            self.time_left.ended(study_of(slot.job), slot.step, step_weight(slot.job), seconds, rc == Exit.OK)
+            self.time_left.ended(slot.job.study, slot.step, step_weight(slot.job), seconds, rc == Exit.OK)
             if rc == Exit.INTERRUPTED or stopping:
                 self.running.remove(slot)
                 continue
@@ -175,16 +175,11 @@ def pilots_first(jobs: list[Job]) -> list[Job]:
     on the order; the longest jobs still come first."""
     pilots, studies = [], set()
     for job in jobs:
-        if study_of(job) not in studies:
-            studies.add(study_of(job))
+        if job.study not in studies:
+            studies.add(job.study)
             pilots.append(job)
     chosen = {id(j) for j in pilots}
     return pilots + [j for j in jobs if id(j) not in chosen]
-
-
-def study_of(job: Job) -> str:
-    """The study a job belongs to (its name is ``study/folder``)."""
-    return job.name.split("/", 1)[0]
 
 
 def step_weight(job: Job) -> int:
@@ -202,10 +197,10 @@ def work_left(pending: list[Job], running: list[tuple[Job, str, float, list[tupl
     """Every step not yet ended: the waiting jobs' steps, and for each running job (job, its
     current step, seconds in it, steps after it) the current step and those after it; not the
     steps a resumed grid found done (``Job.done``)."""
-    work = [Work(study_of(j), step, step_weight(j), 0.0) for j in pending for step, _ in j.steps if step not in j.done]
+    work = [Work(j.study, step, step_weight(j), 0.0) for j in pending for step, _ in j.steps if step not in j.done]
     for job, step, spent, after in running:
-        work.append(Work(study_of(job), step, step_weight(job), spent))
-        work += [Work(study_of(job), later, step_weight(job), 0.0) for later, _ in after if later not in job.done]
+        work.append(Work(job.study, step, step_weight(job), spent))
+        work += [Work(job.study, later, step_weight(job), 0.0) for later, _ in after if later not in job.done]
     return work
 
 

@@ -98,7 +98,10 @@ class Job:
     """One unit of work: commands run in order in ``folder``, each skipped where its result
     already exists (``needed``)."""
 
+    study: str
+    """The study it belongs to (the time left's rates are per study and step)."""
     name: str
+    """``study/folder``, or the study's name for a study of one job (the folder is the study's)."""
     folder: Path
     size: int
     """Updates (training) or ~ the analysis's time in updates: the progress display's weight."""
@@ -131,5 +134,5 @@ def plan(studies: list[Study], out: Path, beam: int) -> list[Job]:
             steps = [(step, command(step, spec, folder, evaluation)) for step in spec.steps]
             name = f"{study.name}/{spec.folder}" if spec.folder else study.name
             done = frozenset(spec.steps) - set(left)
-            jobs.append(Job(name, folder, spec.size, steps, evaluation.expected(), done))
+            jobs.append(Job(study.name, name, folder, spec.size, steps, evaluation.expected(), done))
     return jobs
