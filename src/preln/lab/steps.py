@@ -72,7 +72,7 @@ def still_to_run(names: tuple[str, ...] | list[str], folder: Path, expect: dict 
     that has still to run (an evaluation or a fine-tuning is not ``needed`` before the model it
     uses has completed)."""
     training = "train" in names and needed("train", folder, expect)
-    return [s for s in names if training or needed(s, folder, expect)]
+    return [s for s in names if training or (s != "train" and needed(s, folder, expect))]
 
 
 def command(step: str, job: JobSpec, folder: Path, evaluation: Evaluation) -> list[str]:
