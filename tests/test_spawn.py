@@ -64,7 +64,7 @@ def test_a_scheduler_that_fails_stops_its_commands_gracefully(tmp_path, monkeypa
     run = tmp_path / "run"
     argv = ["train", str(ROOT / "configs" / "tiny-translation.toml"), "--set", "train.max_updates=3000"]
     argv += ["--set", "train.progress=false", "--out", str(run)]
-    job = steps.Job("long", run, 3000, [("train", argv)])
+    job = steps.Job("long", "long", run, 3000, [("train", argv)])
 
     def broken(pool):
         if (run / "metrics.jsonl").is_file() and '"train"' in (run / "metrics.jsonl").read_text():
