@@ -180,7 +180,7 @@ def _add_reproduce(sub) -> None:
         description="Expand each study file for the preset, train every run not yet completed or diverged "
         "(interrupted runs resume), score test BLEU (beam search), run the analysis, and write report.md / "
         "report.html. Ctrl-C stops after the current updates; rerunning skips finished runs. The quick preset "
-        "took 71-84 minutes on 2 busy AMD EPYC cores (its three-seed form 58 on a quieter morning) with --jobs 2 "
+        "took 64 minutes on 2 AMD EPYC cores (71-84 when the host was busier) with --jobs 2 "
         "from a fresh clone, install included "
         "(docs/reference-quick); paper needs a GPU.",
     )
