@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -67,22 +68,6 @@ def check_exportable(c: ModelConfig) -> str:
     if c.norm == "pre" and c.activation != "gelu" and head == "MaskedLM":
         raise ConfigError("export --format hf: RobertaPreLayerNorm's MLM head is GELU; this run uses ReLU")
     return f"{'Bert' if c.norm == 'post' else 'RobertaPreLayerNorm'}For{head}"
-
-
-class _OneClass(NamedTuple):
-    """A task's one Transformers class and what it computes: its placement, LayerNorm, no
-    embedding LayerNorm, a relu or gelu FFN."""
-
-    cls: str
-    name: str
-    norm: str
-    family: str
-
-
-_ONE_CLASS = {
-    "seq2seq": _OneClass("FSMTForConditionalGeneration", "FSMT (fairseq's Transformer)", "post", "translation"),
-    "causal": _OneClass("GPT2LMHeadModel", "GPT-2", "pre", "causal-LM"),
-}
 
 
 def _check_one_class(c: ModelConfig, kind: str) -> str:
@@ -285,6 +270,25 @@ def to_gpt2(ours: CausalLM) -> nn.Module:
     return hf
 
 
+class _OneClass(NamedTuple):
+    """A task's one Transformers class, what it computes (its placement, LayerNorm, no embedding
+    LayerNorm, a relu or gelu FFN) and the function that converts preln's model to it."""
+
+    cls: str
+    name: str
+    norm: str
+    family: str
+    convert: Callable[[nn.Module], nn.Module]
+
+
+_ONE_CLASS = {
+    "seq2seq": _OneClass(
+        "FSMTForConditionalGeneration", "FSMT (fairseq's Transformer)", "post", "translation", to_fsmt
+    ),
+    "causal": _OneClass("GPT2LMHeadModel", "GPT-2", "pre", "causal-LM", to_gpt2),
+}
+
+
 @torch.no_grad()
 def to_hf(ours: MaskedLM | Seq2Seq | CausalLM, segments: bool = False) -> nn.Module:
     """The Transformers model that computes ``ours``'s logits (masked LM, translation, causal LM).
@@ -294,7 +298,7 @@ def to_hf(ours: MaskedLM | Seq2Seq | CausalLM, segments: bool = False) -> nn.Mod
     cls = check_exportable(c)
     kind = tasks.get(c.task).export
     if kind in _ONE_CLASS:
-        return {"seq2seq": to_fsmt, "causal": to_gpt2}[kind](ours)
+        return _ONE_CLASS[kind].convert(ours)
     hf = _hf_config(c, cls).eval()
     pre = c.norm == "pre"
     base = hf.roberta_prelayernorm if pre else hf.bert
